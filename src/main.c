@@ -1,19 +1,39 @@
 /*
- * main.c - the switchyard binary: dispatches subcommands (engine, gateway, bench, up).
+ * main.c - the switchyard binary: dispatches subcommands from a table (one binary serves every
+ * role; see docs/architecture.md).
  * Thread-safety: n/a (process entry).
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "common/buf.h"
+#include "common/cli.h"
 #include "engine/engine_main.h"
+
+#define SY_VERSION "0.1.0"
+
+static int version_main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("switchyard %s\n", SY_VERSION);
+    return 0;
+}
+
+static const cli_cmd_t commands[] = {
+    {"engine", "vLLM-compatible model server (--sim: simulated executor, no model file)",
+     engine_main},
+    {"version", "print the version", version_main},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: switchyard <command> [options]\n\n"
-               "commands:\n"
-               "  engine    vLLM-compatible model server (--sim: simulated executor)\n"
-               "  version   print the version\n\n"
-               "Run 'switchyard <command> --help' for the options of a command.\n");
+    sy_buf_t b = SY_BUF_INIT;
+    cli_cmds_usage("switchyard", commands, N_COMMANDS, &b);
+    fputs(b.data ? b.data : "", f);
+    fputs("\nRun 'switchyard <command> --help' for the options of a command.\n", f);
+    sy_buf_deinit(&b);
 }
 
 int main(int argc, char **argv)
@@ -22,18 +42,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "engine") == 0)
-        return engine_main(argc - 1, argv + 1);
-    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
-        printf("switchyard 0.1.0\n");
-        return 0;
-    }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "switchyard: unknown command '%s'\n", argv[1]);
-    usage(stderr);
-    return 2;
+    if (strcmp(argv[1], "--version") == 0)
+        return version_main(argc - 1, argv + 1);
+    const cli_cmd_t *cmd = cli_cmd_find(commands, N_COMMANDS, argv[1]);
+    if (!cmd) {
+        fprintf(stderr, "switchyard: unknown command '%s'\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    return cmd->run(argc - 1, argv + 1);
 }

@@ -1,12 +1,435 @@
-/* engine_main.c - placeholder until the API layer lands (replaced in this same change). */
+/*
+ * engine_main.c - `switchyard engine`: parses vLLM-named flags, wires the modules together
+ * (tokenizer, chat template, executor, KV-event publisher, engine core, HTTP API), runs the event
+ * loop, and drains on SIGTERM/SIGINT: stop accepting, let in-flight requests finish until
+ * --drain-timeout, abort the rest, exit 0.
+ *
+ * Process shape: the main thread runs the event loop (HTTP + API); the engine core runs its own
+ * thread; the KV-event publisher runs its own thread.
+ * Does not: load GGUF models yet (--model is refused with a clear message; a later issue adds the
+ * CPU executor behind the same executor interface).
+ * Thread-safety: process entry, main thread.
+ */
 #include "engine/engine_main.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/cli.h"
+#include "common/ev.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "engine/api.h"
+#include "engine/chat_tmpl.h"
+#include "engine/engine_core.h"
+#include "engine/kv_events.h"
+#include "engine/sim_exec.h"
+#include "engine/tokenizer.h"
+#include "http/http_server.h"
+
+#define SY_VERSION "0.1.0"
+#define MAX_NAMES 16
+
+/* Default KV capacity of the sim engine: an A100-80GB serving Llama-3-8B in bf16 at
+ * gpu_memory_utilization 0.9 keeps about 72 GB - 16 GB weights - ~2 GB activations = 54 GB for
+ * KV; Llama-3-8B stores 2 (K,V) x 32 layers x 8 KV heads x 128 dims x 2 bytes = 128 KiB per
+ * token, so ~440k tokens = 27,500 blocks of 16. */
+#define SIM_DEFAULT_BLOCKS 27500u
+
+typedef struct engine_opts {
+    const char *host;
+    uint64_t port;
+    const char *served_model_name;
+    const char *model;
+    bool sim;
+    const char *sim_profile;
+    double sim_speed;
+    double sim_mean_output_tokens;
+    uint64_t block_size;
+    uint64_t num_gpu_blocks;
+    uint64_t max_num_seqs;
+    uint64_t max_num_batched_tokens;
+    uint64_t max_model_len;
+    uint64_t long_prefill_token_threshold;
+    bool enable_prefix_caching;
+    bool enable_chunked_prefill;
+    bool enable_prompt_tokens_details;
+    const char *kv_events_config;
+    const char *api_key;
+    const char *chat_template;
+    uint64_t max_body_bytes;
+    double drain_timeout;
+    const char *log_level;
+} engine_opts_t;
+
+typedef struct engine_ctx {
+    ev_loop_t *loop;
+    http_server_t *srv;
+    api_t *api;
+    ecore_t *core;
+    double drain_timeout;
+    uint64_t drain_deadline_ms;
+    bool draining;
+    int sigfd;
+} engine_ctx_t;
+
+static void drain_tick(ev_loop_t *loop, uint64_t id, void *udata)
+{
+    (void)id;
+    engine_ctx_t *ctx = udata;
+    size_t inflight = api_num_inflight(ctx->api);
+    if (inflight == 0) {
+        sy_info("engine.drained", "msg=\"all requests finished\"");
+        ev_stop(loop);
+        return;
+    }
+    if (ev_now_ms(loop) >= ctx->drain_deadline_ms) {
+        sy_warn("engine.drain_timeout", "aborting=%zu", inflight);
+        ev_stop(loop); /* teardown closes the exchanges, which aborts their requests */
+        return;
+    }
+    ev_timer_add(loop, 20, drain_tick, ctx);
+}
+
+static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
+{
+    (void)events;
+    engine_ctx_t *ctx = udata;
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (ctx->draining) {
+            sy_warn("engine.signal", "signo=%u msg=\"second signal: stopping now\"", si.ssi_signo);
+            ev_stop(loop);
+            return;
+        }
+        ctx->draining = true;
+        sy_info("engine.draining", "signo=%u inflight=%zu timeout_s=%.1f", si.ssi_signo,
+                api_num_inflight(ctx->api), ctx->drain_timeout);
+        api_set_draining(ctx->api, true);
+        http_server_stop_accepting(ctx->srv);
+        ctx->drain_deadline_ms = ev_now_ms(loop) + (uint64_t)(ctx->drain_timeout * 1000.0);
+        ev_timer_add(loop, 0, drain_tick, ctx);
+    }
+}
+
+/* Splits "a,b c" into names (pointers into buf). */
+static size_t split_names(char *buf, const char **names, size_t cap)
+{
+    size_t n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t && n < cap;
+         t = strtok_r(NULL, ", ", &save))
+        names[n++] = t;
+    return n;
+}
 
 int engine_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "engine: not built yet\n");
-    return 1;
+    engine_opts_t o = {
+        .host = "0.0.0.0",
+        .port = 8000,
+        .sim_profile = "a100-llama3-8b",
+        .sim_speed = 1.0,
+        .sim_mean_output_tokens = 128,
+        .block_size = 16,
+        .max_num_seqs = 256,
+        .max_num_batched_tokens = 8192,
+        .enable_prefix_caching = true,
+        .enable_chunked_prefill = true,
+        .enable_prompt_tokens_details = true,
+        .chat_template = "chatml",
+        .max_body_bytes = 8u << 20,
+        .drain_timeout = 30,
+        .log_level = NULL,
+    };
+    const cli_opt_t opts[] = {
+        {"host", "HOST", CLI_STRING, &o.host, "address to listen on", "0.0.0.0"},
+        {"port", "PORT", CLI_UINT, &o.port, "HTTP port", "8000"},
+        {"served-model-name", "NAMES", CLI_STRING, &o.served_model_name,
+         "model name(s) served, comma-separated; the first is used in metrics",
+         "the --model path, or sim-model"},
+        {"model", "FILE.gguf", CLI_STRING, &o.model, "GGUF model file (not supported yet: use --sim)",
+         NULL},
+        {"sim", NULL, CLI_FLAG, &o.sim, "use the simulated executor (no model file needed)", NULL},
+        {"sim-profile", "NAME", CLI_STRING, &o.sim_profile,
+         "timing calibration profile of the sim executor", "a100-llama3-8b"},
+        {"sim-speed", "X", CLI_DOUBLE, &o.sim_speed,
+         "sim time scale: 1 = real time, 10 = ten times faster, 0 = as fast as possible", "1"},
+        {"sim-mean-output-tokens", "N", CLI_DOUBLE, &o.sim_mean_output_tokens,
+         "mean answer length of the sim when ignore_eos is false", "128"},
+        {"block-size", "N", CLI_UINT, &o.block_size, "tokens per KV block", "16"},
+        {"num-gpu-blocks-override", "N", CLI_UINT, &o.num_gpu_blocks,
+         "KV cache capacity in blocks", "27500 for the sim (A100-80GB, Llama-3-8B)"},
+        {"max-num-seqs", "N", CLI_UINT, &o.max_num_seqs, "maximum running sequences", "256"},
+        {"max-num-batched-tokens", "N", CLI_UINT, &o.max_num_batched_tokens,
+         "token budget per scheduler step", "8192"},
+        {"max-model-len", "N", CLI_UINT, &o.max_model_len, "context length",
+         "8192, capped to the KV capacity"},
+        {"long-prefill-token-threshold", "N", CLI_UINT, &o.long_prefill_token_threshold,
+         "cap on one sequence's prefill chunk per step (0 = off)", "0"},
+        {"enable-prefix-caching", NULL, CLI_BOOL, &o.enable_prefix_caching,
+         "reuse KV blocks of shared prompt prefixes", "true"},
+        {"enable-chunked-prefill", NULL, CLI_BOOL, &o.enable_chunked_prefill,
+         "split long prompts over several steps", "true"},
+        {"enable-prompt-tokens-details", NULL, CLI_BOOL, &o.enable_prompt_tokens_details,
+         "report usage.prompt_tokens_details.cached_tokens", "true"},
+        {"kv-events-config", "JSON", CLI_STRING, &o.kv_events_config,
+         "KV-cache event publisher config, as vLLM's KVEventsConfig", NULL},
+        {"api-key", "KEY", CLI_STRING, &o.api_key,
+         "require 'Authorization: Bearer KEY' on /v1/* (also $VLLM_API_KEY)", NULL},
+        {"chat-template", "NAME", CLI_STRING, &o.chat_template, "built-in chat template name",
+         "chatml"},
+        {"max-body-bytes", "N", CLI_UINT, &o.max_body_bytes, "largest request body accepted",
+         "8388608"},
+        {"drain-timeout", "SECONDS", CLI_DOUBLE, &o.drain_timeout,
+         "on SIGTERM, time given to in-flight requests before they are aborted", "30"},
+        {"log-level", "LEVEL", CLI_STRING, &o.log_level, "debug, info, warn or error", "info"},
+    };
+    const cli_spec_t spec = {
+        .prog = "switchyard engine",
+        .summary = "A vLLM-compatible model server: OpenAI API, paged KV cache with prefix "
+                   "caching, continuous batching, vLLM metrics and KV events. Env PYTHONHASHSEED "
+                   "seeds the block-hash chain as in vLLM (random when unset).",
+        .opts = opts,
+        .n_opts = sizeof opts / sizeof opts[0],
+    };
+    char err[256];
+    int rc = cli_parse(&spec, argc, argv, NULL, NULL, err, sizeof err);
+    if (rc == CLI_HELP) {
+        sy_buf_t b = SY_BUF_INIT;
+        cli_usage(&spec, &b);
+        fputs(b.data ? b.data : "", stdout);
+        sy_buf_deinit(&b);
+        return 0;
+    }
+    if (rc != ST_OK) {
+        fprintf(stderr, "switchyard engine: %s (see --help)\n", err);
+        return 2;
+    }
+    if (o.log_level) {
+        int lvl = sy_log_level_parse(o.log_level);
+        if (lvl < 0) {
+            fprintf(stderr, "switchyard engine: --log-level: unknown level '%s'\n", o.log_level);
+            return 2;
+        }
+        sy_log_set_level((sy_log_level_t)lvl);
+    }
+    if (o.model && !o.sim) {
+        fprintf(stderr, "switchyard engine: --model: GGUF models are not supported yet; "
+                        "run with --sim for the simulated executor\n");
+        return 2;
+    }
+    if (!o.sim) {
+        fprintf(stderr, "switchyard engine: no executor chosen: pass --sim (simulated executor, "
+                        "no model file needed)\n");
+        return 2;
+    }
+    if (!o.api_key && getenv("VLLM_API_KEY") && *getenv("VLLM_API_KEY"))
+        o.api_key = getenv("VLLM_API_KEY");
+    if (o.port > 65535 || o.block_size == 0 || o.block_size > 1024 || o.max_num_seqs == 0 ||
+        o.max_num_seqs > 65536 || o.max_num_batched_tokens == 0 ||
+        o.max_num_batched_tokens > (1u << 24) || o.num_gpu_blocks > (1u << 26) ||
+        o.max_model_len > (1u << 24) || o.sim_speed < 0 || o.drain_timeout < 0 ||
+        o.sim_mean_output_tokens < 1) {
+        fprintf(stderr, "switchyard engine: an option is out of range (port <= 65535, "
+                        "1 <= block-size <= 1024, 1 <= max-num-seqs <= 65536, ...)\n");
+        return 2;
+    }
+    const sim_profile_t *profile = sim_profile_find(o.sim_profile);
+    if (!profile) {
+        fprintf(stderr, "switchyard engine: --sim-profile: unknown profile '%s' (known: %s)\n",
+                o.sim_profile, sim_profile_names());
+        return 2;
+    }
+    const chat_tmpl_t *tmpl = chat_tmpl_find(o.chat_template);
+    if (!tmpl) {
+        fprintf(stderr, "switchyard engine: --chat-template: unknown template '%s' (known: %s)\n",
+                o.chat_template, chat_tmpl_names());
+        return 2;
+    }
+    uint32_t num_blocks = o.num_gpu_blocks ? (uint32_t)o.num_gpu_blocks : SIM_DEFAULT_BLOCKS;
+    uint64_t capacity = (uint64_t)num_blocks * o.block_size;
+    uint32_t max_model_len = (uint32_t)o.max_model_len;
+    if (max_model_len == 0) {
+        max_model_len = capacity < 8192 ? (uint32_t)capacity : 8192;
+    } else if (max_model_len > capacity) {
+        fprintf(stderr,
+                "switchyard engine: the model's max seq len (%u) is larger than the maximum "
+                "number of tokens that can be stored in KV cache (%llu); raise "
+                "--num-gpu-blocks-override or lower --max-model-len\n",
+                max_model_len, (unsigned long long)capacity);
+        return 2;
+    }
+    if (max_model_len < 2) {
+        fprintf(stderr, "switchyard engine: the KV cache is too small (%llu tokens)\n",
+                (unsigned long long)capacity);
+        return 2;
+    }
+
+    char names_buf[1024];
+    snprintf(names_buf, sizeof names_buf, "%s", o.served_model_name ? o.served_model_name
+                                                 : o.model         ? o.model
+                                                                   : "sim-model");
+    const char *names[MAX_NAMES];
+    size_t n_names = split_names(names_buf, names, MAX_NAMES);
+    if (n_names == 0) {
+        fprintf(stderr, "switchyard engine: --served-model-name is empty\n");
+        return 2;
+    }
+
+    int status = ST_OK;
+    int exit_code = 1;
+    kve_config_t kvec;
+    kve_config_default(&kvec);
+    tok_t *tok = NULL;
+    exec_t *exec = NULL;
+    kve_pub_t *events = NULL;
+    mx_registry_t *reg = NULL;
+    api_t *api = NULL;
+    engine_ctx_t ctx = {.sigfd = -1, .drain_timeout = o.drain_timeout};
+
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL); /* before threads start: they inherit the mask */
+
+    if (o.kv_events_config) {
+        sy_buf_t e = SY_BUF_INIT;
+        if (kve_config_parse(o.kv_events_config, &kvec, &e) != ST_OK) {
+            fprintf(stderr, "switchyard engine: --kv-events-config: %s\n", e.data ? e.data : "");
+            sy_buf_deinit(&e);
+            goto fail;
+        }
+        sy_buf_deinit(&e);
+        if (kvec.enable && !o.enable_prefix_caching) {
+            fprintf(stderr, "switchyard engine: KV cache events require prefix caching\n");
+            goto fail;
+        }
+    }
+    tok = tok_byte_create();
+    reg = mx_registry_create();
+    ctx.loop = ev_loop_create();
+    if (!tok || !reg || !ctx.loop)
+        goto oom;
+    sim_config_t scfg = {
+        .profile = profile,
+        .speed = o.sim_speed,
+        .tok = tok,
+        .mean_output_tokens = o.sim_mean_output_tokens,
+    };
+    exec = sim_exec_create(&scfg);
+    if (!exec)
+        goto oom;
+    if (kvec.enable && kvec.publisher && strcmp(kvec.publisher, "null") != 0) {
+        events = kve_create(&kvec, &status);
+        if (!events) {
+            fprintf(stderr, "switchyard engine: KV events publisher on %s: %s\n",
+                    kvec.endpoint ? kvec.endpoint : "?", st_str(status));
+            goto fail;
+        }
+    }
+    const char *hash_seed = getenv("PYTHONHASHSEED");
+    api_config_t acfg = {
+        .model_names = names,
+        .n_model_names = n_names,
+        .max_model_len = max_model_len,
+        .kv_capacity_tokens = capacity,
+        .api_key = o.api_key,
+        .enable_prompt_tokens_details = o.enable_prompt_tokens_details,
+        .tok = tok,
+        .tmpl = tmpl,
+        .metrics = reg,
+        .version = SY_VERSION,
+    };
+    api = api_create(&acfg);
+    if (!api)
+        goto oom;
+    ctx.api = api;
+    ecore_config_t ccfg = {
+        .sched =
+            {
+                .max_num_seqs = (uint32_t)o.max_num_seqs,
+                .max_num_batched_tokens = (uint32_t)o.max_num_batched_tokens,
+                .max_model_len = max_model_len,
+                .enable_chunked_prefill = o.enable_chunked_prefill,
+                .long_prefill_token_threshold = (uint32_t)o.long_prefill_token_threshold,
+            },
+        .kv =
+            {
+                .block_size = (uint32_t)o.block_size,
+                .num_blocks = num_blocks,
+                .enable_prefix_caching = o.enable_prefix_caching,
+                .hash_seed = hash_seed,
+            },
+        .model_name = names[0],
+        .metrics = reg,
+        .tok = tok,
+        .exec = exec,
+        .events = events,
+        .loop = ctx.loop,
+        .on_output = api_on_output,
+    };
+    ctx.core = ecore_create(&ccfg, &status);
+    exec = NULL; /* owned by the core now (or freed by a failed create) */
+    if (!ctx.core) {
+        fprintf(stderr, "switchyard engine: engine core: %s\n", st_str(status));
+        goto fail;
+    }
+    api_set_core(api, ctx.core);
+
+    http_server_config_t hcfg;
+    http_server_config_default(&hcfg);
+    hcfg.max_body_bytes = (size_t)o.max_body_bytes;
+    ctx.srv = http_server_create(ctx.loop, &hcfg, api_on_request, api);
+    if (!ctx.srv)
+        goto oom;
+    status = http_server_listen(ctx.srv, o.host, (int)o.port);
+    if (status != ST_OK) {
+        fprintf(stderr, "switchyard engine: cannot listen on %s:%llu: %s\n", o.host,
+                (unsigned long long)o.port, st_str(status));
+        goto fail;
+    }
+    ctx.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (ctx.sigfd < 0 || ev_fd_add(ctx.loop, ctx.sigfd, EV_READ, on_signal, &ctx) != ST_OK) {
+        fprintf(stderr, "switchyard engine: signalfd failed\n");
+        goto fail;
+    }
+    sy_info("engine.start",
+            "version=%s addr=%s:%d model=%s executor=sim profile=%s speed=%g block_size=%llu "
+            "num_gpu_blocks=%u max_model_len=%u max_num_seqs=%llu max_num_batched_tokens=%llu "
+            "prefix_caching=%s kv_events=%s",
+            SY_VERSION, o.host, http_server_port(ctx.srv), names[0], profile->name, o.sim_speed,
+            (unsigned long long)o.block_size, num_blocks, max_model_len,
+            (unsigned long long)o.max_num_seqs, (unsigned long long)o.max_num_batched_tokens,
+            o.enable_prefix_caching ? "on" : "off", events ? kvec.endpoint : "off");
+    ev_run(ctx.loop);
+    exit_code = 0;
+    sy_info("engine.stop", "msg=\"shutting down\"");
+    goto cleanup;
+oom:
+    fprintf(stderr, "switchyard engine: out of memory during start-up\n");
+fail:
+    exit_code = exit_code ? exit_code : 1;
+cleanup:
+    if (ctx.sigfd >= 0) {
+        ev_fd_del(ctx.loop, ctx.sigfd);
+        close(ctx.sigfd);
+    }
+    http_server_destroy(ctx.srv); /* closes exchanges: their requests are aborted */
+    ecore_destroy(ctx.core);
+    api_destroy(api);
+    exec_destroy(exec);
+    kve_destroy(events);
+    kve_config_deinit(&kvec);
+    mx_registry_destroy(reg);
+    tok_destroy(tok);
+    ev_loop_destroy(ctx.loop);
+    return exit_code;
 }

@@ -27,16 +27,16 @@
 typedef struct kve_pub kve_pub_t;
 
 typedef struct kve_config {
-    bool enable;             /* enable_kv_cache_events */
-    char *publisher;         /* "zmq" or "null" (owned) */
-    char *endpoint;          /* default "tcp://*:5557" (owned) */
-    char *replay_endpoint;   /* NULL = no replay socket (owned) */
-    char *topic;             /* default "" (owned) */
-    uint32_t buffer_steps;   /* batches kept for replay, default 10000 */
-    int hwm;                 /* ZMQ SNDHWM, default 100000 */
-    uint32_t max_queue_size; /* queued events before the oldest are dropped, default 100000 */
-    bool legacy_array;       /* "event_encoding": "array" (ours) -> legacy tagged arrays */
-    bool int_hashes;         /* default true; env VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0 -> bin */
+    bool enable;                /* enable_kv_cache_events */
+    char *publisher;            /* "zmq" or "null" (owned); NULL = auto: "zmq" iff enable */
+    char *endpoint;             /* default: tcp, all interfaces, port 5557 (owned) */
+    char *replay_endpoint;      /* NULL = no replay socket (owned) */
+    char *topic;                /* default "" (owned) */
+    uint32_t buffer_steps;      /* batches kept for replay, default 10000 */
+    int hwm;                    /* ZMQ SNDHWM, default 100000 */
+    uint32_t max_queue_size;    /* queued events before the oldest are dropped, default 100000 */
+    bool legacy_array;          /* "event_encoding": "array" (ours) -> legacy tagged arrays */
+    bool int_hashes;            /* default true; env VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0 -> bin */
     uint32_t flush_interval_ms; /* "flush_interval_ms" (ours), default 10 */
 } kve_config_t;
 
@@ -49,7 +49,8 @@ void kve_config_deinit(kve_config_t *c);
 
 /* Creates the publisher and binds/connects its sockets (bind if the endpoint has '*' or '::' or
  * is ipc:// or inproc://, else connect, as vLLM does). Returns owned publisher or NULL with
- * *status set (-errno from ZMQ, ST_INVAL). cfg is copied. */
+ * *status set (-errno from ZMQ, ST_INVAL). cfg is copied. A disabled config (enable false or
+ * publisher "null") returns a null publisher: a valid handle whose calls do nothing. */
 kve_pub_t *kve_create(const kve_config_t *cfg, int *status);
 /* Flushes queued events, stops the thread, closes the sockets. Accepts NULL. */
 void kve_destroy(kve_pub_t *p);
@@ -67,7 +68,15 @@ void kve_all_cleared(kve_pub_t *p);
 uint64_t kve_batches_published(const kve_pub_t *p);
 uint64_t kve_events_dropped(const kve_pub_t *p);
 
+/* Resolved PUB endpoint (ZMQ_LAST_ENDPOINT when bound, so "tcp://127.0.0.1:*" shows the port the
+ * kernel chose; the configured string when connected). NULL for a null publisher. The string
+ * lives as long as the publisher. */
+const char *kve_endpoint(const kve_pub_t *p);
+/* Resolved replay (ROUTER) endpoint, or NULL when there is no replay socket. */
+const char *kve_replay_endpoint(const kve_pub_t *p);
+
 /* Encodes one batch payload (for tests and the fuzz/decoder side): exposed so unit tests can
- * check the msgpack bytes without sockets. Internal event representation is private; see .c. */
+ * check the msgpack bytes without sockets. Internal event representation is private; see
+ * kv_events_int.h (kve_event_new, kve_encode_batch). */
 
 #endif

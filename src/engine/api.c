@@ -1,0 +1,1311 @@
+/*
+ * api.c - the engine's OpenAI-compatible HTTP API (see api.h for the endpoint list and the
+ * exchange state machine).
+ *
+ * Validation follows vLLM: schema/type problems and semantic problems are 400 BadRequestError
+ * with a message naming the field, an unknown model is 404 NotFoundError, unsupported features
+ * 501 NotImplementedError, a missing/wrong API key 401. Responses are written directly as JSON
+ * text into buffers (no DOM on the output path); requests are parsed with jansson.
+ *
+ * Streaming: every core delta becomes one SSE chunk (the text produced since the previous
+ * wakeup); the chunk carrying the last token also carries finish_reason; then an optional usage
+ * chunk with "choices": [], then "data: [DONE]". The engine never waits for a slow reader: a
+ * request's output is bounded by its max_tokens, so the connection's queue is bounded too.
+ * Thread-safety: event-loop thread only.
+ */
+#include "engine/api.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/ev.h"
+#include "common/log.h"
+#include "common/status.h"
+
+#define API_MAX_STOP 64          /* stop strings per request */
+#define API_MAX_STOP_LEN 1024    /* bytes per stop string */
+#define API_MAX_STOP_IDS 1024    /* stop token ids per request */
+#define API_MAX_SALT_LEN 1024    /* cache_salt characters, as vLLM */
+#define API_MAX_MESSAGES 100000  /* chat messages per request */
+#define API_MAX_REQUEST_ID 200   /* bytes of a caller-supplied request id */
+
+typedef enum xchg_state {
+    XCHG_SUBMITTED = 0,
+    XCHG_STREAMING,
+    XCHG_COLLECTING,
+} xchg_state_t;
+
+typedef struct api_xchg {
+    api_t *api;
+    http_req_t *http;
+    ecore_req_t *er;
+    xchg_state_t state;
+    api_kind_t kind;
+    bool stream, include_usage, continuous_usage;
+    char id[API_MAX_REQUEST_ID + 16];
+    char *model;     /* owned */
+    char *echo_text; /* owned, NULL unless echo */
+    int64_t created;
+    sy_buf_t text; /* non-streaming: accumulated output */
+    struct api_xchg *prev, *next;
+} api_xchg_t;
+
+struct api {
+    api_config_t cfg;
+    ecore_t *core;
+    bool draining;
+    size_t inflight;
+    api_xchg_t *xchgs; /* in-flight exchanges (doubly linked) */
+    sy_buf_t out;      /* scratch for response bodies / SSE frames */
+    uint64_t id_counter;
+    uint64_t id_salt;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* errors                                                                                      */
+
+static int set_err(api_err_t *err, int status, const char *type, const char *param,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int set_err(api_err_t *err, int status, const char *type, const char *param,
+                   const char *fmt, ...)
+{
+    err->status = status;
+    err->type = type;
+    err->param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    if (status == 404)
+        return ST_NOTFOUND;
+    return ST_INVAL;
+}
+
+#define BAD(param, ...) set_err(err, 400, "BadRequestError", param, __VA_ARGS__)
+
+static void respond_err(http_req_t *req, const api_err_t *err)
+{
+    http_req_respond_error(req, err->status, err->type, err->msg, err->param);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* field readers: each returns ST_OK (value set or field absent/null -> default kept) or fills */
+/* err naming the field                                                                        */
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "value";
+}
+
+static int get_bool(json_t *o, const char *key, bool *out, api_err_t *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return ST_OK;
+    if (!json_is_boolean(v))
+        return BAD(key, "'%s' must be a boolean, got %s.", key, json_type_name(v));
+    *out = json_is_true(v);
+    return ST_OK;
+}
+
+/* Integers: JSON integers, or numbers with no fractional part (pydantic's lax mode). */
+static int get_int(json_t *o, const char *key, bool *present, int64_t *out, api_err_t *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (present)
+        *present = false;
+    if (!v || json_is_null(v))
+        return ST_OK;
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (!isfinite(d) || d != floor(d) || d < -9.2e18 || d > 9.2e18)
+            return BAD(key, "'%s' must be an integer, got %g.", key, d);
+        *out = (int64_t)d;
+    } else {
+        return BAD(key, "'%s' must be an integer, got %s.", key, json_type_name(v));
+    }
+    if (present)
+        *present = true;
+    return ST_OK;
+}
+
+static int get_num(json_t *o, const char *key, double *out, api_err_t *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return ST_OK;
+    if (!json_is_number(v))
+        return BAD(key, "'%s' must be a number, got %s.", key, json_type_name(v));
+    *out = json_number_value(v);
+    if (!isfinite(*out))
+        return BAD(key, "'%s' must be a finite number.", key);
+    return ST_OK;
+}
+
+static int get_str(json_t *o, const char *key, const char **out, size_t *len, api_err_t *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return ST_OK;
+    if (!json_is_string(v))
+        return BAD(key, "'%s' must be a string, got %s.", key, json_type_name(v));
+    *out = json_string_value(v);
+    if (len)
+        *len = json_string_length(v);
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* validation                                                                                  */
+
+void api_gen_req_deinit(api_gen_req_t *r)
+{
+    if (!r)
+        return;
+    sy_free(r->model);
+    sy_free(r->prompt);
+    sy_free(r->echo_text);
+    for (size_t i = 0; i < r->n_stop; i++)
+        sy_free(r->stop[i]);
+    sy_free(r->stop);
+    sy_free(r->stop_ids);
+    sy_free(r->cache_salt);
+    sy_free(r->request_id);
+    memset(r, 0, sizeof *r);
+}
+
+static bool model_served(const api_t *a, const char *name)
+{
+    for (size_t i = 0; i < a->cfg.n_model_names; i++)
+        if (strcmp(a->cfg.model_names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Tokenizes text into out->prompt. */
+static int tokenize_into(const api_t *a, const char *text, size_t len, bool add_special,
+                         bool parse_special, api_gen_req_t *out, api_err_t *err)
+{
+    size_t cap = TOK_MAX_TOKENS(len);
+    out->prompt = sy_malloc(cap * sizeof(int32_t));
+    if (!out->prompt)
+        return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+    size_t n = 0;
+    int rc = tok_encode(a->cfg.tok, text, len, add_special, parse_special, out->prompt, cap, &n);
+    if (rc != ST_OK)
+        return BAD("prompt", "The prompt could not be tokenized (%s).", st_str(rc));
+    if (n > UINT32_MAX)
+        return BAD("prompt", "The prompt is too long.");
+    out->n_prompt = (uint32_t)n;
+    return ST_OK;
+}
+
+static int parse_token_list(const api_t *a, json_t *arr, const char *param, api_gen_req_t *out,
+                            api_err_t *err)
+{
+    size_t n = json_array_size(arr);
+    if (n > UINT32_MAX / 2)
+        return BAD(param, "The prompt is too long.");
+    out->prompt = sy_malloc((n ? n : 1) * sizeof(int32_t));
+    if (!out->prompt)
+        return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+    int32_t vocab = tok_vocab_size(a->cfg.tok);
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(arr, i);
+        if (!json_is_integer(t))
+            return BAD(param, "'%s' token ids must be integers (element %zu is %s).", param, i,
+                       json_type_name(t));
+        json_int_t id = json_integer_value(t);
+        if (id < 0 || id >= vocab)
+            return BAD(param, "Token id %lld is out of vocabulary (vocab size %d).",
+                       (long long)id, (int)vocab);
+        out->prompt[i] = (int32_t)id;
+    }
+    out->n_prompt = (uint32_t)n;
+    return ST_OK;
+}
+
+static int parse_prompt(const api_t *a, json_t *root, api_gen_req_t *out, bool add_special,
+                        api_err_t *err)
+{
+    json_t *p = json_object_get(root, "prompt");
+    if (!p || json_is_null(p))
+        return BAD("prompt", "Either 'prompt' or 'prompt_embeds' must be provided.");
+    if (json_is_string(p)) {
+        if (out->echo)
+            out->echo_text = sy_strndup(json_string_value(p), json_string_length(p));
+        return tokenize_into(a, json_string_value(p), json_string_length(p), add_special, false,
+                             out, err);
+    }
+    if (!json_is_array(p))
+        return BAD("prompt", "'prompt' must be a string, a list of strings or a list of token ids, "
+                             "got %s.",
+                   json_type_name(p));
+    size_t n = json_array_size(p);
+    if (n == 0)
+        return BAD("prompt", "'prompt' must not be an empty list.");
+    json_t *first = json_array_get(p, 0);
+    if (json_is_string(first) || json_is_array(first)) {
+        if (n > 1)
+            return set_err(err, 501, "NotImplementedError", "prompt",
+                           "Batched prompts (%zu prompts in one request) are not supported; send "
+                           "one prompt per request.",
+                           n);
+        if (json_is_string(first)) {
+            if (out->echo)
+                out->echo_text = sy_strndup(json_string_value(first), json_string_length(first));
+            return tokenize_into(a, json_string_value(first), json_string_length(first),
+                                 add_special, false, out, err);
+        }
+        if (json_array_size(first) == 0)
+            return BAD("prompt", "'prompt' token list must not be empty.");
+        return parse_token_list(a, first, "prompt", out, err);
+    }
+    return parse_token_list(a, p, "prompt", out, err);
+}
+
+/* Appends the text of a message's content (string, null, or list of text parts). */
+static int message_text(json_t *content, size_t idx, sy_buf_t *out, api_err_t *err)
+{
+    if (!content || json_is_null(content))
+        return ST_OK;
+    if (json_is_string(content))
+        return sy_buf_append(out, json_string_value(content), json_string_length(content)) == ST_OK
+                   ? ST_OK
+                   : set_err(err, 500, "InternalServerError", NULL, "out of memory");
+    if (!json_is_array(content))
+        return BAD("messages", "messages[%zu].content must be a string or a list of parts, got %s.",
+                   idx, json_type_name(content));
+    for (size_t i = 0; i < json_array_size(content); i++) {
+        json_t *part = json_array_get(content, i);
+        const char *type = json_is_object(part) ? json_string_value(json_object_get(part, "type"))
+                                                : NULL;
+        if (!type)
+            return BAD("messages", "messages[%zu].content[%zu] must be an object with a 'type'.",
+                       idx, i);
+        if (strcmp(type, "text") != 0)
+            return BAD("messages",
+                       "messages[%zu].content[%zu]: content part type '%s' is not supported by "
+                       "this model (text only).",
+                       idx, i, type);
+        json_t *t = json_object_get(part, "text");
+        if (!json_is_string(t))
+            return BAD("messages", "messages[%zu].content[%zu].text must be a string.", idx, i);
+        if (sy_buf_append(out, json_string_value(t), json_string_length(t)) != ST_OK)
+            return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+    }
+    return ST_OK;
+}
+
+static int parse_messages(const api_t *a, json_t *root, api_gen_req_t *out, api_err_t *err)
+{
+    json_t *msgs = json_object_get(root, "messages");
+    if (!msgs || json_is_null(msgs))
+        return BAD("messages", "'messages' is required.");
+    if (!json_is_array(msgs))
+        return BAD("messages", "'messages' must be a list, got %s.", json_type_name(msgs));
+    size_t n = json_array_size(msgs);
+    if (n == 0)
+        return BAD("messages", "'messages' must contain at least one message.");
+    if (n > API_MAX_MESSAGES)
+        return BAD("messages", "Too many messages (%zu).", n);
+    bool add_gen = true, cont_final = false;
+    int rc = get_bool(root, "add_generation_prompt", &add_gen, err);
+    if (rc == ST_OK)
+        rc = get_bool(root, "continue_final_message", &cont_final, err);
+    if (rc != ST_OK)
+        return rc;
+    if (add_gen && cont_final && json_object_get(root, "add_generation_prompt"))
+        return BAD("continue_final_message",
+                   "Cannot set both `continue_final_message` and `add_generation_prompt` to True.");
+    if (cont_final)
+        add_gen = false;
+
+    chat_msg_t *cm = sy_calloc(n, sizeof *cm);
+    sy_buf_t *texts = sy_calloc(n, sizeof *texts);
+    sy_buf_t rendered = SY_BUF_INIT;
+    rc = ST_OK;
+    if (!cm || !texts) {
+        rc = set_err(err, 500, "InternalServerError", NULL, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(msgs, i);
+        if (!json_is_object(m)) {
+            rc = BAD("messages", "messages[%zu] must be an object, got %s.", i, json_type_name(m));
+            goto done;
+        }
+        json_t *role = json_object_get(m, "role");
+        if (!json_is_string(role)) {
+            rc = BAD("messages", "messages[%zu].role must be a string.", i);
+            goto done;
+        }
+        rc = message_text(json_object_get(m, "content"), i, &texts[i], err);
+        if (rc != ST_OK)
+            goto done;
+        cm[i].role = json_string_value(role);
+        cm[i].content = texts[i].data ? texts[i].data : "";
+        cm[i].content_len = texts[i].len;
+    }
+    const char *terr = NULL;
+    rc = chat_tmpl_render(a->cfg.tmpl, cm, n, add_gen, &rendered, &terr);
+    if (rc != ST_OK) {
+        rc = BAD("messages", "Chat template error: %s", terr ? terr : st_str(rc));
+        goto done;
+    }
+    if (cont_final) {
+        /* continue the final message: drop the template's end-of-turn after it */
+        const char *end = "<|im_end|>\n";
+        size_t el = strlen(end);
+        if (rendered.len >= el && memcmp(rendered.data + rendered.len - el, end, el) == 0)
+            rendered.len -= el;
+    }
+    bool add_special = false;
+    rc = get_bool(root, "add_special_tokens", &add_special, err);
+    if (rc == ST_OK)
+        rc = tokenize_into(a, rendered.data ? rendered.data : "", rendered.len, add_special, true,
+                           out, err);
+done:
+    if (texts)
+        for (size_t i = 0; i < n; i++)
+            sy_buf_deinit(&texts[i]);
+    sy_free(texts);
+    sy_free(cm);
+    sy_buf_deinit(&rendered);
+    return rc;
+}
+
+static int parse_stop(json_t *root, api_gen_req_t *out, api_err_t *err)
+{
+    json_t *s = json_object_get(root, "stop");
+    if (s && !json_is_null(s)) {
+        size_t n = json_is_string(s) ? 1 : json_is_array(s) ? json_array_size(s) : SIZE_MAX;
+        if (n == SIZE_MAX)
+            return BAD("stop", "'stop' must be a string or a list of strings, got %s.",
+                       json_type_name(s));
+        if (n > API_MAX_STOP)
+            return BAD("stop", "Too many stop strings (%zu, at most %d).", n, API_MAX_STOP);
+        out->stop = sy_calloc(n ? n : 1, sizeof(char *));
+        if (!out->stop)
+            return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_is_string(s) ? s : json_array_get(s, i);
+            if (!json_is_string(e))
+                return BAD("stop", "'stop' list elements must be strings (element %zu is %s).", i,
+                           json_type_name(e));
+            size_t l = json_string_length(e);
+            if (l == 0)
+                continue; /* an empty stop string never matches meaningfully: ignore it */
+            if (l > API_MAX_STOP_LEN)
+                return BAD("stop", "Stop string %zu is too long (%zu bytes).", i, l);
+            out->stop[out->n_stop] = sy_strndup(json_string_value(e), l);
+            if (!out->stop[out->n_stop])
+                return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+            out->n_stop++;
+        }
+    }
+    json_t *ids = json_object_get(root, "stop_token_ids");
+    if (ids && !json_is_null(ids)) {
+        if (!json_is_array(ids))
+            return BAD("stop_token_ids", "'stop_token_ids' must be a list of integers.");
+        size_t n = json_array_size(ids);
+        if (n > API_MAX_STOP_IDS)
+            return BAD("stop_token_ids", "Too many stop token ids (%zu).", n);
+        out->stop_ids = sy_malloc((n ? n : 1) * sizeof(int32_t));
+        if (!out->stop_ids)
+            return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_array_get(ids, i);
+            if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+                json_integer_value(e) > INT32_MAX)
+                return BAD("stop_token_ids", "'stop_token_ids' elements must be non-negative "
+                                             "integers (element %zu).",
+                           i);
+            out->stop_ids[i] = (int32_t)json_integer_value(e);
+        }
+        out->n_stop_ids = n;
+    }
+    return ST_OK;
+}
+
+static int parse_sampling(const api_t *a, json_t *root, api_gen_req_t *out, api_err_t *err)
+{
+    seq_sampling_t *sp = &out->sp;
+    double temperature = 1.0, top_p = 1.0, min_p = 0.0, pres = 0.0, freq = 0.0, rep = 1.0;
+    int64_t top_k = 0, seed = 0, min_tokens = 0, n = 1;
+    bool has_seed = false;
+    int rc;
+    if ((rc = get_num(root, "temperature", &temperature, err)) != ST_OK ||
+        (rc = get_num(root, "top_p", &top_p, err)) != ST_OK ||
+        (rc = get_num(root, "min_p", &min_p, err)) != ST_OK ||
+        (rc = get_num(root, "presence_penalty", &pres, err)) != ST_OK ||
+        (rc = get_num(root, "frequency_penalty", &freq, err)) != ST_OK ||
+        (rc = get_num(root, "repetition_penalty", &rep, err)) != ST_OK ||
+        (rc = get_int(root, "top_k", NULL, &top_k, err)) != ST_OK ||
+        (rc = get_int(root, "seed", &has_seed, &seed, err)) != ST_OK ||
+        (rc = get_int(root, "min_tokens", NULL, &min_tokens, err)) != ST_OK ||
+        (rc = get_int(root, "n", NULL, &n, err)) != ST_OK ||
+        (rc = get_bool(root, "ignore_eos", &sp->ignore_eos, err)) != ST_OK)
+        return rc;
+    if (temperature < 0)
+        return BAD("temperature", "temperature must be non-negative, got %g.", temperature);
+    if (top_p <= 0 || top_p > 1)
+        return BAD("top_p", "top_p must be in (0, 1], got %g.", top_p);
+    if (min_p < 0 || min_p > 1)
+        return BAD("min_p", "min_p must be in [0, 1], got %g.", min_p);
+    if (pres < -2 || pres > 2)
+        return BAD("presence_penalty", "presence_penalty must be in [-2, 2], got %g.", pres);
+    if (freq < -2 || freq > 2)
+        return BAD("frequency_penalty", "frequency_penalty must be in [-2, 2], got %g.", freq);
+    if (rep <= 0)
+        return BAD("repetition_penalty", "repetition_penalty must be greater than zero, got %g.",
+                   rep);
+    if (top_k < -1 || top_k > INT32_MAX)
+        return BAD("top_k", "top_k must be 0 (disable), -1 (disable), or at least 1, got %lld.",
+                   (long long)top_k);
+    if (n != 1)
+        return n < 1 ? BAD("n", "n must be at least 1, got %lld.", (long long)n)
+                     : set_err(err, 501, "NotImplementedError", "n",
+                               "n > 1 is not supported by this server (got n=%lld).",
+                               (long long)n);
+    if (min_tokens < 0)
+        return BAD("min_tokens", "min_tokens must be greater than or equal to 0, got %lld.",
+                   (long long)min_tokens);
+    json_t *lp = json_object_get(root, "logprobs");
+    if (lp && !json_is_null(lp) && !json_is_false(lp))
+        return set_err(err, 501, "NotImplementedError", "logprobs",
+                       "logprobs are not supported by the simulated executor.");
+    json_t *plp = json_object_get(root, "prompt_logprobs");
+    if (plp && !json_is_null(plp))
+        return set_err(err, 501, "NotImplementedError", "prompt_logprobs",
+                       "prompt_logprobs are not supported by the simulated executor.");
+    sp->temperature = (float)temperature;
+    sp->top_p = (float)top_p;
+    sp->min_p = (float)min_p;
+    sp->top_k = (int32_t)top_k;
+    sp->has_seed = has_seed;
+    sp->seed = (uint64_t)seed;
+    sp->min_tokens = min_tokens > UINT32_MAX ? UINT32_MAX : (uint32_t)min_tokens;
+
+    /* max_tokens: completions default 16; chat prefers max_completion_tokens and defaults to the
+     * rest of the context. Clamped to the context as vLLM does; non-positive or larger than the
+     * whole context is an error. */
+    int64_t max_tokens = 0;
+    bool has_max = false;
+    const char *max_param = "max_tokens";
+    if (out->kind == API_CHAT) {
+        if ((rc = get_int(root, "max_completion_tokens", &has_max, &max_tokens, err)) != ST_OK)
+            return rc;
+        if (has_max)
+            max_param = "max_completion_tokens";
+    }
+    if (!has_max && (rc = get_int(root, "max_tokens", &has_max, &max_tokens, err)) != ST_OK)
+        return rc;
+    uint32_t ctx = a->cfg.max_model_len;
+    if (out->n_prompt == 0)
+        return BAD("prompt", "The prompt cannot be empty.");
+    if (out->n_prompt >= ctx)
+        return BAD("prompt",
+                   "This model's maximum context length is %u tokens. However, your request has "
+                   "%u input tokens. Please reduce the length of the input messages.",
+                   ctx, out->n_prompt);
+    uint32_t room = ctx - out->n_prompt;
+    if (has_max) {
+        if (max_tokens < 1)
+            return BAD(max_param, "%s must be at least 1, got %lld.", max_param,
+                       (long long)max_tokens);
+        if (max_tokens > ctx)
+            return BAD(max_param,
+                       "This model's maximum context length is %u tokens. However, you requested "
+                       "%lld output tokens (%s).",
+                       ctx, (long long)max_tokens, max_param);
+    } else {
+        max_tokens = out->kind == API_CHAT ? room : 16;
+    }
+    if ((uint64_t)max_tokens > room)
+        max_tokens = room;
+    sp->max_tokens = (uint32_t)max_tokens;
+    if (sp->min_tokens > sp->max_tokens)
+        return BAD("min_tokens", "min_tokens must be less than or equal to max_tokens=%u, got %u.",
+                   sp->max_tokens, sp->min_tokens);
+    return ST_OK;
+}
+
+int api_parse_gen_request(const api_t *a, const char *body, size_t len, api_kind_t kind,
+                          api_gen_req_t *out, api_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->skip_special_tokens = true;
+    if (!sy_utf8_valid(body, len))
+        return BAD(NULL, "The request body is not valid UTF-8.");
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, 0, &jerr);
+    if (!root)
+        return BAD(NULL, "Invalid JSON in request body: %s (line %d, column %d).", jerr.text,
+                   jerr.line, jerr.column);
+    int rc = ST_OK;
+    if (!json_is_object(root)) {
+        rc = BAD(NULL, "The request body must be a JSON object, got %s.", json_type_name(root));
+        goto fail;
+    }
+    const char *model = NULL;
+    if ((rc = get_str(root, "model", &model, NULL, err)) != ST_OK)
+        goto fail;
+    if (model && !model_served(a, model)) {
+        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", model);
+        goto fail;
+    }
+    out->model = sy_strdup(model ? model : a->cfg.model_names[0]);
+    if ((rc = get_bool(root, "stream", &out->stream, err)) != ST_OK)
+        goto fail;
+    json_t *so = json_object_get(root, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so)) {
+            rc = BAD("stream_options", "'stream_options' must be an object, got %s.",
+                     json_type_name(so));
+            goto fail;
+        }
+        if (!out->stream) {
+            rc = BAD("stream_options", "Stream options can only be defined when `stream=True`.");
+            goto fail;
+        }
+        out->include_usage = true; /* vLLM: include_usage defaults to true when present */
+        if ((rc = get_bool(so, "include_usage", &out->include_usage, err)) != ST_OK ||
+            (rc = get_bool(so, "continuous_usage_stats", &out->continuous_usage, err)) != ST_OK)
+            goto fail;
+    }
+    if ((rc = get_bool(root, "echo", &out->echo, err)) != ST_OK ||
+        (rc = get_bool(root, "include_stop_str_in_output", &out->include_stop_str_in_output,
+                       err)) != ST_OK ||
+        (rc = get_bool(root, "skip_special_tokens", &out->skip_special_tokens, err)) != ST_OK)
+        goto fail;
+    if (kind == API_CHAT)
+        out->echo = false; /* chat echo (repeat last message) is not supported; ignored */
+
+    const char *salt = NULL;
+    size_t salt_len = 0;
+    if ((rc = get_str(root, "cache_salt", &salt, &salt_len, err)) != ST_OK)
+        goto fail;
+    if (salt) {
+        if (salt_len == 0 || salt_len > API_MAX_SALT_LEN) {
+            rc = BAD("cache_salt", "cache_salt must be 1 to %d characters.", API_MAX_SALT_LEN);
+            goto fail;
+        }
+        out->cache_salt = sy_strndup(salt, salt_len);
+    }
+    const char *rid = NULL;
+    size_t rid_len = 0;
+    if ((rc = get_str(root, "request_id", &rid, &rid_len, err)) != ST_OK)
+        goto fail;
+    if (rid && rid_len > 0 && rid_len <= API_MAX_REQUEST_ID)
+        out->request_id = sy_strndup(rid, rid_len);
+
+    if (kind == API_COMPLETION) {
+        bool add_special = true;
+        if ((rc = get_bool(root, "add_special_tokens", &add_special, err)) != ST_OK ||
+            (rc = parse_prompt(a, root, out, add_special, err)) != ST_OK)
+            goto fail;
+    } else {
+        json_t *tools = json_object_get(root, "tools");
+        if (tools && !json_is_null(tools) && json_array_size(tools) > 0) {
+            rc = set_err(err, 501, "NotImplementedError", "tools",
+                         "Tool calling is not supported by this server.");
+            goto fail;
+        }
+        if ((rc = parse_messages(a, root, out, err)) != ST_OK)
+            goto fail;
+    }
+    if ((rc = parse_sampling(a, root, out, err)) != ST_OK || (rc = parse_stop(root, out, err)))
+        goto fail;
+    if (!out->model || (out->cache_salt == NULL && salt) || (out->echo && !out->echo_text &&
+                                                            kind == API_COMPLETION &&
+                                                            json_is_string(json_object_get(
+                                                                root, "prompt")))) {
+        rc = set_err(err, 500, "InternalServerError", NULL, "out of memory");
+        goto fail;
+    }
+    json_decref(root);
+    return ST_OK;
+fail:
+    json_decref(root);
+    api_gen_req_deinit(out);
+    out->kind = kind;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* lifecycle                                                                                   */
+
+api_t *api_create(const api_config_t *cfg)
+{
+    api_t *a = sy_calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->cfg = *cfg;
+    uint64_t salt = 0;
+    if (getrandom(&salt, sizeof salt, GRND_NONBLOCK) != (ssize_t)sizeof salt)
+        salt = sy_mono_ns() ^ (uint64_t)time(NULL);
+    a->id_salt = salt;
+    return a;
+}
+
+void api_set_core(api_t *a, ecore_t *core)
+{
+    a->core = core;
+}
+
+static void xchg_unlink_free(api_xchg_t *x)
+{
+    api_t *a = x->api;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        a->xchgs = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    a->inflight--;
+    ecore_req_release(x->er);
+    sy_buf_deinit(&x->text);
+    sy_free(x->model);
+    sy_free(x->echo_text);
+    sy_free(x);
+}
+
+void api_destroy(api_t *a)
+{
+    if (!a)
+        return;
+    while (a->xchgs) {
+        api_xchg_t *x = a->xchgs;
+        if (x->er && a->core)
+            ecore_abort(a->core, x->er);
+        xchg_unlink_free(x);
+    }
+    sy_buf_deinit(&a->out);
+    sy_free(a);
+}
+
+void api_set_draining(api_t *a, bool draining)
+{
+    a->draining = draining;
+}
+
+size_t api_num_inflight(const api_t *a)
+{
+    return a->inflight;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* response writers                                                                            */
+
+static void put_str(sy_buf_t *b, const char *s, size_t len)
+{
+    sy_buf_append_char(b, '"');
+    sy_buf_append_json_str(b, s, len);
+    sy_buf_append_char(b, '"');
+}
+
+static void put_usage(sy_buf_t *b, const api_t *a, const ecore_delta_t *d)
+{
+    sy_buf_append_str(b, "{\"prompt_tokens\":");
+    sy_buf_append_i64(b, d->prompt_tokens);
+    sy_buf_append_str(b, ",\"total_tokens\":");
+    sy_buf_append_i64(b, (int64_t)d->prompt_tokens + d->completion_tokens);
+    sy_buf_append_str(b, ",\"completion_tokens\":");
+    sy_buf_append_i64(b, d->completion_tokens);
+    if (a->cfg.enable_prompt_tokens_details) {
+        sy_buf_append_str(b, ",\"prompt_tokens_details\":{\"cached_tokens\":");
+        sy_buf_append_i64(b, d->cached_tokens);
+        sy_buf_append_str(b, "}}");
+    } else {
+        sy_buf_append_str(b, ",\"prompt_tokens_details\":null}");
+    }
+}
+
+static void put_finish(sy_buf_t *b, const ecore_delta_t *d, bool with_stop_reason)
+{
+    sy_buf_append_str(b, ",\"finish_reason\":");
+    const char *fr = d->finished ? seq_finish_str(d->finish) : NULL;
+    if (fr)
+        put_str(b, fr, strlen(fr));
+    else
+        sy_buf_append_str(b, "null");
+    if (!with_stop_reason)
+        return;
+    sy_buf_append_str(b, ",\"stop_reason\":");
+    if (d->finished && d->stop_str)
+        put_str(b, d->stop_str, strlen(d->stop_str));
+    else if (d->finished && d->stop_token >= 0)
+        sy_buf_append_i64(b, d->stop_token);
+    else
+        sy_buf_append_str(b, "null");
+}
+
+static void put_head(sy_buf_t *b, const api_xchg_t *x, const char *object)
+{
+    sy_buf_append_str(b, "{\"id\":");
+    put_str(b, x->id, strlen(x->id));
+    sy_buf_append_str(b, ",\"object\":\"");
+    sy_buf_append_str(b, object);
+    sy_buf_append_str(b, "\",\"created\":");
+    sy_buf_append_i64(b, x->created);
+    sy_buf_append_str(b, ",\"model\":");
+    put_str(b, x->model, strlen(x->model));
+}
+
+/* One SSE chunk carrying text (may be empty when only finish_reason is news). */
+static void put_chunk(sy_buf_t *b, const api_t *a, const api_xchg_t *x, const char *text,
+                      size_t len, const ecore_delta_t *d, bool role)
+{
+    sy_buf_append_str(b, "data: ");
+    if (x->kind == API_COMPLETION) {
+        put_head(b, x, "text_completion");
+        sy_buf_append_str(b, ",\"choices\":[{\"index\":0,\"text\":");
+        put_str(b, text, len);
+        sy_buf_append_str(b, ",\"logprobs\":null");
+        put_finish(b, d, true);
+    } else {
+        put_head(b, x, "chat.completion.chunk");
+        sy_buf_append_str(b, ",\"choices\":[{\"index\":0,\"delta\":{");
+        if (role)
+            sy_buf_append_str(b, "\"role\":\"assistant\",");
+        sy_buf_append_str(b, "\"content\":");
+        put_str(b, text, len);
+        sy_buf_append_str(b, "},\"logprobs\":null");
+        put_finish(b, d, d->finished);
+    }
+    sy_buf_append_str(b, "}]");
+    if (x->continuous_usage && d) {
+        sy_buf_append_str(b, ",\"usage\":");
+        put_usage(b, a, d);
+    }
+    sy_buf_append_str(b, "}\n\n");
+}
+
+static void send_stream_delta(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
+{
+    sy_buf_t *b = &a->out;
+    sy_buf_reset(b);
+    if (x->state == XCHG_SUBMITTED) {
+        x->state = XCHG_STREAMING;
+        ecore_delta_t none = *d;
+        none.finished = false;
+        if (x->kind == API_CHAT) /* the first chat chunk carries the role */
+            put_chunk(b, a, x, "", 0, &none, true);
+        if (x->echo_text)
+            put_chunk(b, a, x, x->echo_text, strlen(x->echo_text), &none, false);
+    }
+    if (d->text_len > 0 || d->finished) {
+        if (d->finish == SEQ_FINISH_ERROR) {
+            sy_buf_append_str(b, "data: {\"error\":{\"message\":\"The engine failed to run this "
+                                 "request.\",\"type\":\"InternalServerError\",\"param\":null,"
+                                 "\"code\":500}}\n\n");
+        } else {
+            put_chunk(b, a, x, d->text ? d->text : "", d->text_len, d, false);
+        }
+    }
+    if (d->finished) {
+        if (x->include_usage && d->finish != SEQ_FINISH_ERROR) {
+            sy_buf_append_str(b, "data: ");
+            put_head(b, x, x->kind == API_CHAT ? "chat.completion.chunk" : "text_completion");
+            sy_buf_append_str(b, ",\"choices\":[],\"usage\":");
+            put_usage(b, a, d);
+            sy_buf_append_str(b, "}\n\n");
+        }
+        sy_buf_append_str(b, "data: [DONE]\n\n");
+    }
+    if (b->len)
+        http_req_sse_send(x->http, b->data, b->len);
+}
+
+static void send_full_response(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
+{
+    if (d->finish == SEQ_FINISH_ERROR) {
+        http_req_respond_error(x->http, 500, "InternalServerError",
+                               "The engine failed to run this request.", NULL);
+        return;
+    }
+    sy_buf_t *b = &a->out;
+    sy_buf_reset(b);
+    if (x->kind == API_COMPLETION) {
+        put_head(b, x, "text_completion");
+        sy_buf_append_str(b, ",\"choices\":[{\"index\":0,\"text\":\"");
+        if (x->echo_text)
+            sy_buf_append_json_str(b, x->echo_text, strlen(x->echo_text));
+        sy_buf_append_json_str(b, x->text.data ? x->text.data : "", x->text.len);
+        sy_buf_append_str(b, "\",\"logprobs\":null");
+        put_finish(b, d, true);
+        sy_buf_append_str(b, ",\"token_ids\":null,\"prompt_logprobs\":null,"
+                             "\"prompt_token_ids\":null}],\"service_tier\":null,"
+                             "\"system_fingerprint\":null,\"usage\":");
+    } else {
+        put_head(b, x, "chat.completion");
+        sy_buf_append_str(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                             "\"content\":");
+        put_str(b, x->text.data ? x->text.data : "", x->text.len);
+        sy_buf_append_str(b, ",\"refusal\":null,\"annotations\":null,\"audio\":null,"
+                             "\"function_call\":null,\"tool_calls\":[],\"reasoning_content\":null},"
+                             "\"logprobs\":null");
+        put_finish(b, d, true);
+        sy_buf_append_str(b, ",\"token_ids\":null}],\"service_tier\":null,"
+                             "\"system_fingerprint\":null,\"usage\":");
+    }
+    put_usage(b, a, d);
+    sy_buf_append_str(b, ",\"prompt_logprobs\":null,\"kv_transfer_params\":null}");
+    http_req_respond(x->http, 200, "application/json", b->data, b->len, NULL);
+}
+
+void api_on_output(ecore_req_t *r, const ecore_delta_t *d, void *udata)
+{
+    (void)r;
+    api_xchg_t *x = udata;
+    api_t *a = x->api;
+    if (x->stream) {
+        send_stream_delta(a, x, d);
+        if (d->finished)
+            http_req_sse_end(x->http);
+    } else {
+        x->state = XCHG_COLLECTING;
+        if (d->text_len)
+            sy_buf_append(&x->text, d->text, d->text_len);
+        if (d->finished)
+            send_full_response(a, x, d);
+    }
+    if (d->finished)
+        xchg_unlink_free(x); /* the HTTP exchange ended with the response above */
+}
+
+static void on_client_close(http_req_t *req, void *udata)
+{
+    (void)req;
+    api_xchg_t *x = udata;
+    sy_debug("api.client_gone", "id=%s", x->id);
+    ecore_abort(x->api->core, x->er);
+    xchg_unlink_free(x);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* handlers                                                                                    */
+
+static bool path_is(sy_slice_t p, const char *s)
+{
+    size_t n = strlen(s);
+    return p.len == n && memcmp(p.ptr, s, n) == 0;
+}
+
+static bool method_is(sy_slice_t m, const char *s)
+{
+    return path_is(m, s);
+}
+
+static void make_id(api_t *a, http_req_t *req, const api_gen_req_t *g, char *out, size_t cap)
+{
+    const char *prefix = g->kind == API_CHAT ? "chatcmpl-" : "cmpl-";
+    sy_slice_t h;
+    if (g->request_id) {
+        snprintf(out, cap, "%s%s", prefix, g->request_id);
+    } else if (http_req_header(req, "X-Request-Id", &h) && h.len > 0 &&
+               h.len <= API_MAX_REQUEST_ID) {
+        snprintf(out, cap, "%s%.*s", prefix, (int)h.len, h.ptr);
+    } else {
+        uint64_t v = ++a->id_counter * 0x9E3779B97F4A7C15ull ^ a->id_salt;
+        v ^= v >> 31;
+        snprintf(out, cap, "%s%016llx%08llx", prefix, (unsigned long long)v,
+                 (unsigned long long)(a->id_counter & 0xffffffffu));
+    }
+}
+
+static void handle_generate(api_t *a, http_req_t *req, api_kind_t kind)
+{
+    if (a->draining) {
+        http_req_respond_error(req, 503, "ServiceUnavailable",
+                               "The server is shutting down and accepts no new requests.", NULL);
+        return;
+    }
+    sy_slice_t body = http_req_body(req);
+    api_gen_req_t g;
+    api_err_t err;
+    if (api_parse_gen_request(a, body.ptr, body.len, kind, &g, &err) != ST_OK) {
+        respond_err(req, &err);
+        return;
+    }
+    api_xchg_t *x = sy_calloc(1, sizeof *x);
+    if (!x) {
+        api_gen_req_deinit(&g);
+        http_req_respond_error(req, 503, "ServiceUnavailable", "out of memory", NULL);
+        return;
+    }
+    x->api = a;
+    x->http = req;
+    x->kind = kind;
+    x->stream = g.stream;
+    x->include_usage = g.include_usage;
+    x->continuous_usage = g.continuous_usage;
+    x->created = (int64_t)time(NULL);
+    x->model = g.model;
+    g.model = NULL;
+    x->echo_text = g.echo_text;
+    g.echo_text = NULL;
+    make_id(a, req, &g, x->id, sizeof x->id);
+
+    ecore_req_params_t p = {
+        .prompt = g.prompt,
+        .n_prompt = g.n_prompt,
+        .sp = g.sp,
+        .stop = (const char *const *)g.stop,
+        .n_stop = g.n_stop,
+        .stop_token_ids = g.stop_ids,
+        .n_stop_token_ids = g.n_stop_ids,
+        .include_stop_str_in_output = g.include_stop_str_in_output,
+        .skip_special_tokens = g.skip_special_tokens,
+        .cache_salt = g.cache_salt,
+        .request_id = x->id,
+        .arrival_ns = http_req_start_ns(req),
+    };
+    x->er = ecore_req_create(a->core, &p, x);
+    api_gen_req_deinit(&g);
+    if (!x->er) {
+        sy_free(x->model);
+        sy_free(x->echo_text);
+        sy_free(x);
+        http_req_respond_error(req, 503, "ServiceUnavailable", "out of memory", NULL);
+        return;
+    }
+    /* link before submit so that destroy finds it */
+    x->next = a->xchgs;
+    if (a->xchgs)
+        a->xchgs->prev = x;
+    a->xchgs = x;
+    a->inflight++;
+    if (ecore_submit(a->core, x->er) != ST_OK) {
+        xchg_unlink_free(x);
+        http_req_respond_error(req, 503, "ServiceUnavailable", "The engine is shutting down.",
+                               NULL);
+        return;
+    }
+    http_req_set_udata(req, x);
+    http_req_set_on_close(req, on_client_close, x);
+    if (x->stream)
+        http_req_sse_start(req, NULL);
+}
+
+static void handle_models(api_t *a, http_req_t *req)
+{
+    sy_buf_t *b = &a->out;
+    sy_buf_reset(b);
+    int64_t now = (int64_t)time(NULL);
+    sy_buf_append_str(b, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; i < a->cfg.n_model_names; i++) {
+        const char *m = a->cfg.model_names[i];
+        if (i)
+            sy_buf_append_char(b, ',');
+        sy_buf_append_str(b, "{\"id\":");
+        put_str(b, m, strlen(m));
+        sy_buf_append_str(b, ",\"object\":\"model\",\"created\":");
+        sy_buf_append_i64(b, now);
+        sy_buf_append_str(b, ",\"owned_by\":\"vllm\",\"root\":");
+        put_str(b, a->cfg.model_names[0], strlen(a->cfg.model_names[0]));
+        sy_buf_append_str(b, ",\"parent\":null,\"max_model_len\":");
+        sy_buf_append_i64(b, a->cfg.max_model_len);
+        sy_buf_append_str(b, ",\"permission\":[{\"id\":\"modelperm-");
+        sy_buf_append_i64(b, (int64_t)i);
+        sy_buf_append_str(b, "\",\"object\":\"model_permission\",\"created\":");
+        sy_buf_append_i64(b, now);
+        sy_buf_append_str(b, ",\"allow_create_engine\":false,\"allow_sampling\":true,"
+                             "\"allow_logprobs\":true,\"allow_search_indices\":false,"
+                             "\"allow_view\":true,\"allow_fine_tuning\":false,"
+                             "\"organization\":\"*\",\"group\":null,\"is_blocking\":false}]}");
+    }
+    sy_buf_append_str(b, "]}");
+    http_req_respond(req, 200, "application/json", b->data, b->len, NULL);
+}
+
+static void handle_tokenize(api_t *a, http_req_t *req)
+{
+    sy_slice_t body = http_req_body(req);
+    api_err_t errs;
+    api_err_t *err = &errs;
+    api_gen_req_t g;
+    memset(&g, 0, sizeof g);
+    json_error_t jerr;
+    json_t *root = NULL;
+    int rc = ST_OK;
+    if (!sy_utf8_valid(body.ptr, body.len)) {
+        rc = BAD(NULL, "The request body is not valid UTF-8.");
+        goto done;
+    }
+    root = json_loadb(body.ptr, body.len, 0, &jerr);
+    if (!root || !json_is_object(root)) {
+        rc = BAD(NULL, "The request body must be a JSON object%s%s.", root ? "" : ": ",
+                 root ? "" : jerr.text);
+        goto done;
+    }
+    const char *model = NULL;
+    if ((rc = get_str(root, "model", &model, NULL, err)) != ST_OK)
+        goto done;
+    if (model && !model_served(a, model)) {
+        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", model);
+        goto done;
+    }
+    bool want_strs = false;
+    if ((rc = get_bool(root, "return_token_strs", &want_strs, err)) != ST_OK)
+        goto done;
+    if (json_object_get(root, "messages")) {
+        g.kind = API_CHAT;
+        rc = parse_messages(a, root, &g, err);
+    } else {
+        bool add_special = true;
+        json_t *p = json_object_get(root, "prompt");
+        if ((rc = get_bool(root, "add_special_tokens", &add_special, err)) != ST_OK)
+            goto done;
+        if (!json_is_string(p)) {
+            rc = BAD("prompt", "'prompt' must be a string (or pass 'messages').");
+            goto done;
+        }
+        rc = tokenize_into(a, json_string_value(p), json_string_length(p), add_special, false,
+                           &g, err);
+    }
+    if (rc != ST_OK)
+        goto done;
+    sy_buf_t *b = &a->out;
+    sy_buf_reset(b);
+    sy_buf_append_str(b, "{\"count\":");
+    sy_buf_append_i64(b, g.n_prompt);
+    sy_buf_append_str(b, ",\"max_model_len\":");
+    sy_buf_append_i64(b, a->cfg.max_model_len);
+    sy_buf_append_str(b, ",\"tokens\":[");
+    for (uint32_t i = 0; i < g.n_prompt; i++) {
+        if (i)
+            sy_buf_append_char(b, ',');
+        sy_buf_append_i64(b, g.prompt[i]);
+    }
+    sy_buf_append_str(b, "],\"token_strs\":");
+    if (want_strs) {
+        sy_buf_t s = SY_BUF_INIT;
+        sy_buf_append_char(b, '[');
+        for (uint32_t i = 0; i < g.n_prompt; i++) {
+            sy_buf_reset(&s);
+            tok_token_str(a->cfg.tok, g.prompt[i], &s);
+            if (i)
+                sy_buf_append_char(b, ',');
+            put_str(b, s.data ? s.data : "", s.len);
+        }
+        sy_buf_append_char(b, ']');
+        sy_buf_deinit(&s);
+    } else {
+        sy_buf_append_str(b, "null");
+    }
+    sy_buf_append_char(b, '}');
+    http_req_respond(req, 200, "application/json", b->data, b->len, NULL);
+done:
+    if (rc != ST_OK)
+        respond_err(req, err);
+    json_decref(root);
+    api_gen_req_deinit(&g);
+}
+
+static void handle_detokenize(api_t *a, http_req_t *req)
+{
+    sy_slice_t body = http_req_body(req);
+    api_err_t errs;
+    api_err_t *err = &errs;
+    json_error_t jerr;
+    json_t *root = NULL;
+    int32_t *ids = NULL;
+    sy_buf_t text = SY_BUF_INIT;
+    int rc = ST_OK;
+    if (!sy_utf8_valid(body.ptr, body.len)) {
+        rc = BAD(NULL, "The request body is not valid UTF-8.");
+        goto done;
+    }
+    root = json_loadb(body.ptr, body.len, 0, &jerr);
+    if (!root || !json_is_object(root)) {
+        rc = BAD(NULL, "The request body must be a JSON object%s%s.", root ? "" : ": ",
+                 root ? "" : jerr.text);
+        goto done;
+    }
+    const char *model = NULL;
+    if ((rc = get_str(root, "model", &model, NULL, err)) != ST_OK)
+        goto done;
+    if (model && !model_served(a, model)) {
+        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", model);
+        goto done;
+    }
+    json_t *toks = json_object_get(root, "tokens");
+    if (!json_is_array(toks)) {
+        rc = BAD("tokens", "'tokens' must be a list of token ids.");
+        goto done;
+    }
+    size_t n = json_array_size(toks);
+    ids = sy_malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) {
+        rc = set_err(err, 500, "InternalServerError", NULL, "out of memory");
+        goto done;
+    }
+    int32_t vocab = tok_vocab_size(a->cfg.tok);
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(toks, i);
+        if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+            json_integer_value(t) >= vocab) {
+            rc = BAD("tokens", "tokens[%zu] is not a valid token id (vocab size %d).", i,
+                     (int)vocab);
+            goto done;
+        }
+        ids[i] = (int32_t)json_integer_value(t);
+    }
+    if (tok_decode(a->cfg.tok, ids, n, false, &text) != ST_OK) {
+        rc = BAD("tokens", "The tokens could not be decoded.");
+        goto done;
+    }
+    sy_buf_t *b = &a->out;
+    sy_buf_reset(b);
+    sy_buf_append_str(b, "{\"prompt\":");
+    put_str(b, text.data ? text.data : "", text.len);
+    sy_buf_append_char(b, '}');
+    http_req_respond(req, 200, "application/json", b->data, b->len, NULL);
+done:
+    if (rc != ST_OK)
+        respond_err(req, err);
+    json_decref(root);
+    sy_free(ids);
+    sy_buf_deinit(&text);
+}
+
+static void handle_metrics(api_t *a, http_req_t *req)
+{
+    sy_buf_t *b = &a->out;
+    sy_buf_reset(b);
+    if (mx_registry_render(a->cfg.metrics, b) != ST_OK) {
+        http_req_respond_error(req, 500, NULL, "out of memory", NULL);
+        return;
+    }
+    http_req_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b->data, b->len, NULL);
+}
+
+/* Constant-time comparison of the bearer token with the configured key. */
+static bool auth_ok(const api_t *a, http_req_t *req)
+{
+    sy_slice_t h;
+    if (!http_req_header(req, "Authorization", &h))
+        return false;
+    const char *prefix = "Bearer ";
+    size_t pl = strlen(prefix);
+    if (h.len < pl || strncasecmp(h.ptr, prefix, pl) != 0)
+        return false;
+    const char *tok = h.ptr + pl;
+    size_t tl = h.len - pl;
+    size_t kl = strlen(a->cfg.api_key);
+    unsigned char diff = (unsigned char)(tl != kl);
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned char)(a->cfg.api_key[i] ^ (i < tl ? tok[i] : 0));
+    return diff == 0;
+}
+
+typedef struct api_route {
+    const char *path;
+    const char *method;
+    void (*fn)(api_t *a, http_req_t *req);
+} api_route_t;
+
+static void h_completions(api_t *a, http_req_t *r)
+{
+    handle_generate(a, r, API_COMPLETION);
+}
+
+static void h_chat(api_t *a, http_req_t *r)
+{
+    handle_generate(a, r, API_CHAT);
+}
+
+static void h_health(api_t *a, http_req_t *r)
+{
+    if (a->draining)
+        http_req_respond(r, 503, "text/plain", "", 0, NULL);
+    else
+        http_req_respond(r, 200, "text/plain", "", 0, NULL);
+}
+
+static void h_version(api_t *a, http_req_t *r)
+{
+    char body[128];
+    int n = snprintf(body, sizeof body, "{\"version\":\"%s\"}", a->cfg.version);
+    http_req_respond(r, 200, "application/json", body, (size_t)n, NULL);
+}
+
+static const api_route_t routes[] = {
+    {"/v1/completions", "POST", h_completions},
+    {"/v1/chat/completions", "POST", h_chat},
+    {"/v1/models", "GET", handle_models},
+    {"/health", "GET", h_health},
+    {"/metrics", "GET", handle_metrics},
+    {"/tokenize", "POST", handle_tokenize},
+    {"/detokenize", "POST", handle_detokenize},
+    {"/version", "GET", h_version},
+};
+
+void api_on_request(http_req_t *req, void *udata)
+{
+    api_t *a = udata;
+    sy_slice_t path = http_req_path(req);
+    sy_slice_t method = http_req_method(req);
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (!path_is(path, routes[i].path))
+            continue;
+        if (!method_is(method, routes[i].method)) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "Method %.*s is not allowed for %s; use %s.",
+                     (int)(method.len > 16 ? 16 : method.len), method.ptr, routes[i].path,
+                     routes[i].method);
+            char allow[64];
+            snprintf(allow, sizeof allow, "Allow: %s\r\n", routes[i].method);
+            sy_buf_t *b = &a->out;
+            sy_buf_reset(b);
+            sy_buf_append_str(b, "{\"error\":{\"message\":\"");
+            sy_buf_append_json_str(b, msg, strlen(msg));
+            sy_buf_append_str(b, "\",\"type\":\"MethodNotAllowed\",\"param\":null,\"code\":405}}");
+            http_req_respond(req, 405, "application/json", b->data, b->len, allow);
+            return;
+        }
+        if (a->cfg.api_key && path.len > 4 && memcmp(path.ptr, "/v1/", 4) == 0 &&
+            !auth_ok(a, req)) {
+            static const char unauth[] = "{\"error\":\"Unauthorized\"}";
+            http_req_respond(req, 401, "application/json", unauth, sizeof unauth - 1,
+                             "WWW-Authenticate: Bearer\r\n");
+            return;
+        }
+        routes[i].fn(a, req);
+        return;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "Not Found: %.*s", (int)(path.len > 100 ? 100 : path.len), path.ptr);
+    http_req_respond_error(req, 404, "NotFoundError", msg, NULL);
+}
