@@ -4,10 +4,13 @@
  * requests back to back until R requests have completed, parsing every response incrementally
  * (HTTP/1.1 status line and headers, chunked / Content-Length / until-close bodies, then SSE).
  *
- * A request succeeds when the status is 200, the SSE stream carries a chunk with a non-null
- * finish_reason and ends with "data: [DONE]", and the body ends cleanly. Everything else
- * (non-200, malformed framing, an in-band error event, early close, connect failure) is an error.
- * Tokens = "data:" events whose "text" is a non-empty string.
+ * Requests ask for stream_options.include_usage, because a server may merge several tokens into
+ * one SSE event when the client lags (vLLM does), so events are not tokens. A request succeeds
+ * when the status is 200, the SSE stream carries a chunk with a non-null finish_reason, a usage
+ * chunk whose completion_tokens equals max_tokens (ignore_eos is set), and ends with
+ * "data: [DONE]", and the body ends cleanly. Everything else (non-200, malformed framing, an
+ * in-band error event, missing usage, early close, connect failure) is an error.
+ * tokens = sum of usage.completion_tokens; text_events = "data:" events with a non-empty "text".
  *
  * Output: one JSON summary line on stdout; exit status 1 if any request errored, 2 on bad usage.
  * Does not: use any project module, speak TLS, or measure latency percentiles.
@@ -78,7 +81,8 @@ typedef struct sb_conn {
     bool after_done; /* data after [DONE] */
     bool bad;        /* error already decided for this request */
     bool restart_queued;
-    uint64_t tokens;
+    uint64_t text_events;
+    int64_t usage_tokens; /* -1 until a usage chunk arrives */
 } sb_conn_t;
 
 typedef struct sb_opts {
@@ -98,7 +102,7 @@ static struct sockaddr_storage g_addr;
 static socklen_t g_addrlen;
 static int g_ep = -1;
 static long g_issued, g_completed, g_errors;
-static uint64_t g_tokens;
+static uint64_t g_tokens, g_text_events;
 static int g_errors_shown;
 static int g_open_conns, g_peak_open_conns;
 
@@ -178,7 +182,9 @@ static void build_request(long reqno)
     for (int i = hn; i < plen; i++)
         buf_append(&body, &filler[(i - hn) % (int)(sizeof filler - 1)], 1);
     n = snprintf(tmp, sizeof tmp,
-                 "\",\"max_tokens\":%d,\"ignore_eos\":true,\"stream\":true}", g_opt.max_tokens);
+                 "\",\"max_tokens\":%d,\"ignore_eos\":true,\"stream\":true,"
+                 "\"stream_options\":{\"include_usage\":true}}",
+                 g_opt.max_tokens);
     buf_append(&body, tmp, (size_t)n);
 
     g_req.len = 0;
@@ -219,7 +225,8 @@ static void resp_reset(sb_conn_t *c)
     c->keep_alive = true;
     c->remaining = 0;
     c->done_seen = c->finish_seen = c->after_done = c->bad = false;
-    c->tokens = 0;
+    c->text_events = 0;
+    c->usage_tokens = -1;
     c->event.len = 0;
 }
 
@@ -231,7 +238,8 @@ static void request_done(sb_conn_t *c, bool ok, const char *why)
     c->in_flight = false;
     g_completed++;
     if (ok && !c->bad) {
-        g_tokens += c->tokens;
+        g_tokens += (uint64_t)c->usage_tokens;
+        g_text_events += c->text_events;
     } else {
         g_errors++;
         report_error(c, why ? why : "bad stream");
@@ -286,7 +294,16 @@ static void sse_data(sb_conn_t *c, const char *d, size_t n)
     }
     const char *t = json_find_value(d, end, "\"text\"");
     if (t && t + 1 < end && t[0] == '"' && t[1] != '"')
-        c->tokens++;
+        c->text_events++;
+    const char *u = json_find_value(d, end, "\"usage\"");
+    if (u && u < end && *u == '{') {
+        const char *ct = json_find_value(u, end, "\"completion_tokens\"");
+        if (!ct || ct >= end || *ct < '0' || *ct > '9') {
+            c->bad = true;
+            return;
+        }
+        c->usage_tokens = strtoll(ct, NULL, 10);
+    }
     const char *f = json_find_value(d, end, "\"finish_reason\"");
     if (f && f < end && *f == '"')
         c->finish_seen = true;
@@ -495,6 +512,14 @@ static bool stream_verdict(sb_conn_t *c, const char **why)
     }
     if (!c->finish_seen) {
         *why = "no chunk with finish_reason";
+        return false;
+    }
+    if (c->usage_tokens < 0) {
+        *why = "no usage chunk (stream_options.include_usage)";
+        return false;
+    }
+    if (c->usage_tokens != g_opt.max_tokens) {
+        *why = "usage.completion_tokens != max_tokens despite ignore_eos";
         return false;
     }
     if (!c->done_seen) {
@@ -849,9 +874,10 @@ int main(int argc, char **argv)
         secs = 1e-9;
     printf("{\"connections\":%d,\"requests\":%ld,\"errors\":%ld,\"tokens\":%llu,"
            "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"requests_per_s\":%.2f,"
-           "\"completed\":%ld,\"peak_open_connections\":%d}\n",
+           "\"completed\":%ld,\"text_events\":%llu,\"peak_open_connections\":%d}\n",
            nc, g_opt.requests, errors, (unsigned long long)g_tokens, secs, (double)g_tokens / secs,
-           (double)(g_completed - g_errors) / secs, g_completed, g_peak_open_conns);
+           (double)(g_completed - g_errors) / secs, g_completed,
+           (unsigned long long)g_text_events, g_peak_open_conns);
     fflush(stdout);
     return errors ? 1 : 0;
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench_engine.sh - the engine streaming benchmark: `switchyard engine --sim --sim-speed 0`
 # pinned to core 0, sy-stream-bench pinned to core 1 with 1,000 concurrent streaming requests.
-# Reports tokens/s (per core: the server ran on one core), requests/s, errors, and server memory
-# per open connection = (peak RSS during the run - idle RSS) / concurrency, as a Markdown table
-# and as JSON in build/bench-engine.json. Exit status is non-zero if any request failed.
+# Reports tokens/s (per core: the server ran on one core; tokens counted from each stream's
+# usage chunk), requests/s, errors, SSE events per request (a fast engine merges tokens into
+# fewer events, as vLLM does), and server memory per open connection = (peak RSS during the run
+# - idle RSS) / concurrency, as a Markdown table and as JSON in build/bench-engine.json.
+# Exit status is non-zero if any request failed.
 # Usage: scripts/bench_engine.sh [--concurrency N] [--requests N] [--max-tokens N]
 #                                [--prompt-len N] [--build-dir DIR]
 # Needs: build/switchyard and build/sy-stream-bench (make), taskset, /usr/bin/python3.
@@ -153,6 +155,8 @@ res = {
     "tokens_per_s": b.get("tokens_per_s"), "tokens_per_s_per_core": b.get("tokens_per_s"),
     "requests_per_s": b.get("requests_per_s"), "max_tokens": maxtok, "prompt_len": plen,
     "peak_open_connections": b.get("peak_open_connections"),
+    "sse_text_events": b.get("text_events"),
+    "sse_text_events_per_request": round((b.get("text_events") or 0) / max(1, b.get("completed") or 1), 2),
     "rss_idle_kib": idle, "rss_peak_kib": peak, "memory_per_connection_bytes": round(per_conn),
     "bench_exit": rc, "engine_alive_after": bool(alive), "kernel": platform.release(),
 }
@@ -164,6 +168,9 @@ print("| requests completed | %s of %s, max_tokens %d, prompt %d chars |" % (b.g
 print("| tokens/s (server on 1 core) | %.0f |" % (b.get("tokens_per_s") or 0))
 print("| requests/s | %.1f |" % (b.get("requests_per_s") or 0))
 print("| errors | %s |" % b.get("errors"))
+print("| SSE text events per request | %.1f (tokens per event %.1f) |" % (
+    (b.get("text_events") or 0) / max(1, b.get("completed") or 1),
+    (b.get("tokens") or 0) / max(1, b.get("text_events") or 1)))
 print("| server RSS idle / peak | %.1f MiB / %.1f MiB |" % (idle / 1024, peak / 1024))
 print("| memory per connection | %.1f KiB |" % (per_conn / 1024))
 print("| wall time | %.2f s |" % (b.get("seconds") or 0))

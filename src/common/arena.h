@@ -43,7 +43,8 @@ char *sy_arena_strndup(sy_arena_t *a, const char *s, size_t len);
 char *sy_arena_strdup(sy_arena_t *a, const char *s);
 
 /* Registers fn(arg) to run at destroy/reset (last registered runs first). arg is borrowed.
- * ST_OK, ST_INVAL (fn NULL), or ST_NOMEM - then fn is NOT registered and the caller must release arg itself. */
+ * ST_OK, ST_INVAL (fn NULL), or ST_NOMEM - then fn is NOT registered and the caller must release
+ * arg itself. */
 int sy_arena_add_cleanup(sy_arena_t *a, sy_arena_cleanup_fn fn, void *arg);
 
 /* Bytes handed out by sy_arena_alloc since create/reset (after alignment), and bytes held in

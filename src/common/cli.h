@@ -45,8 +45,8 @@ typedef struct cli_spec {
     const char *summary; /* one paragraph printed under the usage line; may be NULL */
     const cli_opt_t *opts;
     size_t n_opts;
-    size_t max_positional;   /* 0 = positional arguments are an error */
-    const char *positional;  /* metavar for usage, e.g. "MODEL..."; NULL = none */
+    size_t max_positional;  /* 0 = positional arguments are an error */
+    const char *positional; /* metavar for usage, e.g. "MODEL..."; NULL = none */
 } cli_spec_t;
 
 /* Parses argv[1..argc) (argv[0] is the program or subcommand name and is skipped).

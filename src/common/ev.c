@@ -137,7 +137,8 @@ static int fds_grow(ev_loop_t *loop, int fd)
 
 static uint32_t to_epoll(uint32_t mask)
 {
-    return ((mask & EV_READ) ? (uint32_t)EPOLLIN : 0u) | ((mask & EV_WRITE) ? (uint32_t)EPOLLOUT : 0u);
+    return ((mask & EV_READ) ? (uint32_t)EPOLLIN : 0u) |
+           ((mask & EV_WRITE) ? (uint32_t)EPOLLOUT : 0u);
 }
 
 int ev_fd_add(ev_loop_t *loop, int fd, uint32_t mask, ev_fd_cb cb, void *udata)
@@ -197,8 +198,7 @@ int ev_fd_del(ev_loop_t *loop, int fd)
 static bool timer_less(const ev_loop_t *loop, uint32_t a, uint32_t b)
 {
     const ev_timer_slot_t *x = &loop->slots[a], *y = &loop->slots[b];
-    return x->deadline_ms < y->deadline_ms ||
-           (x->deadline_ms == y->deadline_ms && x->seq < y->seq);
+    return x->deadline_ms < y->deadline_ms || (x->deadline_ms == y->deadline_ms && x->seq < y->seq);
 }
 
 static void heap_set(ev_loop_t *loop, size_t pos, uint32_t slot)

@@ -40,8 +40,8 @@
 struct mx_series {
     mx_family_t *fam;
     struct mx_series *next;
-    char **values;           /* n_labels owned copies (raw, escaped at render) */
-    _Atomic uint64_t bits;   /* counter/gauge value as double bits */
+    char **values;            /* n_labels owned copies (raw, escaped at render) */
+    _Atomic uint64_t bits;    /* counter/gauge value as double bits */
     _Atomic uint64_t *counts; /* histograms: n_buckets + 1 non-cumulative counts */
     _Atomic uint64_t sum_bits;
 };
@@ -197,13 +197,13 @@ static bool valid_name(const char *s, bool colon_ok)
 
 static mx_series_t *series_new(mx_family_t *f, const char *const *values);
 
-mx_family_t *mx_family_create(mx_registry_t *r, mx_type_t type, const char *name,
-                              const char *help, const char *const *label_names, size_t n_labels,
+mx_family_t *mx_family_create(mx_registry_t *r, mx_type_t type, const char *name, const char *help,
+                              const char *const *label_names, size_t n_labels,
                               const double *buckets, size_t n_buckets)
 {
     if (!r || !valid_name(name, true) || n_labels > MX_MAX_LABELS ||
-        (n_labels > 0 && !label_names) || (type != MX_COUNTER && type != MX_GAUGE &&
-                                           type != MX_HISTOGRAM))
+        (n_labels > 0 && !label_names) ||
+        (type != MX_COUNTER && type != MX_GAUGE && type != MX_HISTOGRAM))
         return NULL;
     for (size_t i = 0; i < n_labels; i++) {
         if (!valid_name(label_names[i], false) || strncmp(label_names[i], "__", 2) == 0)
@@ -433,19 +433,17 @@ double mx_series_sum(const mx_series_t *s)
 /* ---- rendering ---- */
 
 /* Python's repr(float) ("shortest round-trip", exponent form below 1e-4 and from 1e16), then
- * prometheus_client's floatToGoString munging. out must hold 40 bytes. */
-static void fmt_value(double d, char *out, size_t cap)
+ * prometheus_client's floatToGoString munging. Writes a NUL-terminated string of at most 31
+ * characters to out[32]. */
+#define MX_NUM_MAX 32
+
+static void fmt_value(double d, char out[MX_NUM_MAX])
 {
-    if (isnan(d)) {
-        snprintf(out, cap, "NaN");
-        return;
-    }
-    if (isinf(d)) {
-        snprintf(out, cap, d > 0 ? "+Inf" : "-Inf");
-        return;
-    }
-    if (d == 0) {
-        snprintf(out, cap, signbit(d) ? "-0.0" : "0.0");
+    if (isnan(d) || isinf(d) || d == 0) {
+        const char *s = isnan(d)   ? "NaN"
+                        : isinf(d) ? (d > 0 ? "+Inf" : "-Inf")
+                                   : (signbit(d) ? "-0.0" : "0.0");
+        memcpy(out, s, strlen(s) + 1);
         return;
     }
     char sci[40];
@@ -454,71 +452,75 @@ static void fmt_value(double d, char *out, size_t cap)
         if (strtod(sci, NULL) == d)
             break;
     }
-    /* sci = [-]D[.DDD]e[+-]XX: split into sign, digit string and decimal exponent */
+    /* sci = [-]D[.DDD]e[+-]XX: split into sign, digit string (<= 17 digits) and exponent */
     const char *s = sci;
     bool neg = *s == '-';
     if (neg)
         s++;
-    char digits[24];
+    char digits[20];
     size_t nd = 0;
     while (*s && *s != 'e') {
         if (*s != '.' && nd < sizeof digits - 1)
             digits[nd++] = *s;
         s++;
     }
-    digits[nd] = '\0';
     while (nd > 1 && digits[nd - 1] == '0')
-        digits[--nd] = '\0';
-    int e = atoi(s + 1);
+        nd--;
+    int e = atoi(s + 1); /* -324 .. 308 */
 
-    char buf[64];
+    /* longest output: "-" + 17 digits + "." + "e-324" or fixed with 16 integer digits: < 32 */
     size_t n = 0;
     if (neg)
-        buf[n++] = '-';
+        out[n++] = '-';
     if (e >= -4 && e < 16) {
-        if (e >= 0) {
+        if (!neg && e >= 6) {
+            /* floatToGoString: positive values with more than 6 integer digits go exponential,
+             * mantissa with trailing zeros (and a bare dot) stripped, exponent as "e+0<e>" */
+            out[n++] = digits[0];
+            if (nd > 1) {
+                out[n++] = '.';
+                for (size_t i = 1; i < nd; i++)
+                    out[n++] = digits[i];
+            }
+            out[n++] = 'e';
+            out[n++] = '+';
+            out[n++] = '0';
+            if (e >= 10)
+                out[n++] = (char)('0' + e / 10);
+            out[n++] = (char)('0' + e % 10);
+        } else if (e >= 0) {
             for (int i = 0; i <= e; i++)
-                buf[n++] = (size_t)i < nd ? digits[i] : '0';
-            buf[n++] = '.';
+                out[n++] = (size_t)i < nd ? digits[i] : '0';
+            out[n++] = '.';
             if ((size_t)e + 1 < nd)
                 for (size_t i = (size_t)e + 1; i < nd; i++)
-                    buf[n++] = digits[i];
+                    out[n++] = digits[i];
             else
-                buf[n++] = '0';
+                out[n++] = '0';
         } else {
-            buf[n++] = '0';
-            buf[n++] = '.';
+            out[n++] = '0';
+            out[n++] = '.';
             for (int i = 0; i < -e - 1; i++)
-                buf[n++] = '0';
+                out[n++] = '0';
             for (size_t i = 0; i < nd; i++)
-                buf[n++] = digits[i];
+                out[n++] = digits[i];
         }
-        buf[n] = '\0';
-        /* floatToGoString: positive values with more than 6 integer digits go exponential */
-        if (!neg && e >= 6) {
-            char m[40];
-            size_t k = 0;
-            m[k++] = digits[0];
-            m[k++] = '.';
+    } else {
+        out[n++] = digits[0];
+        if (nd > 1) {
+            out[n++] = '.';
             for (size_t i = 1; i < nd; i++)
-                m[k++] = digits[i];
-            while (k > 0 && (m[k - 1] == '0' || m[k - 1] == '.'))
-                k--;
-            m[k] = '\0';
-            snprintf(out, cap, "%se+0%d", m, e);
-            return;
+                out[n++] = digits[i];
         }
-        snprintf(out, cap, "%s", buf);
-        return;
+        out[n++] = 'e';
+        out[n++] = e < 0 ? '-' : '+';
+        int ae = e < 0 ? -e : e;
+        if (ae >= 100)
+            out[n++] = (char)('0' + ae / 100);
+        out[n++] = (char)('0' + ae / 10 % 10);
+        out[n++] = (char)('0' + ae % 10);
     }
-    buf[n++] = digits[0];
-    if (nd > 1) {
-        buf[n++] = '.';
-        for (size_t i = 1; i < nd; i++)
-            buf[n++] = digits[i];
-    }
-    buf[n] = '\0';
-    snprintf(out, cap, "%se%c%02d", buf, e < 0 ? '-' : '+', e < 0 ? -e : e);
+    out[n] = '\0';
 }
 
 static int append_escaped(sy_buf_t *out, const char *s, bool quote)
@@ -540,8 +542,7 @@ static int append_escaped(sy_buf_t *out, const char *s, bool quote)
 }
 
 /* Appends "{k="v",...}" with labels sorted by name; le (may be NULL) is merged in sorted place. */
-static int append_labels(sy_buf_t *out, const mx_family_t *f, const mx_series_t *s,
-                         const char *le)
+static int append_labels(sy_buf_t *out, const mx_family_t *f, const mx_series_t *s, const char *le)
 {
     if (f->n_labels == 0 && !le)
         return ST_OK;
@@ -571,8 +572,8 @@ static int append_labels(sy_buf_t *out, const mx_family_t *f, const mx_series_t 
 static int append_sample(sy_buf_t *out, const mx_family_t *f, const mx_series_t *s,
                          const char *suffix, const char *le, double v)
 {
-    char num[40];
-    fmt_value(v, num, sizeof num);
+    char num[MX_NUM_MAX];
+    fmt_value(v, num);
     int rc = sy_buf_appendf(out, "%s%s", f->name, suffix);
     if (rc == ST_OK)
         rc = append_labels(out, f, s, le);
@@ -596,13 +597,10 @@ static int render_family(const mx_family_t *f, sy_buf_t *out)
             continue;
         }
         uint64_t cum = 0;
-        char le[40];
+        char le[MX_NUM_MAX];
         for (size_t i = 0; rc == ST_OK && i <= f->n_buckets; i++) {
             cum += load_u64(&s->counts[i]);
-            if (i < f->n_buckets)
-                fmt_value(f->buckets[i], le, sizeof le);
-            else
-                snprintf(le, sizeof le, "+Inf");
+            fmt_value(i < f->n_buckets ? f->buckets[i] : INFINITY, le);
             rc = append_sample(out, f, s, "_bucket", le, (double)cum);
         }
         if (rc == ST_OK)

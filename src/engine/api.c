@@ -260,6 +260,8 @@ static int parse_prompt(const api_t *a, json_t *root, api_gen_req_t *out, bool a
     if (!p || json_is_null(p))
         return BAD("prompt", "Either 'prompt' or 'prompt_embeds' must be provided.");
     if (json_is_string(p)) {
+        if (json_string_length(p) == 0)
+            return BAD("prompt", "'prompt' must not be empty.");
         if (out->echo)
             out->echo_text = sy_strndup(json_string_value(p), json_string_length(p));
         return tokenize_into(a, json_string_value(p), json_string_length(p), add_special, false,
@@ -280,6 +282,8 @@ static int parse_prompt(const api_t *a, json_t *root, api_gen_req_t *out, bool a
                            "one prompt per request.",
                            n);
         if (json_is_string(first)) {
+            if (json_string_length(first) == 0)
+                return BAD("prompt", "'prompt' must not be empty.");
             if (out->echo)
                 out->echo_text = sy_strndup(json_string_value(first), json_string_length(first));
             return tokenize_into(a, json_string_value(first), json_string_length(first),

@@ -44,9 +44,9 @@ typedef struct role_fmt {
 
 struct chat_tmpl {
     const char *name;
-    const char *bos;       /* emitted at the start of the text ("" = none) */
-    bool bos_needs_msg;    /* emit bos only when at least one message is rendered */
-    const char *role_pre;  /* generic header: role_pre + role + role_post */
+    const char *bos;      /* emitted at the start of the text ("" = none) */
+    bool bos_needs_msg;   /* emit bos only when at least one message is rendered */
+    const char *role_pre; /* generic header: role_pre + role + role_post */
     const char *role_post;
     const char *suffix;    /* generic suffix after the content */
     role_fmt_t roles[3];   /* per-role overrides (role NULL = unused) */
@@ -64,7 +64,8 @@ struct chat_tmpl {
     const char *err_role;
 };
 
-static const char k_alt_err[] = "Conversation roles must alternate user/assistant/user/assistant/...";
+static const char k_alt_err[] =
+    "Conversation roles must alternate user/assistant/user/assistant/...";
 
 static const chat_tmpl_t k_templates[] = {
     {

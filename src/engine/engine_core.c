@@ -20,6 +20,17 @@
  * finished request, a failed one, or an aborted one whose final delta is simply not shown), and
  * a request is never freed while it sits in a queue or the ready list.
  *
+ * Request lifecycle (core's view; the sequence inside has its own, see sched.c):
+ *   from        to          function                    note
+ *   created     queued      ecore_submit                core reference taken, sub queue
+ *   queued      active      core_take_submits           sched_add; in c->active
+ *   queued      done        core_take_submits           aborted before the core saw it
+ *   active      done        req_finish                  stop / length / error / abort: leaves the
+ *                                                       scheduler and executor, final delta queued
+ *   done        delivered   on_ready                    final delta shown (unless aborted), core
+ *                                                       reference dropped
+ * ecore_destroy drops the core reference of requests in any state without delivering anything.
+ *
  * Text of a request lives in three rotating buffers: cbuf (core: text of this step), pbuf
  * (published, guarded by out_mu), lbuf (loop: being delivered). With stop strings, detokenized
  * text first goes to obuf, which keeps the bytes not yet emitted (the holdback of longest stop
@@ -134,7 +145,6 @@ struct ecore {
     pthread_cond_t cv;
     ecore_req_t *sub_head, *sub_tail, *abt_head, *abt_tail;
     bool stop;
-    bool closed;
     bool abort_all;
 
     /* ready list */
@@ -162,14 +172,13 @@ struct ecore {
 
 /* ------------------------------------------------------------ metrics */
 
-static const double k_ttft_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
-                                        0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0,
+static const double k_ttft_buckets[] = {0.001, 0.005, 0.01, 0.02,  0.04,  0.06,  0.08, 0.1,
+                                        0.25,  0.5,   0.75, 1.0,   2.5,   5.0,   7.5,  10.0,
                                         20.0,  40.0,  80.0, 160.0, 640.0, 2560.0};
-static const double k_itl_buckets[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
-                                       0.3,  0.4,   0.5,  0.75,  1.0, 2.5,  5.0,
-                                       7.5,  10.0,  20.0, 40.0,  80.0};
-static const double k_latency_buckets[] = {0.3,  0.5,  0.8,  1.0,   1.5,   2.0,   2.5,
-                                           5.0,  10.0, 15.0, 20.0,  30.0,  40.0,  50.0,
+static const double k_itl_buckets[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
+                                       0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
+static const double k_latency_buckets[] = {0.3,  0.5,   0.8,   1.0,   1.5,   2.0,    2.5,
+                                           5.0,  10.0,  15.0,  20.0,  30.0,  40.0,   50.0,
                                            60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 static const double k_iter_buckets[] = {1,   8,    16,   32,   64,   128,  256,
                                         512, 1024, 2048, 4096, 8192, 16384};
@@ -227,22 +236,20 @@ static int metrics_init(ecore_t *c, mx_registry_t *reg, const ecore_config_t *cf
                             "Number of prefill tokens processed.", tok_buckets, n_tok, model);
     m->req_gen = mx_make(reg, MX_HISTOGRAM, "vllm:request_generation_tokens",
                          "Number of generation tokens processed.", tok_buckets, n_tok, model);
-    m->max_tokens = mx_make(reg, MX_HISTOGRAM, "vllm:request_params_max_tokens",
-                            "Histogram of the max_tokens request parameter.", tok_buckets, n_tok,
-                            model);
+    m->max_tokens =
+        mx_make(reg, MX_HISTOGRAM, "vllm:request_params_max_tokens",
+                "Histogram of the max_tokens request parameter.", tok_buckets, n_tok, model);
     m->iter_tokens = mx_make(reg, MX_HISTOGRAM, "vllm:iteration_tokens_total",
                              "Histogram of number of tokens per engine_step.", k_iter_buckets,
                              NB(k_iter_buckets), model);
     if (!m->running || !m->waiting || !m->kv_usage || !m->pc_queries || !m->pc_hits ||
-        !m->preemptions || !m->prompt_tokens || !m->gen_tokens || !m->ttft || !m->itl ||
-        !m->e2e || !m->queue_time || !m->req_prompt || !m->req_gen || !m->max_tokens ||
-        !m->iter_tokens)
+        !m->preemptions || !m->prompt_tokens || !m->gen_tokens || !m->ttft || !m->itl || !m->e2e ||
+        !m->queue_time || !m->req_prompt || !m->req_gen || !m->max_tokens || !m->iter_tokens)
         return ST_NOMEM;
 
     static const char *const sl[] = {"model_name", "engine", "finished_reason"};
     mx_family_t *fs = mx_family_create(reg, MX_COUNTER, "vllm:request_success",
-                                       "Count of successfully processed requests.", sl, 3, NULL,
-                                       0);
+                                       "Count of successfully processed requests.", sl, 3, NULL, 0);
     if (!fs)
         return ST_NOMEM;
     for (int f = SEQ_FINISH_STOP; f < N_FINISH; f++) {
@@ -252,9 +259,12 @@ static int metrics_init(ecore_t *c, mx_registry_t *reg, const ecore_config_t *cf
             return ST_NOMEM;
     }
 
-    static const char *const cl[] = {"block_size",      "cache_dtype",
-                                      "enable_prefix_caching", "num_gpu_blocks",
-                                      "prefix_caching_hash_algo", "engine"};
+    static const char *const cl[] = {"block_size",
+                                     "cache_dtype",
+                                     "enable_prefix_caching",
+                                     "num_gpu_blocks",
+                                     "prefix_caching_hash_algo",
+                                     "engine"};
     mx_family_t *fc = mx_family_create(reg, MX_GAUGE, "vllm:cache_config_info",
                                        "Information of the LLMEngine CacheConfig", cl, 6, NULL, 0);
     if (!fc)
@@ -264,8 +274,8 @@ static int metrics_init(ecore_t *c, mx_registry_t *reg, const ecore_config_t *cf
     char bs[16], nb[16];
     snprintf(bs, sizeof bs, "%u", kvb_block_size(c->kv));
     snprintf(nb, sizeof nb, "%u", st.num_blocks);
-    const char *cv[] = {bs, "auto", cfg->kv.enable_prefix_caching ? "True" : "False", nb,
-                        "sha256_cbor", "0"};
+    const char *cv[] = {bs, "auto",        cfg->kv.enable_prefix_caching ? "True" : "False",
+                        nb, "sha256_cbor", "0"};
     m->cache_info = mx_series_get(fc, cv, 6);
     if (!m->cache_info)
         return ST_NOMEM;
@@ -418,7 +428,7 @@ fail:
 int ecore_submit(ecore_t *c, ecore_req_t *r)
 {
     pthread_mutex_lock(&c->mu);
-    if (c->stop || c->closed) {
+    if (c->stop) {
         pthread_mutex_unlock(&c->mu);
         return ST_CLOSED;
     }
@@ -676,8 +686,8 @@ static void out_token(ecore_t *c, ecore_req_t *r, int32_t tok, uint64_t now)
         }
     }
     bool stop_terminated = fin == SEQ_FINISH_STOP;
-    if (fin == SEQ_FINISH_NONE && (n_out >= s->sp.max_tokens ||
-                                   (c->max_model_len && s->n_tokens >= c->max_model_len)))
+    if (fin == SEQ_FINISH_NONE &&
+        (n_out >= s->sp.max_tokens || (c->max_model_len && s->n_tokens >= c->max_model_len)))
         fin = SEQ_FINISH_LENGTH;
 
     sy_buf_t *dst = r->n_stop ? &r->obuf : &r->cbuf;
@@ -852,8 +862,8 @@ static void *core_main(void *arg)
         if (abort_all)
             core_abort_everything(c);
         bool ran = core_step(c);
+        core_update_stats(c); /* first, so a client that sees a delta sees its metrics too */
         core_publish(c);
-        core_update_stats(c);
 
         pthread_mutex_lock(&c->mu);
         if (!ran && busy && !c->stop && !c->sub_head && !c->abt_head) {
@@ -942,7 +952,6 @@ void ecore_destroy(ecore_t *c)
     if (c->thread_started) {
         pthread_mutex_lock(&c->mu);
         c->stop = true;
-        c->closed = true;
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
         pthread_join(c->thread, NULL);

@@ -423,6 +423,8 @@ cleanup:
         close(ctx.sigfd);
     }
     http_server_destroy(ctx.srv); /* closes exchanges: their requests are aborted */
+    if (api)
+        api_set_core(api, NULL); /* the exchanges are gone; nothing may reach the core now */
     ecore_destroy(ctx.core);
     api_destroy(api);
     exec_destroy(exec);

@@ -108,31 +108,31 @@ double sim_exec_step_time(const sim_profile_t *p, const sched_plan_t *plan)
 /* ------------------------------------------------------------ words */
 
 static const char *const k_words[] = {
-    "the",     "of",      "and",     "to",      "in",      "a",       "is",      "that",
-    "for",     "it",      "as",      "was",     "with",    "be",      "by",      "on",
-    "not",     "he",      "this",    "are",     "or",      "his",     "from",    "at",
-    "which",   "but",     "have",    "an",      "had",     "they",    "you",     "were",
-    "their",   "one",     "all",     "we",      "can",     "her",     "has",     "there",
-    "been",    "if",      "more",    "when",    "will",    "would",   "who",     "so",
-    "no",      "time",    "people",  "year",    "way",     "day",     "man",     "thing",
-    "woman",   "life",    "child",   "world",   "school",  "state",   "family",  "student",
-    "group",   "country", "problem", "hand",    "part",    "place",   "case",    "week",
-    "company", "system",  "program", "question", "work",   "number",  "night",   "point",
-    "home",    "water",   "room",    "mother",  "area",    "money",   "story",   "fact",
-    "month",   "lot",     "right",   "study",   "book",    "eye",     "job",     "word",
-    "business", "issue",  "side",    "kind",    "head",    "house",   "service", "friend",
-    "father",  "power",   "hour",    "game",    "line",    "end",     "member",  "law",
-    "car",     "city",    "name",    "team",    "minute",  "idea",    "kid",     "body",
-    "good",    "new",     "first",   "last",    "long",    "great",   "little",  "own",
-    "other",   "old",     "big",     "high",    "different", "small", "large",   "next",
-    "early",   "young",   "important", "few",   "public",  "bad",     "same",    "able",
-    "make",    "know",    "take",    "see",     "come",    "think",   "look",    "want",
-    "give",    "use",     "find",    "tell",    "ask",     "seem",    "feel",    "try",
-    "leave",   "call",    "keep",    "let",     "begin",   "help",    "talk",    "turn",
-    "start",   "show",    "hear",    "play",    "run",     "move",    "like",    "live",
-    "believe", "hold",    "bring",   "happen",  "write",   "provide", "sit",     "stand",
-    "lose",    "pay",     "meet",    "include", "continue", "set",    "learn",   "change",
-    "lead",    "understand", "watch", "follow", "stop",    "create",  "speak",   "read",
+    "the",      "of",         "and",       "to",       "in",        "a",       "is",      "that",
+    "for",      "it",         "as",        "was",      "with",      "be",      "by",      "on",
+    "not",      "he",         "this",      "are",      "or",        "his",     "from",    "at",
+    "which",    "but",        "have",      "an",       "had",       "they",    "you",     "were",
+    "their",    "one",        "all",       "we",       "can",       "her",     "has",     "there",
+    "been",     "if",         "more",      "when",     "will",      "would",   "who",     "so",
+    "no",       "time",       "people",    "year",     "way",       "day",     "man",     "thing",
+    "woman",    "life",       "child",     "world",    "school",    "state",   "family",  "student",
+    "group",    "country",    "problem",   "hand",     "part",      "place",   "case",    "week",
+    "company",  "system",     "program",   "question", "work",      "number",  "night",   "point",
+    "home",     "water",      "room",      "mother",   "area",      "money",   "story",   "fact",
+    "month",    "lot",        "right",     "study",    "book",      "eye",     "job",     "word",
+    "business", "issue",      "side",      "kind",     "head",      "house",   "service", "friend",
+    "father",   "power",      "hour",      "game",     "line",      "end",     "member",  "law",
+    "car",      "city",       "name",      "team",     "minute",    "idea",    "kid",     "body",
+    "good",     "new",        "first",     "last",     "long",      "great",   "little",  "own",
+    "other",    "old",        "big",       "high",     "different", "small",   "large",   "next",
+    "early",    "young",      "important", "few",      "public",    "bad",     "same",    "able",
+    "make",     "know",       "take",      "see",      "come",      "think",   "look",    "want",
+    "give",     "use",        "find",      "tell",     "ask",       "seem",    "feel",    "try",
+    "leave",    "call",       "keep",      "let",      "begin",     "help",    "talk",    "turn",
+    "start",    "show",       "hear",      "play",     "run",       "move",    "like",    "live",
+    "believe",  "hold",       "bring",     "happen",   "write",     "provide", "sit",     "stand",
+    "lose",     "pay",        "meet",      "include",  "continue",  "set",     "learn",   "change",
+    "lead",     "understand", "watch",     "follow",   "stop",      "create",  "speak",   "read",
 };
 
 #define N_WORDS (sizeof k_words / sizeof k_words[0])
@@ -247,21 +247,25 @@ static bool ts_before(const struct timespec *a, const struct timespec *b)
 }
 
 /* Sleeps until the end of this step. Deadlines chain from the previous step's deadline (not from
- * the wake-up time), so oversleeping and the core's own processing time do not accumulate; a core
- * that fell behind (or was idle) restarts the chain at now. */
+ * the wake-up time), so oversleeping and the core's own processing time between steps do not
+ * accumulate. When the previous deadline is more than 1 ms in the past (the core was idle, or
+ * its processing outran the model) the chain restarts at now: no catching up. */
 static void sim_sleep(sim_exec_t *x, double step_s)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    struct timespec next = x->have_deadline ? x->deadline : now;
-    ts_add(&next, step_s / x->speed);
-    if (ts_before(&next, &now)) {
-        x->deadline = now;
-        x->have_deadline = true;
-        return;
+    struct timespec next = now;
+    if (x->have_deadline) {
+        struct timespec lim = x->deadline;
+        ts_add(&lim, 0.001);
+        if (!ts_before(&lim, &now))
+            next = x->deadline;
     }
+    ts_add(&next, step_s / x->speed);
     x->deadline = next;
     x->have_deadline = true;
+    if (!ts_before(&now, &next))
+        return;
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
         ;
 }

@@ -39,14 +39,15 @@ static bool byte_is_special(const tok_t *t, int32_t id)
     return id >= TOK_BYTE_FIRST_SPECIAL && id < TOK_BYTE_VOCAB;
 }
 
-/* Returns the special id whose string starts text[0..len), or -1. */
-static int32_t match_special(const char *text, size_t len)
+/* Returns the special whose string starts text[0..len) (its id is TOK_BYTE_FIRST_SPECIAL plus
+ * its index in k_specials), or NULL. */
+static const special_t *match_special(const char *text, size_t len)
 {
     for (size_t k = 0; k < N_SPECIALS; k++) {
         if (len >= k_specials[k].len && memcmp(text, k_specials[k].str, k_specials[k].len) == 0)
-            return (int32_t)(TOK_BYTE_FIRST_SPECIAL + k);
+            return &k_specials[k];
     }
-    return -1;
+    return NULL;
 }
 
 static int byte_encode(const tok_t *t, const char *text, size_t len, bool add_special,
@@ -63,10 +64,10 @@ static int byte_encode(const tok_t *t, const char *text, size_t len, bool add_sp
         if (n >= cap)
             return ST_LIMIT;
         if (parse_special && text[i] == '<') {
-            int32_t id = match_special(text + i, len - i);
-            if (id >= 0) {
-                out[n++] = id;
-                i += k_specials[id - TOK_BYTE_FIRST_SPECIAL].len;
+            const special_t *sp = match_special(text + i, len - i);
+            if (sp) {
+                out[n++] = (int32_t)(TOK_BYTE_FIRST_SPECIAL + (sp - k_specials));
+                i += sp->len;
                 continue;
             }
         }

@@ -34,8 +34,21 @@ static bool is_tchar(unsigned char c)
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return true;
     switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
         return true;
     default:
         return false;
@@ -57,10 +70,10 @@ static bool is_target_char(unsigned char c)
 
 typedef struct pstate {
     const char *buf;
-    size_t len;  /* bytes available */
-    size_t end;  /* min(len, max_head_bytes): we never look beyond */
+    size_t len; /* bytes available */
+    size_t end; /* min(len, max_head_bytes): we never look beyond */
     size_t pos;
-    bool over;   /* len > max_head_bytes */
+    bool over; /* len > max_head_bytes */
 } pstate_t;
 
 /* The status to return when the scan reached ps->end without completing. */
@@ -285,7 +298,8 @@ bool http_header_has_token(sy_slice_t value, const char *token)
     size_t tlen = strlen(token);
     size_t i = 0;
     while (i < value.len) {
-        while (i < value.len && (value.ptr[i] == ' ' || value.ptr[i] == '\t' || value.ptr[i] == ','))
+        while (i < value.len &&
+               (value.ptr[i] == ' ' || value.ptr[i] == '\t' || value.ptr[i] == ','))
             i++;
         size_t start = i;
         while (i < value.len && value.ptr[i] != ',')
@@ -320,17 +334,17 @@ int http_parse_content_length(sy_slice_t value, uint64_t *out)
 /* ---- chunked decoding ---- */
 
 enum {
-    CH_SIZE = 0,     /* hex digits of the chunk size (_line_len = bytes of the size line) */
-    CH_SIZE_WS,      /* BWS after the size: only ';' may follow */
-    CH_EXT,          /* chunk extension, skipped */
-    CH_SIZE_LF,      /* CR seen at the end of the size line */
-    CH_DATA,         /* _remaining payload bytes to copy */
-    CH_DATA_CR,      /* CRLF after the payload */
+    CH_SIZE = 0, /* hex digits of the chunk size (_line_len = bytes of the size line) */
+    CH_SIZE_WS,  /* BWS after the size: only ';' may follow */
+    CH_EXT,      /* chunk extension, skipped */
+    CH_SIZE_LF,  /* CR seen at the end of the size line */
+    CH_DATA,     /* _remaining payload bytes to copy */
+    CH_DATA_CR,  /* CRLF after the payload */
     CH_DATA_LF,
     CH_TRAILER_START, /* start of a trailer line, or the final empty line */
     CH_TRAILER,       /* inside a trailer line (_line_len = trailer bytes so far) */
     CH_TRAILER_LF,
-    CH_END_LF,        /* CR of the final empty line seen */
+    CH_END_LF, /* CR of the final empty line seen */
     CH_DONE,
     CH_ERROR,
 };
@@ -507,45 +521,84 @@ int http_chunked_decode(http_chunked_t *c, char *buf, size_t *len)
 const char *http_status_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Request Entity Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Entity";
-    case 425: return "Too Early";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Request Entity Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Entity";
+    case 425:
+        return "Too Early";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         break;
     }

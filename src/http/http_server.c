@@ -31,7 +31,7 @@
  *   WRITING      -> READING_HEAD : output drained, keep-alive              [conn_response_done]
  *   WRITING      -> LINGERING    : output drained after a server error     [conn_response_done]
  *   WRITING      -> CLOSING      : output drained, connection not reusable [conn_response_done]
- *   LINGERING    -> CLOSING      : EOF, error or linger timer              [conn_read/on_rd_timer]
+ *   LINGERING    -> CLOSING      : EOF, error, linger timer  [conn_linger_read, on_rd_timer]
  *   any          -> CLOSING      : EOF, RST, I/O error, timeouts, OOM      [conn_close]
  *   CLOSING      -> (freed)      : deferred task after the callbacks ran   [conn_reap]
  *
@@ -40,7 +40,8 @@
  *   READING_BODY : req set, not dispatched; read timer armed (the one started with the head).
  *   HANDLING     : req set, dispatched, not streaming; no read timer.
  *   STREAMING    : req set, dispatched, streaming; no read timer.
- *   WRITING      : req NULL (the exchange ended when the last byte was queued); output queued.
+ *   WRITING      : req NULL (the exchange ended when its last byte was queued); left as soon
+ *                  as the output queue drains.
  *   LINGERING    : req NULL; no queued output; write side shut down; linger timer armed.
  *   CLOSING      : fd no longer watched; no timers; queued for reaping. A dispatched exchange
  *                  still attached gets its on_close at reap time.
@@ -53,6 +54,12 @@
  * before-sleep hook to the application and lets several servers share one loop.
  * Pipelining: a connection handles one exchange at a time; bytes of later requests stay buffered
  * (up to max_head_bytes, then reading pauses) and are parsed once the response is fully written.
+ * Policies: EOF from the client during an exchange (also a half-close) counts as the client going
+ * away (on_close). A connection whose queued output makes no progress for idle_timeout_ms is
+ * closed (write stall). After a server-generated error the server shuts down its write side and
+ * discards input for up to HTTP_LINGER_MS so the client can read the error before the close
+ * (no RST). Zero fields in http_server_config_t take the defaults. HTTP/1.1 requests without Host
+ * are accepted. http_server_destroy() must not be called from inside a server callback.
  * Thread-safety: loop thread only.
  */
 #include "http/http_server.h"
@@ -100,7 +107,7 @@ enum { PEND_PROCESS = 1u, PEND_WRITABLE = 2u, PEND_REAP = 4u };
 typedef struct http_conn http_conn_t;
 
 struct http_req {
-    http_conn_t *conn; /* valid for the whole life of the req (conns outlive their reqs) */
+    http_conn_t *conn;        /* valid for the whole life of the req (conns outlive their reqs) */
     http_request_head_t head; /* slices into raw[] */
     sy_slice_t path, query;
     sy_buf_t body;
@@ -124,27 +131,27 @@ struct http_req {
 
 struct http_conn {
     http_server_t *srv;
-    http_conn_t *prev, *next;      /* all connections */
-    http_conn_t *pend_next;        /* pending list link */
+    http_conn_t *prev, *next; /* all connections */
+    http_conn_t *pend_next;   /* pending list link */
     unsigned pend_flags;
     bool in_pending;
     int fd;
     http_conn_state_t state;
     uint32_t ev_mask;
-    sy_buf_t in;                   /* unparsed input */
-    sy_buf_t out;                  /* queued output; out.data[out_off..out.len) unsent */
+    sy_buf_t in;  /* unparsed input */
+    sy_buf_t out; /* queued output; out.data[out_off..out.len) unsent */
     size_t out_off;
-    http_req_t *req;               /* current exchange */
+    http_req_t *req; /* current exchange */
     uint64_t rd_timer;
     rd_kind_t rd_kind;
     uint64_t wr_timer;
     uint64_t wr_progress_ms;
-    uint64_t req_start_ns;         /* first byte of the current head; 0 = none yet */
+    uint64_t req_start_ns; /* first byte of the current head; 0 = none yet */
     bool peer_eof;
-    bool close_after;              /* close once the current response is written */
-    bool linger_after;             /* ... after a lingering close (server errors) */
+    bool close_after;  /* close once the current response is written */
+    bool linger_after; /* ... after a lingering close (server errors) */
     bool wr_shut;
-    bool in_process;               /* conn_process re-entrancy guard */
+    bool in_process; /* conn_process re-entrancy guard */
     char peer[INET6_ADDRSTRLEN + 8];
 };
 
@@ -347,7 +354,7 @@ static void conn_close(http_conn_t *c, const char *why)
         if (c->req->dispatched)
             c->req->gone = true; /* on_close at reap */
         else
-            exchange_end(c);     /* never seen by the handler */
+            exchange_end(c); /* never seen by the handler */
     }
     c->state = CS_CLOSING;
     http_conn_assert_state(c);
@@ -883,8 +890,8 @@ static void conn_read(http_conn_t *c)
     for (int iter = 0; iter < 8 && !c->peer_eof; iter++) {
         char *dst;
         size_t room;
-        bool to_body = c->state == CS_READING_BODY && c->req->body_mode == BODY_LENGTH &&
-                       c->in.len == 0;
+        bool to_body =
+            c->state == CS_READING_BODY && c->req->body_mode == BODY_LENGTH && c->in.len == 0;
         sy_buf_t *b;
         if (to_body) {
             /* read the body straight into the request, never past its end */
@@ -898,8 +905,7 @@ static void conn_read(http_conn_t *c)
             }
             room = want;
         } else {
-            if ((c->state == CS_HANDLING || c->state == CS_STREAMING ||
-                 c->state == CS_WRITING) &&
+            if ((c->state == CS_HANDLING || c->state == CS_STREAMING || c->state == CS_WRITING) &&
                 c->in.len >= cap_busy)
                 break; /* pipelined bytes wait; reading pauses (see conn_update_events) */
             b = &c->in;

@@ -88,20 +88,34 @@ start_kv_engine() {
 # start_sub OUT : subscriber in the background for SUB_SECONDS; waits until it has connected
 start_sub() {
     sy_bg "$1.log" "$SY_PY" "$SUB" --endpoint "tcp://127.0.0.1:$KV_PORT" --topic "$TOPIC" \
-        --duration "$SUB_SECONDS" --out "$1"
+        --duration "$SUB_SECONDS" --expect-first-seq 0 --out "$1"
     SUB_PID=$SY_BG_PID
     sleep 1.5 # ZMQ slow joiner: let the SUB connect and send its subscription first
     sy_alive "$SUB_PID" || sy_fail "kv_subscriber.py exited early" "$(tail -n 20 "$1.log")"
 }
 
-wait_sub() { # waits (bounded) for the subscriber started last
-    local i
+wait_sub() { # OUT LABEL : waits (bounded) for the subscriber started last; checks its verdict
+    local i rc
     for ((i = 0; i < (SUB_SECONDS + 10) * 10; i++)); do
         sy_alive "$SUB_PID" || break
         sleep 0.1
     done
-    sy_stop_pid "$SUB_PID" 2 >/dev/null
-    [ -s "$1" ] || sy_diag "subscriber wrote no events; its log: $(tail -n 10 "$1.log")"
+    sy_stop_pid "$SUB_PID" 2
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        sy_ok "$2: subscriber saw well-formed 3-frame messages, seq from 0 without gaps"
+    else
+        sy_not_ok "$2: subscriber saw well-formed 3-frame messages, seq from 0 without gaps" \
+            "kv_subscriber.py exit $rc (2 malformed, 3 seq gap): $(tail -n 10 "$1.log")"
+    fi
+}
+
+verify_chain() { # OUT SEED LABEL : the subscriber's own --verify-chain over the captured events
+    if "$SY_PY" "$SUB" --in "$1" --verify-chain "$2" $BS >"$1.verify" 2>&1; then
+        sy_ok "$3: kv_subscriber.py --verify-chain $2 $BS accepts every stored hash"
+    else
+        sy_not_ok "$3: kv_subscriber.py --verify-chain $2 $BS accepts every stored hash" "$(tail -n 10 "$1.verify")"
+    fi
 }
 
 complete() { # PROMPT MAX_TOKENS -> response in $SY_BODY
@@ -140,8 +154,9 @@ for k in 2 3 4 5 6; do
     tokenize_to "$(mkprompt "n$k" "filler prompt number $k to force evictions")" "$SY_TMP/p$k.tok"
 done
 sy_assert_status "A: the eviction requests are served" 200
-wait_sub "$EA"
+wait_sub "$EA" A
 sy_check "A: subscriber received events" test -s "$EA"
+verify_chain "$EA" 0 A
 
 "$SY_PY" - "$REF" "$EA" "$SY_TMP" "$BS" >"$SY_TMP/a.out" 2>&1 <<'PYEOF'
 import json, sys
@@ -233,7 +248,8 @@ EB=$SY_TMP/events-b.jsonl
 start_sub "$EB"
 complete "$P1" 1
 sy_assert_status "B: completion (array encoding) is 200" 200
-wait_sub "$EB"
+wait_sub "$EB" B
+verify_chain "$EB" 0 B
 sy_stop_pid "$SY_PID" 10
 sy_assert_eq "B: engine exits 0 on SIGTERM" 0 "$?"
 # C: another seed changes every hash, reproducibly
@@ -242,7 +258,8 @@ EC=$SY_TMP/events-c.jsonl
 start_sub "$EC"
 complete "$P1" 1
 sy_assert_status "C: completion (PYTHONHASHSEED=12345) is 200" 200
-wait_sub "$EC"
+wait_sub "$EC" C
+verify_chain "$EC" 12345 C
 
 "$SY_PY" - "$REF" "$EB" "$EC" "$SY_TMP/p1.tok" "$BS" >"$SY_TMP/bc.out" 2>&1 <<'PYEOF'
 import json, sys

@@ -164,13 +164,15 @@ await step('stream abort', async () => {
   const stream = await client.completions.create({
     model, prompt: 'abort me', max_tokens: 200, ignore_eos: true, stream: true,
   });
+  // a fast server may merge tokens into few events (as vLLM does when the client lags), so
+  // leave after the first event: the client aborts the HTTP request when the loop is left
   let k = 0;
   for await (const c of stream) {
     void c;
     k += 1;
-    if (k === 2) break; // the client aborts the HTTP request when the loop is left
+    break;
   }
-  check('client-side break out of a stream', k === 2, k);
+  check('client-side break out of a stream', k === 1, k);
   const r = await client.completions.create({ model, prompt: 'after abort', max_tokens: 2, ignore_eos: true });
   check('the server answers after an aborted stream', r.usage?.completion_tokens === 2, r.usage);
 });

@@ -146,9 +146,12 @@ static void test_nomem(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_alloc_aligned_disjoint), cmocka_unit_test(test_big_blocks),
-        cmocka_unit_test(test_strings_and_calloc),     cmocka_unit_test(test_cleanup_order),
-        cmocka_unit_test(test_reset),                  cmocka_unit_test(test_nomem),
+        cmocka_unit_test(test_alloc_aligned_disjoint),
+        cmocka_unit_test(test_big_blocks),
+        cmocka_unit_test(test_strings_and_calloc),
+        cmocka_unit_test(test_cleanup_order),
+        cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_nomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

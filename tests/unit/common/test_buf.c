@@ -188,10 +188,10 @@ static void test_alloc_fail_injection(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_and_appendf), cmocka_unit_test(test_append_i64),
-        cmocka_unit_test(test_json_escaping),      cmocka_unit_test(test_nul_after_reserve),
-        cmocka_unit_test(test_utf8_helpers),
-        cmocka_unit_test(test_alloc_accounting),   cmocka_unit_test(test_alloc_fail_injection),
+        cmocka_unit_test(test_append_and_appendf),   cmocka_unit_test(test_append_i64),
+        cmocka_unit_test(test_json_escaping),        cmocka_unit_test(test_nul_after_reserve),
+        cmocka_unit_test(test_utf8_helpers),         cmocka_unit_test(test_alloc_accounting),
+        cmocka_unit_test(test_alloc_fail_injection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

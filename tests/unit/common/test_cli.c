@@ -35,8 +35,8 @@ static const cli_opt_t g_table[] = {
     {"verbose", NULL, CLI_FLAG, &g_o.verbose, NULL, NULL},
 };
 
-static const cli_spec_t g_spec = {"switchyard engine", "Runs the engine.", g_table,
-                                  sizeof g_table / sizeof g_table[0], 0, NULL};
+static const cli_spec_t g_spec = {
+    "switchyard engine", "Runs the engine.", g_table, sizeof g_table / sizeof g_table[0], 0, NULL};
 
 static void defaults(void)
 {
@@ -44,8 +44,7 @@ static void defaults(void)
 }
 
 /* Parses a NULL-terminated argument list (argv[0] = "engine" is added). */
-static int parse(const cli_spec_t *spec, char *err, size_t cap, const char **pos, size_t *npos,
-                 ...)
+static int parse(const cli_spec_t *spec, char *err, size_t cap, const char **pos, size_t *npos, ...)
 {
     char *argv[32];
     int argc = 0;
@@ -84,12 +83,10 @@ static void test_forms(void **state)
     assert_string_equal(g_o.host, "0.0.0.0");
     assert_true(g_o.prefix_cache);
 
-    const char *bools[][2] = {{"--enable-prefix-caching=false", "0"},
-                              {"--enable-prefix-caching=TRUE", "1"},
-                              {"--enable-prefix-caching=no", "0"},
-                              {"--enable-prefix-caching=on", "1"},
-                              {"--enable-prefix-caching=0", "0"},
-                              {"--enable-prefix-caching", "1"}};
+    const char *bools[][2] = {
+        {"--enable-prefix-caching=false", "0"}, {"--enable-prefix-caching=TRUE", "1"},
+        {"--enable-prefix-caching=no", "0"},    {"--enable-prefix-caching=on", "1"},
+        {"--enable-prefix-caching=0", "0"},     {"--enable-prefix-caching", "1"}};
     for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
         assert_int_equal(parse(&g_spec, err, sizeof err, NULL, NULL, bools[i][0], NULL), ST_OK);
         assert_int_equal(g_o.prefix_cache, bools[i][1][0] == '1');
@@ -138,8 +135,8 @@ static void test_errors(void **state)
     expect_error("--enable-prefix-caching", "invalid boolean", "--enable-prefix-caching=maybe",
                  NULL);
     expect_error("--sim", "takes no value", "--sim=1", NULL);
-    expect_error("--no-enable-prefix-caching", "takes no value",
-                 "--no-enable-prefix-caching=true", NULL);
+    expect_error("--no-enable-prefix-caching", "takes no value", "--no-enable-prefix-caching=true",
+                 NULL);
     expect_error("--no-sim", "unknown", "--no-sim", NULL); /* only bools negate */
     expect_error("stray", "unexpected argument", "stray", NULL);
     /* a NULL/0-sized error buffer is allowed */
@@ -229,9 +226,9 @@ static void test_commands(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_forms),      cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_help),       cmocka_unit_test(test_positional),
-        cmocka_unit_test(test_usage),      cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_forms), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_help),  cmocka_unit_test(test_positional),
+        cmocka_unit_test(test_usage), cmocka_unit_test(test_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

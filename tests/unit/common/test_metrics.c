@@ -38,9 +38,9 @@ static void test_exposition_exact(void **state)
     mx_counter_add(mx_series_get(c, length, 2), 1.5);
 
     const char *gl[] = {"model_name", "engine"};
-    mx_family_t *g = mx_family_create(r, MX_GAUGE, "vllm:num_requests_running",
-                                      "Number of requests in model execution batches.", gl, 2,
-                                      NULL, 0);
+    mx_family_t *g =
+        mx_family_create(r, MX_GAUGE, "vllm:num_requests_running",
+                         "Number of requests in model execution batches.", gl, 2, NULL, 0);
     const char *gv[] = {"m1", "0"};
     mx_gauge_set(mx_series_get(g, gv, 2), 2);
 
@@ -69,24 +69,11 @@ static void test_exposition_exact(void **state)
     struct {
         const char *k;
         double v;
-    } vals[] = {{"a", 1e6},
-                {"b", 0.123},
-                {"c", 1e-07},
-                {"d", 123456789012345678.0},
-                {"e", 1e15},
-                {"f", -1e6},
-                {"g", INFINITY},
-                {"h", NAN},
-                {"i", 1234567.5},
-                {"j", 123456.0},
-                {"k", 1e16},
-                {"l", 0.0001},
-                {"m", -0.0},
-                {"n", -INFINITY},
-                {"o", 5e-324},
-                {"p", 1.7976931348623157e308},
-                {"q", 0.1 + 0.2},
-                {"r", 100.0}};
+    } vals[] = {{"a", 1e6},       {"b", 0.123},     {"c", 1e-07},    {"d", 123456789012345678.0},
+                {"e", 1e15},      {"f", -1e6},      {"g", INFINITY}, {"h", NAN},
+                {"i", 1234567.5}, {"j", 123456.0},  {"k", 1e16},     {"l", 0.0001},
+                {"m", -0.0},      {"n", -INFINITY}, {"o", 5e-324},   {"p", 1.7976931348623157e308},
+                {"q", 0.1 + 0.2}, {"r", 100.0}};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
         const char *k[] = {vals[i].k};
         mx_gauge_set(mx_series_get(f, k, 1), vals[i].v);
@@ -325,9 +312,12 @@ static void test_nomem(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exposition_exact), cmocka_unit_test(test_family_rules),
-        cmocka_unit_test(test_counter_gauge_ops), cmocka_unit_test(test_collect_callback),
-        cmocka_unit_test(test_buckets_125),      cmocka_unit_test(test_concurrency_smoke),
+        cmocka_unit_test(test_exposition_exact),
+        cmocka_unit_test(test_family_rules),
+        cmocka_unit_test(test_counter_gauge_ops),
+        cmocka_unit_test(test_collect_callback),
+        cmocka_unit_test(test_buckets_125),
+        cmocka_unit_test(test_concurrency_smoke),
         cmocka_unit_test(test_nomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

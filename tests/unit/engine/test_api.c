@@ -248,6 +248,8 @@ static void test_bad_inputs(void **state)
     expect_err(state, API_COMPLETION, "{}", 400, "prompt", "'prompt'");
     expect_err(state, API_COMPLETION, "{\"prompt\":5}", 400, "prompt", "got integer");
     expect_err(state, API_COMPLETION, "{\"prompt\":[]}", 400, "prompt", "empty");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"\"}", 400, "prompt", "empty");
+    expect_err(state, API_COMPLETION, "{\"prompt\":[\"\"]}", 400, "prompt", "empty");
     expect_err(state, API_COMPLETION, "{\"prompt\":[1,\"a\"]}", 400, "prompt", "integers");
     expect_err(state, API_COMPLETION, "{\"prompt\":[1,99999]}", 400, "prompt", "vocabulary");
     expect_err(state, API_COMPLETION, "{\"prompt\":[-1]}", 400, "prompt", "vocabulary");

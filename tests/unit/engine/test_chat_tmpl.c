@@ -14,7 +14,10 @@
 #include "common/status.h"
 #include "engine/chat_tmpl.h"
 
-#define MSG(r, c) {r, c, sizeof(c) - 1}
+#define MSG(r, c)                                                                                  \
+    {                                                                                              \
+        r, c, sizeof(c) - 1                                                                        \
+    }
 
 static const chat_msg_t k_conv[] = {
     MSG("system", "You are helpful."),
@@ -91,8 +94,9 @@ static void test_llama3(void **state)
 
 static void test_mistral(void **state)
 {
-    expect_render("mistral", k_conv, 4, true,
-                  "<s> [INST] You are helpful.\n\nHi [/INST] Hello!</s> [INST] How are you? [/INST]");
+    expect_render(
+        "mistral", k_conv, 4, true,
+        "<s> [INST] You are helpful.\n\nHi [/INST] Hello!</s> [INST] How are you? [/INST]");
     expect_render("mistral", k_conv + 1, 1, true, "<s> [INST] Hi [/INST]");
     const chat_msg_t tool[] = {MSG("user", "a"), MSG("tool", "b")};
     expect_error("mistral", tool, 2);
@@ -108,7 +112,8 @@ static void test_zephyr(void **state)
                   "<|assistant|>\nHello!</s>\n"
                   "<|user|>\nHow are you?</s>\n"
                   "<|assistant|>\n");
-    expect_render("zephyr", k_conv, 2, false, "<|system|>\nYou are helpful.</s>\n<|user|>\nHi</s>\n");
+    expect_render("zephyr", k_conv, 2, false,
+                  "<|system|>\nYou are helpful.</s>\n<|user|>\nHi</s>\n");
 }
 
 static void test_phi3(void **state)
@@ -148,9 +153,10 @@ static void test_lookup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chatml),  cmocka_unit_test(test_llama2), cmocka_unit_test(test_llama3),
-        cmocka_unit_test(test_mistral), cmocka_unit_test(test_zephyr), cmocka_unit_test(test_phi3),
-        cmocka_unit_test(test_gemma),   cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_chatml), cmocka_unit_test(test_llama2),
+        cmocka_unit_test(test_llama3), cmocka_unit_test(test_mistral),
+        cmocka_unit_test(test_zephyr), cmocka_unit_test(test_phi3),
+        cmocka_unit_test(test_gemma),  cmocka_unit_test(test_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -109,6 +109,7 @@ static void run_for(env_t *e, uint32_t want, uint64_t ms)
 typedef struct core_opts {
     uint32_t num_blocks, max_num_seqs, budget;
     double mean_out;
+    exec_t *exec; /* default: the sim executor at unlimited speed */
 } core_opts_t;
 
 static env_t *env_new(const core_opts_t *o)
@@ -120,19 +121,23 @@ static env_t *env_new(const core_opts_t *o)
     e->tok = tok_byte_create();
     e->reg = mx_registry_create();
     assert_non_null(e->loop);
-    sim_config_t sc = {.profile = NULL, .speed = 0, .tok = e->tok,
+    sim_config_t sc = {.profile = NULL,
+                       .speed = 0,
+                       .tok = e->tok,
                        .mean_output_tokens = o->mean_out ? o->mean_out : 128};
     ecore_config_t cc = {
         .sched = {.max_num_seqs = o->max_num_seqs ? o->max_num_seqs : 64,
                   .max_num_batched_tokens = o->budget ? o->budget : 512,
                   .max_model_len = 1u << 20,
                   .enable_chunked_prefill = true},
-        .kv = {.block_size = 16, .num_blocks = o->num_blocks ? o->num_blocks : 1024,
-               .enable_prefix_caching = true, .hash_seed = "0"},
+        .kv = {.block_size = 16,
+               .num_blocks = o->num_blocks ? o->num_blocks : 1024,
+               .enable_prefix_caching = true,
+               .hash_seed = "0"},
         .model_name = "m",
         .metrics = e->reg,
         .tok = e->tok,
-        .exec = sim_exec_create(&sc),
+        .exec = o->exec ? o->exec : sim_exec_create(&sc),
         .loop = e->loop,
         .on_output = on_output,
     };
@@ -164,7 +169,9 @@ typedef struct req_opts {
     uint32_t max_tokens, min_tokens;
     bool ignore_eos;
     const char *stop;
+    const char *stop2;
     bool include_stop;
+    int32_t stop_id; /* 0 = none */
     uint32_t repeat; /* prompt repeated this many times (default 1) */
 } req_opts_t;
 
@@ -182,16 +189,22 @@ static out_t *submit(env_t *e, const req_opts_t *ro)
     assert_int_equal(
         tok_encode(e->tok, ptext.data, ptext.len, true, false, ids, TOK_MAX_TOKENS(ptext.len), &n),
         ST_OK);
-    const char *stops[1] = {ro->stop};
+    const char *stops[2] = {ro->stop, ro->stop2};
     char rid[32];
     snprintf(rid, sizeof rid, "req-%u", e->n_outs);
     ecore_req_params_t p = {
         .prompt = ids,
         .n_prompt = (uint32_t)n,
-        .sp = {.temperature = 0, .max_tokens = ro->max_tokens, .min_tokens = ro->min_tokens,
+        .sp = {.temperature = 0,
+               .max_tokens = ro->max_tokens,
+               .min_tokens = ro->min_tokens,
                .ignore_eos = ro->ignore_eos},
         .stop = stops,
-        .n_stop = ro->stop ? 1 : 0,
+        .n_stop = ro->stop2  ? 2
+                  : ro->stop ? 1
+                             : 0,
+        .stop_token_ids = &ro->stop_id,
+        .n_stop_token_ids = ro->stop_id ? 1 : 0,
         .include_stop_str_in_output = ro->include_stop,
         .skip_special_tokens = true,
         .request_id = rid,
@@ -224,8 +237,8 @@ static double metric(env_t *e, mx_type_t type, const char *name, const char *rea
     const char *lv[] = {"m", "0", reason};
     size_t n = reason ? 3 : 2;
     double b[] = {1.0};
-    mx_family_t *f = mx_family_create(e->reg, type, name, "", ln, n, b,
-                                      type == MX_HISTOGRAM ? 1 : 0);
+    mx_family_t *f =
+        mx_family_create(e->reg, type, name, "", ln, n, b, type == MX_HISTOGRAM ? 1 : 0);
     assert_non_null(f);
     mx_series_t *s = mx_series_get(f, lv, n);
     assert_non_null(s);
@@ -264,7 +277,8 @@ static void test_max_tokens_and_text(void **state)
         assert_true(o->text.len > 0);
     }
     /* greedy: the same prompt gives the same answer */
-    submit(e, &(req_opts_t){.prompt = "Prompt number 3 asks for a story.", .max_tokens = 53,
+    submit(e, &(req_opts_t){.prompt = "Prompt number 3 asks for a story.",
+                            .max_tokens = 53,
                             .ignore_eos = true});
     run_for(e, 1, 10000);
     assert_string_equal(e->outs[N].text.data, e->outs[3].text.data);
@@ -282,7 +296,8 @@ static void test_eos_finishes_with_stop(void **state)
     for (uint32_t i = 0; i < 10; i++) {
         char prompt[32];
         snprintf(prompt, sizeof prompt, "eos %u", i);
-        submit(e, &(req_opts_t){.prompt = prompt, .max_tokens = 5000, .min_tokens = i == 9 ? 40 : 0});
+        submit(e,
+               &(req_opts_t){.prompt = prompt, .max_tokens = 5000, .min_tokens = i == 9 ? 40 : 0});
     }
     run_for(e, 10, 10000);
     assert_false(e->timed_out);
@@ -321,11 +336,16 @@ static void test_stop_strings(void **state)
     const char *first = strstr(t, stop);
     size_t pre = (size_t)(first - t);
 
-    out_t *a = submit(e, &(req_opts_t){.prompt = prompt, .max_tokens = 200, .ignore_eos = true,
-                                       .stop = stop});
-    out_t *b = submit(e, &(req_opts_t){.prompt = prompt, .max_tokens = 200, .ignore_eos = true,
-                                       .stop = stop, .include_stop = true});
-    out_t *c = submit(e, &(req_opts_t){.prompt = prompt, .max_tokens = 200, .ignore_eos = true,
+    out_t *a = submit(
+        e, &(req_opts_t){.prompt = prompt, .max_tokens = 200, .ignore_eos = true, .stop = stop});
+    out_t *b = submit(e, &(req_opts_t){.prompt = prompt,
+                                       .max_tokens = 200,
+                                       .ignore_eos = true,
+                                       .stop = stop,
+                                       .include_stop = true});
+    out_t *c = submit(e, &(req_opts_t){.prompt = prompt,
+                                       .max_tokens = 200,
+                                       .ignore_eos = true,
                                        .stop = "this never appears in the output"});
     run_for(e, 3, 10000);
     assert_false(e->timed_out);
@@ -349,7 +369,8 @@ static void test_abort_midstream(void **state)
     core_opts_t co = {0};
     env_t *e = env_new(&co);
     out_t *o = submit(e, &(req_opts_t){.prompt = "abort me please, I am long enough to need blocks",
-                                       .max_tokens = 2000000, .ignore_eos = true});
+                                       .max_tokens = 2000000,
+                                       .ignore_eos = true});
     o->abort_on_first = true;
     run_for(e, 1, 300); /* no finished delta: the abort hides it; the timer ends the run */
     assert_true(e->timed_out);
@@ -420,13 +441,19 @@ static void test_cached_tokens(void **state)
     /* the exposition names (label order is the registry's business) */
     sy_buf_t x = SY_BUF_INIT;
     assert_int_equal(mx_registry_render(e->reg, &x), ST_OK);
-    const char *names[] = {"vllm:prefix_cache_queries_total{", "vllm:prefix_cache_hits_total{",
-                           "vllm:request_success_total{", "vllm:num_preemptions_total{",
-                           "vllm:time_to_first_token_seconds_bucket{", "vllm:cache_config_info{",
-                           "block_size=\"16\"", "num_gpu_blocks=\"1024\"",
+    const char *names[] = {"vllm:prefix_cache_queries_total{",
+                           "vllm:prefix_cache_hits_total{",
+                           "vllm:request_success_total{",
+                           "vllm:num_preemptions_total{",
+                           "vllm:time_to_first_token_seconds_bucket{",
+                           "vllm:cache_config_info{",
+                           "block_size=\"16\"",
+                           "num_gpu_blocks=\"1024\"",
                            "enable_prefix_caching=\"True\"",
-                           "prefix_caching_hash_algo=\"sha256_cbor\"", "model_name=\"m\"",
-                           "engine=\"0\"", "finished_reason=\"length\""};
+                           "prefix_caching_hash_algo=\"sha256_cbor\"",
+                           "model_name=\"m\"",
+                           "engine=\"0\"",
+                           "finished_reason=\"length\""};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!strstr(x.data, names[i]))
             fail_msg("missing in exposition: %s", names[i]);
@@ -469,7 +496,8 @@ static void test_abort_all_and_destroy_in_flight(void **state)
     core_opts_t co = {0};
     env_t *e = env_new(&co);
     for (int i = 0; i < 5; i++)
-        submit(e, &(req_opts_t){.prompt = "long running", .max_tokens = 1000000, .ignore_eos = true});
+        submit(e,
+               &(req_opts_t){.prompt = "long running", .max_tokens = 1000000, .ignore_eos = true});
     run_for(e, 0, 50); /* want 0: stops at the first finished delta or the timer */
     ecore_abort_all(e->core);
     run_for(e, 5, 5000);
@@ -483,6 +511,144 @@ static void test_abort_all_and_destroy_in_flight(void **state)
     struct timespec ts = {0, 20000000};
     nanosleep(&ts, NULL);
     env_free(e);
+}
+
+/* An executor that replays a fixed byte script (then EOS) for every request. */
+typedef struct script_exec {
+    exec_t super;
+    const char *script;
+    int32_t eos;
+} script_exec_t;
+
+static int script_execute(exec_t *x, const sched_plan_t *p, int32_t *sampled, uint32_t *n)
+{
+    script_exec_t *se = (script_exec_t *)x;
+    size_t len = strlen(se->script);
+    *n = 0;
+    for (uint32_t i = 0; i < p->n_items; i++) {
+        if (!p->items[i].sample)
+            continue;
+        const sched_seq_t *s = p->items[i].seq;
+        uint32_t pos = s->n_tokens - s->n_prompt;
+        sampled[(*n)++] = pos < len ? (unsigned char)se->script[pos] : se->eos;
+    }
+    return ST_OK;
+}
+
+static void script_destroy(exec_t *x)
+{
+    sy_free(x);
+}
+
+static const exec_vtable_t k_script_vt = {"script", script_execute, NULL, script_destroy};
+
+static exec_t *script_create(const char *script)
+{
+    script_exec_t *se = sy_calloc(1, sizeof *se);
+    se->super.vt = &k_script_vt;
+    se->script = script;
+    se->eos = 257;
+    return &se->super;
+}
+
+static void test_stop_conditions_multibyte(void **state)
+{
+    static const char script[] = "Hello w\xC3\xB6rld \xF0\x9F\x98\x80 END more text";
+    core_opts_t co = {.exec = script_create(script)};
+    env_t *e = env_new(&co);
+    const uint32_t M = 1000;
+    out_t *full = submit(e, &(req_opts_t){.prompt = "p", .max_tokens = M});
+    out_t *s1 = submit(e, &(req_opts_t){.prompt = "p", .max_tokens = M, .stop = "w\xC3\xB6r"});
+    out_t *s2 = submit(
+        e, &(req_opts_t){
+               .prompt = "p", .max_tokens = M, .stop = "\xF0\x9F\x98\x80", .include_stop = true});
+    out_t *s3 = submit(e, &(req_opts_t){.prompt = "p", .max_tokens = M, .stop_id = ' '});
+    out_t *s4 = submit(
+        e, &(req_opts_t){.prompt = "p", .max_tokens = M, .stop_id = ' ', .include_stop = true});
+    out_t *s5 =
+        submit(e, &(req_opts_t){.prompt = "p", .max_tokens = M, .stop_id = ' ', .min_tokens = 7});
+    out_t *s6 = submit(e, &(req_opts_t){.prompt = "p", .max_tokens = 9, .stop = "rld"});
+    out_t *s7 =
+        submit(e, &(req_opts_t){.prompt = "p", .max_tokens = M, .stop = "xyz", .stop2 = "END"});
+    out_t *s8 = submit(e, &(req_opts_t){.prompt = "p", .max_tokens = 10, .stop = "wörld!"});
+    run_for(e, 9, 10000);
+    assert_false(e->timed_out);
+
+    assert_int_equal(full->finish, SEQ_FINISH_STOP); /* EOS */
+    assert_string_equal(full->text.data, script);
+    assert_int_equal(full->completion, strlen(script) + 1);
+
+    assert_int_equal(s1->finish, SEQ_FINISH_STOP);
+    assert_string_equal(s1->stop_str, "w\xC3\xB6r");
+    assert_string_equal(s1->text.data, "Hello ");
+
+    assert_string_equal(s2->text.data, "Hello w\xC3\xB6rld \xF0\x9F\x98\x80");
+    assert_string_equal(s2->stop_str, "\xF0\x9F\x98\x80");
+
+    assert_int_equal(s3->finish, SEQ_FINISH_STOP);
+    assert_int_equal(s3->stop_token, ' ');
+    assert_string_equal(s3->text.data, "Hello");
+    assert_int_equal(s3->completion, 6);
+    assert_string_equal(s4->text.data, "Hello ");
+
+    assert_string_equal(s5->text.data, "Hello w\xC3\xB6rld"); /* the first space was too early */
+    assert_int_equal(s5->completion, 13);
+
+    /* LENGTH at 9 tokens ("Hello w" + 2 bytes of o-umlaut), then "rld" never comes */
+    assert_int_equal(s6->finish, SEQ_FINISH_LENGTH);
+    assert_string_equal(s6->text.data, "Hello w\xC3\xB6");
+
+    assert_string_equal(s7->stop_str, "END");
+    assert_string_equal(s7->text.data, "Hello w\xC3\xB6rld \xF0\x9F\x98\x80 ");
+
+    /* LENGTH inside a held-back partial match: everything is flushed at the end */
+    assert_int_equal(s8->finish, SEQ_FINISH_LENGTH);
+    assert_string_equal(s8->text.data, "Hello w\xC3\xB6r");
+    env_free(e);
+}
+
+static void test_create_failures(void **state)
+{
+    ev_loop_t *loop = ev_loop_create();
+    tok_t *tok = tok_byte_create();
+    sim_config_t sc = {.speed = 0, .tok = tok};
+    ecore_config_t cc = {
+        .sched = {.max_num_seqs = 8,
+                  .max_num_batched_tokens = 64,
+                  .max_model_len = 1024,
+                  .enable_chunked_prefill = true},
+        .kv = {.block_size = 16, .num_blocks = 0, .enable_prefix_caching = true},
+        .model_name = "m",
+        .tok = tok,
+        .exec = sim_exec_create(&sc),
+        .loop = loop,
+        .on_output = on_output,
+    };
+    int st = ST_OK;
+    assert_null(ecore_create(&cc, &st)); /* zero blocks; the executor is freed */
+    assert_int_not_equal(st, ST_OK);
+
+    /* every allocation failure inside create is cleaned up (ASan checks for leaks) */
+    cc.kv.num_blocks = 64;
+    int n_ok = 0;
+    for (uint64_t n = 1; n < 5000 && n_ok < 3; n++) {
+        mx_registry_t *reg = mx_registry_create();
+        cc.metrics = reg;
+        cc.exec = sim_exec_create(&sc);
+        sy_alloc_fail_after(n);
+        ecore_t *c = ecore_create(&cc, &st);
+        sy_alloc_fail_after(0);
+        if (c) {
+            n_ok++;
+            ecore_destroy(c);
+        } else {
+            assert_int_not_equal(st, ST_OK);
+        }
+        mx_registry_destroy(reg);
+    }
+    assert_true(n_ok > 0);
+    tok_destroy(tok);
+    ev_loop_destroy(loop);
 }
 
 static void test_throughput_1000_seqs(void **state)
@@ -522,6 +688,8 @@ int main(void)
         cmocka_unit_test(test_cached_tokens),
         cmocka_unit_test(test_too_long_fails_and_preemption),
         cmocka_unit_test(test_abort_all_and_destroy_in_flight),
+        cmocka_unit_test(test_stop_conditions_multibyte),
+        cmocka_unit_test(test_create_failures),
         cmocka_unit_test(test_throughput_1000_seqs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

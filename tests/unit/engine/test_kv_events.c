@@ -651,6 +651,36 @@ static void test_create_errors(void **state)
     kve_config_deinit(&c);
 }
 
+/* Every allocation failure inside kve_create (and in queueing) is clean: NULL + ST_NOMEM or a
+ * counted drop, no leak, no stuck thread. */
+static void test_nomem(void **state)
+{
+    kve_config_t c;
+    kve_config_default(&c);
+    c.enable = true;
+    sy_free(c.endpoint);
+    c.endpoint = sy_strdup("tcp://127.0.0.1:*");
+    c.buffer_steps = 4;
+    for (uint64_t i = 1; i <= 8; i++) {
+        int st = 0;
+        sy_alloc_fail_after(i);
+        kve_pub_t *p = kve_create(&c, &st);
+        sy_alloc_fail_after(0);
+        if (!p)
+            assert_int_equal(st, ST_NOMEM);
+        kve_destroy(p);
+    }
+    int st;
+    kve_pub_t *p = kve_create(&c, &st);
+    assert_non_null(p);
+    sy_alloc_fail_after(1);
+    removed_one(p, 1); /* the event allocation fails: counted as dropped */
+    sy_alloc_fail_after(0);
+    assert_int_equal(kve_events_dropped(p), 1);
+    kve_destroy(p);
+    kve_config_deinit(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_bin_hashes_end_to_end),
         cmocka_unit_test(test_null_publisher),
         cmocka_unit_test(test_create_errors),
+        cmocka_unit_test(test_nomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

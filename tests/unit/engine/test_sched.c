@@ -29,12 +29,16 @@ static fixture_t *fx_new(uint32_t num_blocks, uint32_t max_seqs, uint32_t budget
 {
     fixture_t *f = sy_calloc(1, sizeof *f);
     assert_non_null(f);
-    kvb_config_t kc = {.block_size = BS, .num_blocks = num_blocks, .enable_prefix_caching = true,
+    kvb_config_t kc = {.block_size = BS,
+                       .num_blocks = num_blocks,
+                       .enable_prefix_caching = true,
                        .hash_seed = "0"};
     f->kv = kvb_create(&kc, NULL);
     assert_non_null(f->kv);
-    sched_config_t sc = {.max_num_seqs = max_seqs, .max_num_batched_tokens = budget,
-                         .max_model_len = 1024, .enable_chunked_prefill = chunked};
+    sched_config_t sc = {.max_num_seqs = max_seqs,
+                         .max_num_batched_tokens = budget,
+                         .max_model_len = 1024,
+                         .enable_chunked_prefill = chunked};
     f->s = sched_create(&sc, f->kv);
     assert_non_null(f->s);
     return f;
@@ -319,8 +323,11 @@ static void test_long_prefill_threshold(void **state)
 {
     fixture_t *f = fx_new(64, 4, 64, true);
     sched_destroy(f->s);
-    sched_config_t sc = {.max_num_seqs = 4, .max_num_batched_tokens = 64, .max_model_len = 1024,
-                         .enable_chunked_prefill = true, .long_prefill_token_threshold = 5};
+    sched_config_t sc = {.max_num_seqs = 4,
+                         .max_num_batched_tokens = 64,
+                         .max_model_len = 1024,
+                         .enable_chunked_prefill = true,
+                         .long_prefill_token_threshold = 5};
     f->s = sched_create(&sc, f->kv);
     fx_add(f, 12, 100);
     fx_add(f, 3, 200);

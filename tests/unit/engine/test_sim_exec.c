@@ -89,8 +89,8 @@ static void test_profiles_and_step_time(void **state)
     assert_non_null(a->description);
 
     sched_plan_t p = {.n_prefill_tokens = 1000, .n_decode_seqs = 32, .kv_tokens_read = 40000};
-    double want = a->t_step + 1000 * a->t_prefill_token + 32 * a->t_decode_seq +
-                  40000 * a->t_kv_token;
+    double want =
+        a->t_step + 1000 * a->t_prefill_token + 32 * a->t_decode_seq + 40000 * a->t_kv_token;
     double got = sim_exec_step_time(a, &p);
     assert_true(got > want - 1e-12 && got < want + 1e-12);
     /* sanity of the calibration: batch-1 decode 8..15 ms on A100, faster on H100 */
@@ -226,6 +226,13 @@ static void test_sleep(void **state)
     double took = now_s() - t0;
     assert_true(took >= want * 0.95);
     assert_true(took < want + 0.5);
+    /* after an idle gap the next step still takes its full time (no catching up) */
+    struct timespec gap = {0, 20000000};
+    nanosleep(&gap, NULL);
+    t0 = now_s();
+    assert_int_equal(exec_execute(e, &d, out, &n), ST_OK);
+    took = now_s() - t0;
+    assert_true(took >= want / 10 * 0.95);
     exec_destroy(e);
     tok_destroy(tok);
 }
