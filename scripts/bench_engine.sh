@@ -7,7 +7,9 @@
 # - idle RSS) / concurrency, as a Markdown table and as JSON in build/bench-engine.json.
 # Exit status is non-zero if any request failed.
 # Usage: scripts/bench_engine.sh [--concurrency N] [--requests N] [--max-tokens N]
-#                                [--prompt-len N] [--build-dir DIR]
+#                                [--prompt-len N] [--build-dir DIR] [--sim-speed X]
+# --sim-speed 0 (default) runs the sim as fast as possible; a positive speed (for example 20)
+# paces decode steps so that nearly every token travels in its own SSE event.
 # Needs: build/switchyard and build/sy-stream-bench (make), taskset, /usr/bin/python3.
 # Talks only to 127.0.0.1. Thread-safety: n/a.
 set -euo pipefail
@@ -18,6 +20,7 @@ CONC=1000
 REQS=3000
 MAXTOK=256
 PLEN=64
+SPEED=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --concurrency) CONC=$2; shift 2 ;;
@@ -25,7 +28,8 @@ while [ $# -gt 0 ]; do
     --max-tokens) MAXTOK=$2; shift 2 ;;
     --prompt-len) PLEN=$2; shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    --sim-speed) SPEED=$2; shift 2 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench_engine: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -83,7 +87,7 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.clos
 CTX=$((PLEN + 32 + MAXTOK))
 BLOCKS=$(((CTX / 16 + 2) * CONC))
 [ "$BLOCKS" -lt 40000 ] && BLOCKS=40000
-taskset -c $SERVER_CPU "$SY_BIN" engine --sim --sim-speed 0 --host 127.0.0.1 --port "$PORT" \
+taskset -c $SERVER_CPU "$SY_BIN" engine --sim --sim-speed "$SPEED" --host 127.0.0.1 --port "$PORT" \
     --served-model-name "$MODEL" --max-num-seqs $((CONC + 24)) --num-gpu-blocks-override "$BLOCKS" \
     --max-num-batched-tokens 16384 --max-model-len $((CTX + 64)) --log-level warn \
     >"$TMP/engine.log" 2>&1 &
@@ -137,7 +141,7 @@ ALIVE=1
 kill -0 "$ENGINE_PID" 2>/dev/null || ALIVE=0
 [ -s "$TMP/bench.err" ] && sed 's/^/bench: /' "$TMP/bench.err" | head -n 20 >&2
 
-$PY - "$TMP/bench.json" "$OUT_JSON" "$IDLE_KB" "$PEAK_KB" "$CONC" "$BENCH_RC" "$ALIVE" \
+SY_BENCH_SPEED=$SPEED $PY - "$TMP/bench.json" "$OUT_JSON" "$IDLE_KB" "$PEAK_KB" "$CONC" "$BENCH_RC" "$ALIVE" \
     "$MAXTOK" "$PLEN" "$NCPU" <<'PYEOF'
 import json, sys, platform
 src, dst = sys.argv[1], sys.argv[2]
@@ -149,7 +153,7 @@ except Exception:
          "tokens_per_s": 0, "requests_per_s": 0}
 per_conn = (peak - idle) * 1024 / conc if conc else 0
 res = {
-    "bench": "engine-sim-stream", "server_cores": 1, "client_cores": 1, "machine_cpus": ncpu,
+    "bench": "engine-sim-stream", "sim_speed": float(__import__("os").environ.get("SY_BENCH_SPEED", "0")), "server_cores": 1, "client_cores": 1, "machine_cpus": ncpu,
     "concurrency": conc, "requests": b.get("requests"), "completed": b.get("completed"),
     "errors": b.get("errors"), "tokens": b.get("tokens"), "seconds": b.get("seconds"),
     "tokens_per_s": b.get("tokens_per_s"), "tokens_per_s_per_core": b.get("tokens_per_s"),
@@ -163,6 +167,7 @@ res = {
 open(dst, "w").write(json.dumps(res, indent=2) + "\n")
 print("| metric | value |")
 print("| --- | --- |")
+print("| sim speed | %s (0 = as fast as possible) |" % res["sim_speed"])
 print("| concurrent streams | %d (peak open connections %s) |" % (conc, b.get("peak_open_connections")))
 print("| requests completed | %s of %s, max_tokens %d, prompt %d chars |" % (b.get("completed"), b.get("requests"), maxtok, plen))
 print("| tokens/s (server on 1 core) | %.0f |" % (b.get("tokens_per_s") or 0))

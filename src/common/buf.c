@@ -38,6 +38,7 @@ int sy_buf_reserve(sy_buf_t *b, size_t extra)
         return ST_NOMEM;
     b->data = p;
     b->cap = cap;
+    b->data[b->len] = '\0'; /* NUL-terminated whenever cap > 0 */
     return ST_OK;
 }
 

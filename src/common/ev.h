@@ -42,7 +42,7 @@ uint64_t ev_timer_add(ev_loop_t *loop, uint64_t ms, ev_timer_cb cb, void *udata)
 /* Cancels a pending timer; ST_OK or ST_NOTFOUND (already fired / cancelled). */
 int ev_timer_cancel(ev_loop_t *loop, uint64_t timer_id);
 
-/* Hook called once per iteration before the loop blocks (deferred closes are reaped here). */
+/* Hook called once per iteration before the loop blocks (one per loop; the application's). */
 void ev_set_before_sleep(ev_loop_t *loop, ev_hook_cb cb, void *udata);
 
 /* Runs until ev_stop(). Returns ST_OK or -errno on an epoll failure. */

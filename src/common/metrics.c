@@ -464,9 +464,11 @@ static void fmt_value(double d, char out[MX_NUM_MAX])
             digits[nd++] = *s;
         s++;
     }
+    if (nd == 0)
+        digits[nd++] = '0'; /* cannot happen with %e output; keeps the reads below defined */
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
-    int e = atoi(s + 1); /* -324 .. 308 */
+    int e = (int)strtol(s + (*s == 'e'), NULL, 10); /* -324 .. 308 */
 
     /* longest output: "-" + 17 digits + "." + "e-324" or fixed with 16 integer digits: < 32 */
     size_t n = 0;

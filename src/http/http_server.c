@@ -471,7 +471,7 @@ static void conn_flush(http_conn_t *c)
         return;
     }
     if (out_pending(c) == 0) {
-        if (c->out.cap > 4u * 1024 * 1024)
+        if (c->out.cap > ((size_t)4 << 20))
             sy_buf_deinit(&c->out); /* give a big burst's memory back */
         else
             sy_buf_reset(&c->out);
@@ -1095,7 +1095,7 @@ static void on_accept(ev_loop_t *loop, int fd, uint32_t events, void *udata)
             listener_pause(srv);
             return;
         }
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = {0};
         socklen_t sl = sizeof ss;
         int cfd = accept4(srv->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
@@ -1126,10 +1126,10 @@ void http_server_config_default(http_server_config_t *cfg)
 {
     cfg->max_head_bytes = 16384;
     cfg->max_headers = 64;
-    cfg->max_body_bytes = 8u * 1024 * 1024;
+    cfg->max_body_bytes = (size_t)8 << 20;
     cfg->read_timeout_ms = 30000;
     cfg->idle_timeout_ms = 60000;
-    cfg->write_high_water = 256u * 1024;
+    cfg->write_high_water = (size_t)256 << 10;
     cfg->max_connections = 10000;
 }
 
@@ -1208,15 +1208,20 @@ int http_server_listen(http_server_t *srv, const char *host, int port)
     freeaddrinfo(res);
     if (rc != ST_OK)
         return rc;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+        struct sockaddr_storage ss;
+    } addr;
+    memset(&addr, 0, sizeof addr);
+    socklen_t sl = sizeof addr;
+    if (getsockname(fd, &addr.sa, &sl) != 0) {
         rc = -errno;
         close(fd);
         return rc;
     }
-    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    srv->port = ntohs(addr.sa.sa_family == AF_INET6 ? addr.in6.sin6_port : addr.in4.sin_port);
     rc = ev_fd_add(srv->loop, fd, EV_READ, on_accept, srv);
     if (rc != ST_OK) {
         close(fd);
