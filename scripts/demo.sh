@@ -29,18 +29,18 @@ echo "engine (simulated A100 + Llama-3-8B timing) listening on $URL"
 echo
 
 show() { # title, json response
-    $PY -c '
+    $PY - "$1" "$2" <<'PYEOF'
 import json, sys
 title, body = sys.argv[1], json.loads(sys.argv[2])
 c = body["choices"][0]
-text = c.get("text") if "text" in c else c["message"]["content"]
+text = c["text"] if "text" in c else c["message"]["content"]
 u = body["usage"]
-print(f"{title}")
-print(f"  text:   {text!r}")
-print(f"  finish: {c[\"finish_reason\"]}   prompt tokens: {u[\"prompt_tokens\"]}   "
-      f"completion tokens: {u[\"completion_tokens\"]}   "
-      f"cached (prefix cache hit): {u[\"prompt_tokens_details\"][\"cached_tokens\"]}")
-' "$1" "$2"
+cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+print(title)
+print("  text:   %r" % text)
+print("  finish: %s   prompt tokens: %d   completion tokens: %d   cached (prefix cache hit): %d"
+      % (c["finish_reason"], u["prompt_tokens"], u["completion_tokens"], cached))
+PYEOF
 }
 
 SYSTEM="You are a helpful assistant for the Switchyard railway company. Answer briefly and politely, and cite the timetable when you can."

@@ -76,6 +76,7 @@ typedef struct engine_ctx {
     double drain_timeout;
     uint64_t drain_deadline_ms;
     bool draining;
+    bool aborted; /* drain deadline passed: ecore_abort_all done */
     int sigfd;
 } engine_ctx_t;
 
@@ -90,9 +91,16 @@ static void drain_tick(ev_loop_t *loop, uint64_t id, void *udata)
         return;
     }
     if (ev_now_ms(loop) >= ctx->drain_deadline_ms) {
-        sy_warn("engine.drain_timeout", "aborting=%zu", inflight);
-        ev_stop(loop); /* teardown closes the exchanges, which aborts their requests */
-        return;
+        if (!ctx->aborted) {
+            /* end every remaining stream properly (finish_reason "abort", then [DONE]) */
+            sy_warn("engine.drain_timeout", "aborting=%zu", inflight);
+            ecore_abort_all(ctx->core);
+            ctx->aborted = true;
+            ctx->drain_deadline_ms = ev_now_ms(loop) + 1000;
+        } else {
+            ev_stop(loop); /* teardown closes what is left, which aborts those requests */
+            return;
+        }
     }
     ev_timer_add(loop, 20, drain_tick, ctx);
 }
