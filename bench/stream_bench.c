@@ -46,12 +46,12 @@ typedef enum sb_conn_state {
 } sb_conn_state_t;
 
 typedef enum sb_resp_state {
-    SB_R_HEAD,       /* reading status line and headers */
-    SB_R_CHUNK_SIZE, /* chunked: reading a chunk-size line */
-    SB_R_CHUNK_DATA, /* chunked: inside chunk data */
-    SB_R_CHUNK_CRLF, /* chunked: CRLF after chunk data */
-    SB_R_TRAILER,    /* chunked: trailer lines until an empty line */
-    SB_R_LENGTH,     /* Content-Length body */
+    SB_R_HEAD,        /* reading status line and headers */
+    SB_R_CHUNK_SIZE,  /* chunked: reading a chunk-size line */
+    SB_R_CHUNK_DATA,  /* chunked: inside chunk data */
+    SB_R_CHUNK_CRLF,  /* chunked: CRLF after chunk data */
+    SB_R_TRAILER,     /* chunked: trailer lines until an empty line */
+    SB_R_LENGTH,      /* Content-Length body */
     SB_R_UNTIL_CLOSE, /* body delimited by connection close */
     SB_R_DONE,
 } sb_resp_state_t;
@@ -539,7 +539,6 @@ static void conn_restart_later(sb_conn_t *c)
     g_restart[g_n_restart++] = c->idx;
 }
 
-
 /* Starts the next request on an open connection, or closes it when none is left. */
 static void conn_next(sb_conn_t *c)
 {
@@ -559,7 +558,6 @@ typedef struct sb_wbuf {
     sb_buf_t b;
 } sb_wbuf_t;
 static sb_wbuf_t *g_wbufs;
-
 
 static int conn_flush(sb_conn_t *c)
 {
@@ -614,8 +612,7 @@ static void conn_start(sb_conn_t *c)
     g_open_conns++;
     if (g_open_conns > g_peak_open_conns)
         g_peak_open_conns = g_open_conns;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                             .data.ptr = c};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
         fprintf(stderr, "sy-stream-bench: epoll_ctl: %s\n", strerror(errno));
         exit(2);
@@ -716,19 +713,18 @@ static void conn_on_event(sb_conn_t *c, uint32_t evs)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sy-stream-bench [options]\n"
-            "  --host H          server address (default 127.0.0.1)\n"
-            "  --port P          server port (default 8000)\n"
-            "  --model M         model name (default sim)\n"
-            "  --path PATH       request path (default /v1/completions)\n"
-            "  --concurrency C   concurrent keep-alive connections (default 8)\n"
-            "  --requests R      total requests to complete (default 100)\n"
-            "  --max-tokens N    max_tokens per request, ignore_eos (default 64)\n"
-            "  --prompt-len L    prompt length in characters (default 64)\n"
-            "  --timeout S       give up after S seconds; unfinished requests are errors "
-            "(default 600)\n"
-            "Prints a JSON summary line; exits 1 if any request failed.\n");
+    fprintf(f, "usage: sy-stream-bench [options]\n"
+               "  --host H          server address (default 127.0.0.1)\n"
+               "  --port P          server port (default 8000)\n"
+               "  --model M         model name (default sim)\n"
+               "  --path PATH       request path (default /v1/completions)\n"
+               "  --concurrency C   concurrent keep-alive connections (default 8)\n"
+               "  --requests R      total requests to complete (default 100)\n"
+               "  --max-tokens N    max_tokens per request, ignore_eos (default 64)\n"
+               "  --prompt-len L    prompt length in characters (default 64)\n"
+               "  --timeout S       give up after S seconds; unfinished requests are errors "
+               "(default 600)\n"
+               "Prints a JSON summary line; exits 1 if any request failed.\n");
 }
 
 static long parse_long(const char *s, const char *name, long lo, long hi)
@@ -761,17 +757,39 @@ int main(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "H:p:m:P:c:n:t:l:T:h", opts, NULL)) != -1) {
         switch (o) {
-        case 'H': g_opt.host = optarg; break;
-        case 'p': g_opt.port = optarg; break;
-        case 'm': g_opt.model = optarg; break;
-        case 'P': g_opt.path = optarg; break;
-        case 'c': g_opt.concurrency = (int)parse_long(optarg, "concurrency", 1, 1000000); break;
-        case 'n': g_opt.requests = parse_long(optarg, "requests", 1, 1000000000L); break;
-        case 't': g_opt.max_tokens = (int)parse_long(optarg, "max-tokens", 1, 10000000); break;
-        case 'l': g_opt.prompt_len = (int)parse_long(optarg, "prompt-len", 1, 10000000); break;
-        case 'T': g_opt.timeout_s = (double)parse_long(optarg, "timeout", 1, 86400); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'H':
+            g_opt.host = optarg;
+            break;
+        case 'p':
+            g_opt.port = optarg;
+            break;
+        case 'm':
+            g_opt.model = optarg;
+            break;
+        case 'P':
+            g_opt.path = optarg;
+            break;
+        case 'c':
+            g_opt.concurrency = (int)parse_long(optarg, "concurrency", 1, 1000000);
+            break;
+        case 'n':
+            g_opt.requests = parse_long(optarg, "requests", 1, 1000000000L);
+            break;
+        case 't':
+            g_opt.max_tokens = (int)parse_long(optarg, "max-tokens", 1, 10000000);
+            break;
+        case 'l':
+            g_opt.prompt_len = (int)parse_long(optarg, "prompt-len", 1, 10000000);
+            break;
+        case 'T':
+            g_opt.timeout_s = (double)parse_long(optarg, "timeout", 1, 86400);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc) {
@@ -790,8 +808,7 @@ int main(int argc, char **argv)
     struct addrinfo *ai = NULL;
     int gr = getaddrinfo(g_opt.host, g_opt.port, &hints, &ai);
     if (gr != 0 || !ai) {
-        fprintf(stderr, "sy-stream-bench: %s:%s: %s\n", g_opt.host, g_opt.port,
-                gai_strerror(gr));
+        fprintf(stderr, "sy-stream-bench: %s:%s: %s\n", g_opt.host, g_opt.port, gai_strerror(gr));
         return 2;
     }
     memcpy(&g_addr, ai->ai_addr, ai->ai_addrlen);
@@ -853,8 +870,8 @@ int main(int argc, char **argv)
     }
     double secs = now_s() - t0;
     if (timed_out) {
-        fprintf(stderr, "sy-stream-bench: timeout after %.1f s, %ld of %ld requests done\n",
-                secs, g_completed, g_opt.requests);
+        fprintf(stderr, "sy-stream-bench: timeout after %.1f s, %ld of %ld requests done\n", secs,
+                g_completed, g_opt.requests);
     }
     long unfinished = g_opt.requests - g_completed;
     long errors = g_errors + (unfinished > 0 ? unfinished : 0);
@@ -876,8 +893,8 @@ int main(int argc, char **argv)
            "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"requests_per_s\":%.2f,"
            "\"completed\":%ld,\"text_events\":%llu,\"peak_open_connections\":%d}\n",
            nc, g_opt.requests, errors, (unsigned long long)g_tokens, secs, (double)g_tokens / secs,
-           (double)(g_completed - g_errors) / secs, g_completed,
-           (unsigned long long)g_text_events, g_peak_open_conns);
+           (double)(g_completed - g_errors) / secs, g_completed, (unsigned long long)g_text_events,
+           g_peak_open_conns);
     fflush(stdout);
     return errors ? 1 : 0;
 }

@@ -24,7 +24,10 @@ typedef struct sy_buf {
     size_t cap;
 } sy_buf_t;
 
-#define SY_BUF_INIT {NULL, 0, 0}
+#define SY_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void sy_buf_init(sy_buf_t *b);
 /* Frees the storage; the buffer is empty and reusable afterwards. */

@@ -35,8 +35,8 @@ void mx_registry_destroy(mx_registry_t *r);
  * label_names: n_labels borrowed strings (copied). buckets (histograms only): n_buckets strictly
  * increasing upper bounds, copied; +Inf is implicit. Returns a family owned by the registry, or
  * NULL on ST_NOMEM / invalid arguments. Declaring the same name twice returns the first. */
-mx_family_t *mx_family_create(mx_registry_t *r, mx_type_t type, const char *name,
-                              const char *help, const char *const *label_names, size_t n_labels,
+mx_family_t *mx_family_create(mx_registry_t *r, mx_type_t type, const char *name, const char *help,
+                              const char *const *label_names, size_t n_labels,
                               const double *buckets, size_t n_buckets);
 
 /* Returns the series for these label values (created on first use; values copied), owned by the

@@ -30,12 +30,12 @@
 #include "common/log.h"
 #include "common/status.h"
 
-#define API_MAX_STOP 64          /* stop strings per request */
-#define API_MAX_STOP_LEN 1024    /* bytes per stop string */
-#define API_MAX_STOP_IDS 1024    /* stop token ids per request */
-#define API_MAX_SALT_LEN 1024    /* cache_salt characters, as vLLM */
-#define API_MAX_MESSAGES 100000  /* chat messages per request */
-#define API_MAX_REQUEST_ID 200   /* bytes of a caller-supplied request id */
+#define API_MAX_STOP 64         /* stop strings per request */
+#define API_MAX_STOP_LEN 1024   /* bytes per stop string */
+#define API_MAX_STOP_IDS 1024   /* stop token ids per request */
+#define API_MAX_SALT_LEN 1024   /* cache_salt characters, as vLLM */
+#define API_MAX_MESSAGES 100000 /* chat messages per request */
+#define API_MAX_REQUEST_ID 200  /* bytes of a caller-supplied request id */
 
 typedef enum xchg_state {
     XCHG_SUBMITTED = 0,
@@ -72,11 +72,11 @@ struct api {
 /* ------------------------------------------------------------------------------------------ */
 /* errors                                                                                      */
 
-static int set_err(api_err_t *err, int status, const char *type, const char *param,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int set_err(api_err_t *err, int status, const char *type, const char *param, const char *fmt,
+                   ...) __attribute__((format(printf, 5, 6)));
 
-static int set_err(api_err_t *err, int status, const char *type, const char *param,
-                   const char *fmt, ...)
+static int set_err(api_err_t *err, int status, const char *type, const char *param, const char *fmt,
+                   ...)
 {
     err->status = status;
     err->type = type;
@@ -210,6 +210,40 @@ static bool model_served(const api_t *a, const char *name)
     return false;
 }
 
+/* Parses body as a JSON object and checks its optional "model" against the served names.
+ * On ST_OK, *root is owned by the caller (json_decref) and *model is the requested name or NULL
+ * (borrowed from *root). Otherwise err is filled and *root is NULL. */
+static int load_request(const api_t *a, const char *body, size_t len, json_t **root,
+                        const char **model, api_err_t *err)
+{
+    *root = NULL;
+    *model = NULL;
+    if (!sy_utf8_valid(body, len))
+        return BAD(NULL, "The request body is not valid UTF-8.");
+    json_error_t jerr;
+    json_t *r = json_loadb(body, len, 0, &jerr);
+    if (!r)
+        return BAD(NULL, "Invalid JSON in request body: %s (line %d, column %d).", jerr.text,
+                   jerr.line, jerr.column);
+    int rc;
+    if (!json_is_object(r)) {
+        rc = BAD(NULL, "The request body must be a JSON object, got %s.", json_type_name(r));
+        goto fail;
+    }
+    if ((rc = get_str(r, "model", model, NULL, err)) != ST_OK)
+        goto fail;
+    if (*model && !model_served(a, *model)) {
+        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", *model);
+        goto fail;
+    }
+    *root = r;
+    return ST_OK;
+fail:
+    *model = NULL;
+    json_decref(r);
+    return rc;
+}
+
 /* Tokenizes text into out->prompt. */
 static int tokenize_into(const api_t *a, const char *text, size_t len, bool add_special,
                          bool parse_special, api_gen_req_t *out, api_err_t *err)
@@ -245,8 +279,8 @@ static int parse_token_list(const api_t *a, json_t *arr, const char *param, api_
                        json_type_name(t));
         json_int_t id = json_integer_value(t);
         if (id < 0 || id >= vocab)
-            return BAD(param, "Token id %lld is out of vocabulary (vocab size %d).",
-                       (long long)id, (int)vocab);
+            return BAD(param, "Token id %lld is out of vocabulary (vocab size %d).", (long long)id,
+                       (int)vocab);
         out->prompt[i] = (int32_t)id;
     }
     out->n_prompt = (uint32_t)n;
@@ -268,8 +302,9 @@ static int parse_prompt(const api_t *a, json_t *root, api_gen_req_t *out, bool a
                              out, err);
     }
     if (!json_is_array(p))
-        return BAD("prompt", "'prompt' must be a string, a list of strings or a list of token ids, "
-                             "got %s.",
+        return BAD("prompt",
+                   "'prompt' must be a string, a list of strings or a list of token ids, "
+                   "got %s.",
                    json_type_name(p));
     size_t n = json_array_size(p);
     if (n == 0)
@@ -310,8 +345,8 @@ static int message_text(json_t *content, size_t idx, sy_buf_t *out, api_err_t *e
                    idx, json_type_name(content));
     for (size_t i = 0; i < json_array_size(content); i++) {
         json_t *part = json_array_get(content, i);
-        const char *type = json_is_object(part) ? json_string_value(json_object_get(part, "type"))
-                                                : NULL;
+        const char *type =
+            json_is_object(part) ? json_string_value(json_object_get(part, "type")) : NULL;
         if (!type)
             return BAD("messages", "messages[%zu].content[%zu] must be an object with a 'type'.",
                        idx, i);
@@ -450,8 +485,9 @@ static int parse_stop(json_t *root, api_gen_req_t *out, api_err_t *err)
             json_t *e = json_array_get(ids, i);
             if (!json_is_integer(e) || json_integer_value(e) < 0 ||
                 json_integer_value(e) > INT32_MAX)
-                return BAD("stop_token_ids", "'stop_token_ids' elements must be non-negative "
-                                             "integers (element %zu).",
+                return BAD("stop_token_ids",
+                           "'stop_token_ids' elements must be non-negative "
+                           "integers (element %zu).",
                            i);
             out->stop_ids[i] = (int32_t)json_integer_value(e);
         }
@@ -498,8 +534,7 @@ static int parse_sampling(const api_t *a, json_t *root, api_gen_req_t *out, api_
     if (n != 1)
         return n < 1 ? BAD("n", "n must be at least 1, got %lld.", (long long)n)
                      : set_err(err, 501, "NotImplementedError", "n",
-                               "n > 1 is not supported by this server (got n=%lld).",
-                               (long long)n);
+                               "n > 1 is not supported by this server (got n=%lld).", (long long)n);
     if (min_tokens < 0)
         return BAD("min_tokens", "min_tokens must be greater than or equal to 0, got %lld.",
                    (long long)min_tokens);
@@ -569,25 +604,11 @@ int api_parse_gen_request(const api_t *a, const char *body, size_t len, api_kind
     memset(out, 0, sizeof *out);
     out->kind = kind;
     out->skip_special_tokens = true;
-    if (!sy_utf8_valid(body, len))
-        return BAD(NULL, "The request body is not valid UTF-8.");
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, 0, &jerr);
-    if (!root)
-        return BAD(NULL, "Invalid JSON in request body: %s (line %d, column %d).", jerr.text,
-                   jerr.line, jerr.column);
-    int rc = ST_OK;
-    if (!json_is_object(root)) {
-        rc = BAD(NULL, "The request body must be a JSON object, got %s.", json_type_name(root));
-        goto fail;
-    }
+    json_t *root = NULL;
     const char *model = NULL;
-    if ((rc = get_str(root, "model", &model, NULL, err)) != ST_OK)
-        goto fail;
-    if (model && !model_served(a, model)) {
-        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", model);
-        goto fail;
-    }
+    int rc = load_request(a, body, len, &root, &model, err);
+    if (rc != ST_OK)
+        return rc;
     out->model = sy_strdup(model ? model : a->cfg.model_names[0]);
     if ((rc = get_bool(root, "stream", &out->stream, err)) != ST_OK)
         goto fail;
@@ -650,10 +671,9 @@ int api_parse_gen_request(const api_t *a, const char *body, size_t len, api_kind
     }
     if ((rc = parse_sampling(a, root, out, err)) != ST_OK || (rc = parse_stop(root, out, err)))
         goto fail;
-    if (!out->model || (out->cache_salt == NULL && salt) || (out->echo && !out->echo_text &&
-                                                            kind == API_COMPLETION &&
-                                                            json_is_string(json_object_get(
-                                                                root, "prompt")))) {
+    if (!out->model || (out->cache_salt == NULL && salt) ||
+        (out->echo && !out->echo_text && kind == API_COMPLETION &&
+         json_is_string(json_object_get(root, "prompt")))) {
         rc = set_err(err, 500, "InternalServerError", NULL, "out of memory");
         goto fail;
     }
@@ -1060,26 +1080,11 @@ static void handle_tokenize(api_t *a, http_req_t *req)
     api_err_t *err = &errs;
     api_gen_req_t g;
     memset(&g, 0, sizeof g);
-    json_error_t jerr;
     json_t *root = NULL;
     int rc = ST_OK;
-    if (!sy_utf8_valid(body.ptr, body.len)) {
-        rc = BAD(NULL, "The request body is not valid UTF-8.");
-        goto done;
-    }
-    root = json_loadb(body.ptr, body.len, 0, &jerr);
-    if (!root || !json_is_object(root)) {
-        rc = BAD(NULL, "The request body must be a JSON object%s%s.", root ? "" : ": ",
-                 root ? "" : jerr.text);
-        goto done;
-    }
     const char *model = NULL;
-    if ((rc = get_str(root, "model", &model, NULL, err)) != ST_OK)
+    if ((rc = load_request(a, body.ptr, body.len, &root, &model, err)) != ST_OK)
         goto done;
-    if (model && !model_served(a, model)) {
-        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", model);
-        goto done;
-    }
     bool want_strs = false;
     if ((rc = get_bool(root, "return_token_strs", &want_strs, err)) != ST_OK)
         goto done;
@@ -1095,8 +1100,8 @@ static void handle_tokenize(api_t *a, http_req_t *req)
             rc = BAD("prompt", "'prompt' must be a string (or pass 'messages').");
             goto done;
         }
-        rc = tokenize_into(a, json_string_value(p), json_string_length(p), add_special, false,
-                           &g, err);
+        rc = tokenize_into(a, json_string_value(p), json_string_length(p), add_special, false, &g,
+                           err);
     }
     if (rc != ST_OK)
         goto done;
@@ -1142,28 +1147,13 @@ static void handle_detokenize(api_t *a, http_req_t *req)
     sy_slice_t body = http_req_body(req);
     api_err_t errs;
     api_err_t *err = &errs;
-    json_error_t jerr;
     json_t *root = NULL;
     int32_t *ids = NULL;
     sy_buf_t text = SY_BUF_INIT;
     int rc = ST_OK;
-    if (!sy_utf8_valid(body.ptr, body.len)) {
-        rc = BAD(NULL, "The request body is not valid UTF-8.");
-        goto done;
-    }
-    root = json_loadb(body.ptr, body.len, 0, &jerr);
-    if (!root || !json_is_object(root)) {
-        rc = BAD(NULL, "The request body must be a JSON object%s%s.", root ? "" : ": ",
-                 root ? "" : jerr.text);
-        goto done;
-    }
     const char *model = NULL;
-    if ((rc = get_str(root, "model", &model, NULL, err)) != ST_OK)
+    if ((rc = load_request(a, body.ptr, body.len, &root, &model, err)) != ST_OK)
         goto done;
-    if (model && !model_served(a, model)) {
-        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", model);
-        goto done;
-    }
     json_t *toks = json_object_get(root, "tokens");
     if (!json_is_array(toks)) {
         rc = BAD("tokens", "'tokens' must be a list of token ids.");
@@ -1178,8 +1168,7 @@ static void handle_detokenize(api_t *a, http_req_t *req)
     int32_t vocab = tok_vocab_size(a->cfg.tok);
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_array_get(toks, i);
-        if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-            json_integer_value(t) >= vocab) {
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= vocab) {
             rc = BAD("tokens", "tokens[%zu] is not a valid token id (vocab size %d).", i,
                      (int)vocab);
             goto done;
@@ -1266,14 +1255,10 @@ static void h_version(api_t *a, http_req_t *r)
 }
 
 static const api_route_t routes[] = {
-    {"/v1/completions", "POST", h_completions},
-    {"/v1/chat/completions", "POST", h_chat},
-    {"/v1/models", "GET", handle_models},
-    {"/health", "GET", h_health},
-    {"/metrics", "GET", handle_metrics},
-    {"/tokenize", "POST", handle_tokenize},
-    {"/detokenize", "POST", handle_detokenize},
-    {"/version", "GET", h_version},
+    {"/v1/completions", "POST", h_completions}, {"/v1/chat/completions", "POST", h_chat},
+    {"/v1/models", "GET", handle_models},       {"/health", "GET", h_health},
+    {"/metrics", "GET", handle_metrics},        {"/tokenize", "POST", handle_tokenize},
+    {"/detokenize", "POST", handle_detokenize}, {"/version", "GET", h_version},
 };
 
 void api_on_request(http_req_t *req, void *udata)

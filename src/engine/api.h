@@ -32,8 +32,8 @@ typedef struct api_config {
     const char *const *model_names; /* served names, first is the canonical one (borrowed) */
     size_t n_model_names;
     uint32_t max_model_len;
-    uint64_t kv_capacity_tokens; /* num_blocks * block_size: prompts above can never run */
-    const char *api_key;         /* NULL = no auth (borrowed) */
+    uint64_t kv_capacity_tokens;       /* num_blocks * block_size: prompts above can never run */
+    const char *api_key;               /* NULL = no auth (borrowed) */
     bool enable_prompt_tokens_details; /* usage.prompt_tokens_details.cached_tokens */
     const tok_t *tok;                  /* borrowed */
     const chat_tmpl_t *tmpl;           /* borrowed, static */

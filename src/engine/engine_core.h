@@ -48,12 +48,12 @@ typedef struct ecore_delta {
     uint32_t n_tokens;
     bool first; /* this delta carries the first output token */
     bool finished;
-    seq_finish_t finish;       /* when finished */
-    const char *stop_str;      /* matched stop string (borrowed), or NULL */
-    int32_t stop_token;        /* matched stop token id (not EOS), or -1 */
-    uint32_t prompt_tokens;    /* always set */
+    seq_finish_t finish;        /* when finished */
+    const char *stop_str;       /* matched stop string (borrowed), or NULL */
+    int32_t stop_token;         /* matched stop token id (not EOS), or -1 */
+    uint32_t prompt_tokens;     /* always set */
     uint32_t completion_tokens; /* output tokens so far */
-    uint32_t cached_tokens;    /* prefix-cache hit tokens (first admission) */
+    uint32_t cached_tokens;     /* prefix-cache hit tokens (first admission) */
 } ecore_delta_t;
 
 /* [loop] Called for each request with new output. delta and its pointers are valid only during

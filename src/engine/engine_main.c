@@ -161,8 +161,8 @@ int engine_main(int argc, char **argv)
         {"served-model-name", "NAMES", CLI_STRING, &o.served_model_name,
          "model name(s) served, comma-separated; the first is used in metrics",
          "the --model path, or sim-model"},
-        {"model", "FILE.gguf", CLI_STRING, &o.model, "GGUF model file (not supported yet: use --sim)",
-         NULL},
+        {"model", "FILE.gguf", CLI_STRING, &o.model,
+         "GGUF model file (not supported yet: use --sim)", NULL},
         {"sim", NULL, CLI_FLAG, &o.sim, "use the simulated executor (no model file needed)", NULL},
         {"sim-profile", "NAME", CLI_STRING, &o.sim_profile,
          "timing calibration profile of the sim executor", "a100-llama3-8b"},
@@ -171,8 +171,8 @@ int engine_main(int argc, char **argv)
         {"sim-mean-output-tokens", "N", CLI_DOUBLE, &o.sim_mean_output_tokens,
          "mean answer length of the sim when ignore_eos is false", "128"},
         {"block-size", "N", CLI_UINT, &o.block_size, "tokens per KV block", "16"},
-        {"num-gpu-blocks-override", "N", CLI_UINT, &o.num_gpu_blocks,
-         "KV cache capacity in blocks", "27500 for the sim (A100-80GB, Llama-3-8B)"},
+        {"num-gpu-blocks-override", "N", CLI_UINT, &o.num_gpu_blocks, "KV cache capacity in blocks",
+         "27500 for the sim (A100-80GB, Llama-3-8B)"},
         {"max-num-seqs", "N", CLI_UINT, &o.max_num_seqs, "maximum running sequences", "256"},
         {"max-num-batched-tokens", "N", CLI_UINT, &o.max_num_batched_tokens,
          "token budget per scheduler step", "8192"},
@@ -280,9 +280,10 @@ int engine_main(int argc, char **argv)
     }
 
     char names_buf[1024];
-    snprintf(names_buf, sizeof names_buf, "%s", o.served_model_name ? o.served_model_name
-                                                 : o.model         ? o.model
-                                                                   : "sim-model");
+    snprintf(names_buf, sizeof names_buf, "%s",
+             o.served_model_name ? o.served_model_name
+             : o.model           ? o.model
+                                 : "sim-model");
     const char *names[MAX_NAMES];
     size_t n_names = split_names(names_buf, names, MAX_NAMES);
     if (n_names == 0) {

@@ -26,8 +26,8 @@ typedef struct kvh_digest {
 /* NONE_HASH from a seed string (PYTHONHASHSEED semantics); seed NULL = 32 random bytes. */
 void kvh_none_hash(const char *seed, kvh_digest_t *out);
 /* Hash of one full block. salt may be NULL (no extra keys); salt_len bytes of UTF-8. */
-void kvh_block(const kvh_digest_t *parent, const int32_t *tokens, size_t n_tokens,
-               const char *salt, size_t salt_len, kvh_digest_t *out);
+void kvh_block(const kvh_digest_t *parent, const int32_t *tokens, size_t n_tokens, const char *salt,
+               size_t salt_len, kvh_digest_t *out);
 /* Event-visible 64-bit id. */
 uint64_t kvh_low64(const kvh_digest_t *d);
 /* Hashes every full block of tokens[0..n) in a chain from none_hash and writes up to cap low64

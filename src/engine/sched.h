@@ -45,11 +45,11 @@ typedef struct sched_plan_item {
 typedef struct sched_plan {
     sched_plan_item_t *items; /* n_items entries, in running order */
     uint32_t n_items;
-    uint32_t n_prefill_tokens; /* tokens in items that are not single-token decodes */
-    uint32_t n_decode_seqs;    /* items that are decodes (1 token, prompt already computed) */
+    uint32_t n_prefill_tokens;    /* tokens in items that are not single-token decodes */
+    uint32_t n_decode_seqs;       /* items that are decodes (1 token, prompt already computed) */
     uint32_t n_new_cached_tokens; /* prefix-cache hit tokens found for newly admitted seqs */
-    uint64_t kv_tokens_read;   /* sum over items of (start + n_tokens): context attended to */
-    uint32_t n_preempted;      /* preemptions performed while planning this step */
+    uint64_t kv_tokens_read;      /* sum over items of (start + n_tokens): context attended to */
+    uint32_t n_preempted;         /* preemptions performed while planning this step */
 } sched_plan_t;
 
 /* Returns owned scheduler (free with sched_destroy) or NULL. kv is borrowed. */

@@ -65,9 +65,9 @@ typedef struct sched_seq {
 
     /* --- scheduler-owned --- */
     seq_state_t state;
-    uint32_t n_computed;  /* tokens whose KV has been written */
-    uint32_t n_cached;    /* prompt tokens served from the prefix cache at first admission */
-    bool admitted_once;   /* n_cached recorded */
+    uint32_t n_computed; /* tokens whose KV has been written */
+    uint32_t n_cached;   /* prompt tokens served from the prefix cache at first admission */
+    bool admitted_once;  /* n_cached recorded */
     uint32_t num_preemptions;
     kvb_seq_t kv;
     struct sched_seq *_prev, *_next; /* queue links */

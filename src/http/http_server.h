@@ -33,14 +33,14 @@ typedef struct http_server http_server_t;
 typedef struct http_req http_req_t;
 
 typedef struct http_server_config {
-    size_t max_head_bytes;     /* default 16384 */
-    size_t max_headers;        /* default 64 */
-    size_t max_body_bytes;     /* default 8 MiB; larger -> 413 */
-    uint32_t read_timeout_ms;  /* a started request must be fully received within; default 30000 */
-    uint32_t idle_timeout_ms;  /* keep-alive idle connection closed after; default 60000 */
-    size_t write_high_water;   /* bytes queued per connection above which it is "not writable";
-                                  default 256 KiB */
-    size_t max_connections;    /* accept stops above this; default 10000 */
+    size_t max_head_bytes;    /* default 16384 */
+    size_t max_headers;       /* default 64 */
+    size_t max_body_bytes;    /* default 8 MiB; larger -> 413 */
+    uint32_t read_timeout_ms; /* a started request must be fully received within; default 30000 */
+    uint32_t idle_timeout_ms; /* keep-alive idle connection closed after; default 60000 */
+    size_t write_high_water;  /* bytes queued per connection above which it is "not writable";
+                                 default 256 KiB */
+    size_t max_connections;   /* accept stops above this; default 10000 */
 } http_server_config_t;
 
 /* Fills cfg with the defaults above. */

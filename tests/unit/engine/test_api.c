@@ -114,9 +114,8 @@ static void test_completion_shapes(void **state)
     assert_int_equal(r.prompt[2], 7);
     api_gen_req_deinit(&r);
 
-    assert_int_equal(parse(state, API_COMPLETION, "{\"prompt\":[[9,8]],\"max_tokens\":4.0}", &r,
-                           &e),
-                     ST_OK);
+    assert_int_equal(
+        parse(state, API_COMPLETION, "{\"prompt\":[[9,8]],\"max_tokens\":4.0}", &r, &e), ST_OK);
     assert_int_equal(r.n_prompt, 2);
     assert_int_equal(r.sp.max_tokens, 4);
     api_gen_req_deinit(&r);
@@ -205,9 +204,9 @@ static void test_max_tokens_and_context(void **state)
     snprintf(body, sizeof body, "{\"prompt\":\"%.*s\"}", 150, big);
     expect_err(state, API_COMPLETION, body, 400, "prompt", "151 input tokens");
     /* chat: default max_tokens is the rest of the context */
-    assert_int_equal(parse(state, API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
-                           &r, &e),
-                     ST_OK);
+    assert_int_equal(
+        parse(state, API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &r, &e),
+        ST_OK);
     assert_int_equal(r.sp.max_tokens, 100 - r.n_prompt);
     api_gen_req_deinit(&r);
     assert_int_equal(parse(state, API_CHAT,
@@ -259,8 +258,8 @@ static void test_bad_inputs(void **state)
     expect_err(state, API_COMPLETION, "{\"model\":7,\"prompt\":\"a\"}", 400, "model", "string");
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"stream\":\"yes\"}", 400, "stream",
                "boolean");
-    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"temperature\":-0.5}", 400,
-               "temperature", "non-negative");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"temperature\":-0.5}", 400, "temperature",
+               "non-negative");
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"top_p\":1.5}", 400, "top_p", "(0, 1]");
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"n\":3}", 501, "n", "n > 1");
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"n\":0}", 400, "n", "at least 1");
