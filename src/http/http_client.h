@@ -1,0 +1,79 @@
+/*
+ * http_client.h - HTTP/1.1 client on the event loop, for the gateway's upstream side: one
+ * http_upstream_t per host:port with a keep-alive connection pool, and calls (http_call_t) that
+ * stream the response back through callbacks as it arrives (head, then de-chunked body bytes),
+ * with pause/resume for backpressure and cancel for client disconnects.
+ *
+ * Call lifecycle: http_call_start -> [on_head once] -> [on_data ...] -> on_done exactly once
+ * (status ST_OK when the whole response arrived, else an error: -ECONNREFUSED / ST_TIMEOUT /
+ * ST_CLOSED (peer closed early) / ST_PROTO (bad response) / ST_LIMIT). After on_done, or after
+ * http_call_cancel, the call is invalid. `first_byte` tells whether any response byte arrived
+ * before a failure (the gateway retries elsewhere only when none did).
+ * Connections go back to the pool only after a complete response with keep-alive; idle pooled
+ * connections are closed after idle_timeout_ms or when the peer closes them (detected while
+ * idle). A request sent on a reused connection that fails before any response byte is retried
+ * once on a fresh connection (the stale keep-alive race).
+ * Does not: TLS, redirects, HTTP/2, DNS at call time (host is resolved at upstream creation).
+ * Thread-safety: loop thread only.
+ */
+#ifndef SY_HTTP_CLIENT_H
+#define SY_HTTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/ev.h"
+#include "http/http_parse.h"
+
+typedef struct http_client http_client_t;
+typedef struct http_upstream http_upstream_t;
+typedef struct http_call http_call_t;
+
+typedef struct http_client_config {
+    uint32_t connect_timeout_ms;    /* default 2000 */
+    uint32_t first_byte_timeout_ms; /* request sent -> first response byte; default 600000 */
+    uint32_t read_timeout_ms;       /* max silence between response bytes; default 600000 */
+    uint32_t idle_timeout_ms;       /* pooled idle connection lifetime; default 60000 */
+    size_t max_idle_per_upstream;   /* default 256 */
+    size_t max_head_bytes;          /* default 65536 */
+} http_client_config_t;
+
+void http_client_config_default(http_client_config_t *cfg);
+
+typedef struct http_call_cbs {
+    /* Response head (status, headers as slices valid during the call only). */
+    void (*on_head)(http_call_t *c, int status, const http_header_t *headers, size_t n,
+                    void *udata);
+    /* Body bytes (de-chunked), valid during the call only. */
+    void (*on_data)(http_call_t *c, const char *data, size_t len, void *udata);
+    /* End: status ST_OK or an error; first_byte = some response byte had arrived. */
+    void (*on_done)(http_call_t *c, int status, bool first_byte, void *udata);
+} http_call_cbs_t;
+
+/* Returns an owned client (free with http_client_destroy) or NULL. loop borrowed. */
+http_client_t *http_client_create(ev_loop_t *loop, const http_client_config_t *cfg);
+/* Cancels every call (no callbacks), closes every connection, frees upstreams. NULL ok. */
+void http_client_destroy(http_client_t *cl);
+
+/* Resolves host (numeric or name, blocking getaddrinfo: call at configuration time) and returns an
+ * upstream owned by the client, or NULL with *status (-errno, ST_INVAL, ST_NOMEM). */
+http_upstream_t *http_upstream_create(http_client_t *cl, const char *host, int port, int *status);
+/* Closes the upstream's idle connections and frees it; calls in flight on it are cancelled
+ * (no callbacks). */
+void http_upstream_destroy(http_upstream_t *up);
+size_t http_upstream_idle_connections(const http_upstream_t *up);
+
+/* Starts a request. method/path borrowed for the call; extra_headers NULL or "Name: v\r\n"...;
+ * the client adds Host, Content-Length (when body != NULL) and Connection: keep-alive.
+ * body copied. cbs/udata borrowed. Returns ST_OK with *out set, or an error (no callbacks). */
+int http_call_start(http_upstream_t *up, const char *method, const char *path,
+                    const char *extra_headers, const char *body, size_t body_len,
+                    const http_call_cbs_t *cbs, void *udata, http_call_t **out);
+/* Stops / restarts reading the response (backpressure from a slow client). */
+void http_call_pause(http_call_t *c);
+void http_call_resume(http_call_t *c);
+/* Aborts the call: the connection is closed (never pooled), no further callbacks. */
+void http_call_cancel(http_call_t *c);
+
+#endif
