@@ -9,6 +9,7 @@
 #include "common/buf.h"
 #include "common/cli.h"
 #include "engine/engine_main.h"
+#include "gateway/gw_main.h"
 
 #define SY_VERSION "0.1.0"
 
@@ -23,6 +24,8 @@ static int version_main(int argc, char **argv)
 static const cli_cmd_t commands[] = {
     {"engine", "vLLM-compatible model server (--sim: simulated executor, no model file)",
      engine_main},
+    {"gateway", "LLM-aware inference gateway: KV-cache- and load-aware endpoint picking",
+     gateway_main},
     {"version", "print the version", version_main},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

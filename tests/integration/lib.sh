@@ -290,6 +290,20 @@ sy_stop_pid() {
 
 sy_alive() { kill -0 "$1" 2>/dev/null; } # PID
 
+# sy_node_deps DIR : node and npm present, and DIR's npm packages (the official openai client)
+# installed once (npm install when node_modules is missing); fails the test otherwise.
+sy_node_deps() {
+    local dir=$1
+    command -v node >/dev/null 2>&1 || sy_fail "node is not installed (scripts/install-deps.sh)"
+    command -v npm >/dev/null 2>&1 || sy_fail "npm is not installed (scripts/install-deps.sh)"
+    if [ ! -d "$dir/node_modules/openai" ]; then
+        sy_diag "installing the openai npm package in $dir"
+        if ! (cd "$dir" && timeout 300 npm install --no-audit --no-fund >"$SY_TMP/npm.log" 2>&1); then
+            sy_fail "npm install failed" "$(tail -n 20 "$SY_TMP/npm.log")"
+        fi
+    fi
+}
+
 sy_cleanup() {
     local rc=$? pid i
     trap - EXIT INT TERM

@@ -9,15 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODE_DIR=$SY_SOURCE_DIR/tests/integration/node
 MODEL=sim/openai-client-test
 
-command -v node >/dev/null 2>&1 || sy_fail "node is not installed (scripts/install-deps.sh --with-node)"
-command -v npm >/dev/null 2>&1 || sy_fail "npm is not installed (scripts/install-deps.sh --with-node)"
-
-if [ ! -d "$NODE_DIR/node_modules/openai" ]; then
-    sy_diag "installing the openai npm package in $NODE_DIR"
-    if ! (cd "$NODE_DIR" && timeout 300 npm install --no-audit --no-fund >"$SY_TMP/npm.log" 2>&1); then
-        sy_fail "npm install failed" "$(tail -n 20 "$SY_TMP/npm.log")"
-    fi
-fi
+sy_node_deps "$NODE_DIR"
 sy_check "openai npm package is installed" test -f "$NODE_DIR/node_modules/openai/package.json"
 
 sy_start_engine main --served-model-name "$MODEL" --max-model-len 2048 --sim-speed 0 --log-level warn

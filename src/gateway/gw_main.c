@@ -1,0 +1,641 @@
+/*
+ * gw_main.c - `switchyard gateway`: the LLM-aware inference gateway. Parses the command line
+ * (endpoints as `--endpoint URL[,kv-events=ZMQ][,replay=ZMQ][,role=ROLE][,model=NAME]`, the
+ * scheduler as a built-in name or an EndpointPickerConfig YAML file), builds the endpoint table,
+ * the data layer (metrics scraper + health prober, KV-event subscriber feeding the precise index,
+ * the approximate index, the models each endpoint serves from its /v1/models), the scheduler and
+ * the proxy, and runs the event loop until SIGTERM/SIGINT, then drains like the engine does.
+ *
+ * Threads: the main thread runs the event loop (proxy, scraper, prober, models refresh); the
+ * KV-event subscriber runs its own thread and writes only into the (locked) precise index.
+ * Does not: discover endpoints through DNS or reload on SIGHUP yet (see docs/architecture.md).
+ * Thread-safety: process entry, main thread.
+ */
+#include "gateway/gw_main.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/cli.h"
+#include "common/ev.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "engine/chat_tmpl.h"
+#include "engine/kv_hash.h"
+#include "engine/tokenizer.h"
+#include "gateway/approx_index.h"
+#include "gateway/gw_proxy.h"
+#include "gateway/gw_sched.h"
+#include "gateway/gw_scrape.h"
+#include "gateway/kv_sub.h"
+#include "gateway/prefix_index.h"
+#include "http/http_client.h"
+#include "http/http_server.h"
+
+#define GW_MAX_SPECS 256
+#define GW_TICK_MS 50
+#define GW_MODELS_REFRESH_MS 2000
+
+typedef struct gw_spec {
+    char host[96];
+    int port;
+    gw_role_t role;
+    char kv_events[256];
+    char replay[256];
+    char model[128];
+} gw_spec_t;
+
+typedef struct gw_ctx {
+    ev_loop_t *loop;
+    http_server_t *srv;
+    http_client_t *client;
+    gw_table_t table;
+    gw_proxy_t *proxy;
+    gw_scraper_t *scraper;
+    kvsub_t *kvsub;
+    pidx_t *pidx;
+    aidx_t *aidx;
+    gws_sched_t *sched;
+    mx_registry_t *reg;
+    mx_family_t *f_ep_healthy, *f_ep_inflight, *f_ep_lag, *f_index;
+    bool models_pending[GW_MAX_ENDPOINTS];
+    http_call_t *models_call[GW_MAX_ENDPOINTS];
+    sy_buf_t models_body[GW_MAX_ENDPOINTS];
+    uint64_t next_models_ms;
+    size_t approx_chunk_chars;
+    uint32_t block_size;
+    double drain_timeout;
+    uint64_t drain_deadline_ms;
+    bool draining;
+    int sigfd;
+} gw_ctx_t;
+
+/* Parses "http://host:port[/...][,key=value...]". ST_OK or ST_INVAL with a message. */
+static int parse_spec(const char *text, gw_spec_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    char buf[1024];
+    if (strlen(text) >= sizeof buf) {
+        snprintf(err, errlen, "--endpoint value too long");
+        return ST_INVAL;
+    }
+    snprintf(buf, sizeof buf, "%s", text);
+    char *save = NULL;
+    char *url = strtok_r(buf, ",", &save);
+    if (!url || strncmp(url, "http://", 7) != 0) {
+        snprintf(err, errlen, "--endpoint '%s': expected http://HOST:PORT", text);
+        return ST_INVAL;
+    }
+    char *hp = url + 7;
+    char *slash = strchr(hp, '/');
+    if (slash)
+        *slash = '\0';
+    char *colon = strrchr(hp, ':');
+    long port = colon ? strtol(colon + 1, NULL, 10) : 80;
+    if (colon)
+        *colon = '\0';
+    if (!*hp || strlen(hp) >= sizeof out->host || port <= 0 || port > 65535) {
+        snprintf(err, errlen, "--endpoint '%s': bad host or port", text);
+        return ST_INVAL;
+    }
+    snprintf(out->host, sizeof out->host, "%s", hp);
+    out->port = (int)port;
+    for (char *kv = strtok_r(NULL, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            snprintf(err, errlen, "--endpoint '%s': '%s' is not key=value", text, kv);
+            return ST_INVAL;
+        }
+        *eq = '\0';
+        const char *v = eq + 1;
+        if (strcmp(kv, "kv-events") == 0) {
+            snprintf(out->kv_events, sizeof out->kv_events, "%s", v);
+        } else if (strcmp(kv, "replay") == 0) {
+            snprintf(out->replay, sizeof out->replay, "%s", v);
+        } else if (strcmp(kv, "model") == 0) {
+            snprintf(out->model, sizeof out->model, "%s", v);
+        } else if (strcmp(kv, "role") == 0) {
+            if (strcmp(v, "both") == 0)
+                out->role = GW_ROLE_BOTH;
+            else if (strcmp(v, "prefill") == 0)
+                out->role = GW_ROLE_PREFILL;
+            else if (strcmp(v, "decode") == 0)
+                out->role = GW_ROLE_DECODE;
+            else {
+                snprintf(err, errlen, "--endpoint '%s': role must be both, prefill or decode",
+                         text);
+                return ST_INVAL;
+            }
+        } else {
+            snprintf(err, errlen, "--endpoint '%s': unknown key '%s' (kv-events, replay, role, "
+                                  "model)",
+                     text, kv);
+            return ST_INVAL;
+        }
+    }
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* models each endpoint serves, from its /v1/models                                           */
+
+static void models_on_head(http_call_t *c, int status, const http_header_t *h, size_t n,
+                           void *udata)
+{
+    (void)c;
+    (void)h;
+    (void)n;
+    (void)status;
+    (void)udata;
+}
+
+static void models_on_data(http_call_t *c, const char *data, size_t len, void *udata);
+static void models_on_done(http_call_t *c, int status, bool first_byte, void *udata);
+static const http_call_cbs_t k_models_cbs = {models_on_head, models_on_data, models_on_done};
+
+typedef struct models_arg {
+    gw_ctx_t *ctx;
+    uint32_t id;
+} models_arg_t;
+static models_arg_t g_models_args[GW_MAX_ENDPOINTS];
+
+static void models_on_data(http_call_t *c, const char *data, size_t len, void *udata)
+{
+    (void)c;
+    models_arg_t *a = udata;
+    sy_buf_t *b = &a->ctx->models_body[a->id];
+    if (b->len + len < (1u << 20))
+        sy_buf_append(b, data, len);
+}
+
+static void models_on_done(http_call_t *c, int status, bool first_byte, void *udata)
+{
+    (void)c;
+    (void)first_byte;
+    models_arg_t *a = udata;
+    gw_ctx_t *ctx = a->ctx;
+    gw_endpoint_t *ep = ctx->table.eps[a->id];
+    sy_buf_t *b = &ctx->models_body[a->id];
+    ctx->models_call[a->id] = NULL;
+    json_t *root = status == ST_OK ? json_loadb(b->data ? b->data : "", b->len, 0, NULL) : NULL;
+    json_t *data = json_object_get(root, "data");
+    size_t added = 0;
+    for (size_t i = 0; i < json_array_size(data) && ep->n_models < GW_MAX_MODELS; i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
+        if (!id || gw_endpoint_serves(ep, id))
+            continue;
+        ep->models[ep->n_models] = sy_strdup(id);
+        if (ep->models[ep->n_models]) {
+            ep->n_models++;
+            added++;
+        }
+    }
+    if (added) {
+        ctx->models_pending[a->id] = false;
+        sy_info("gateway.endpoint_models", "endpoint=%s models=%zu first=\"%s\"", ep->name,
+                ep->n_models, ep->models[0]);
+    }
+    json_decref(root);
+    sy_buf_reset(b);
+}
+
+static void models_refresh(gw_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->table.n; i++) {
+        if (!ctx->models_pending[i] || ctx->models_call[i])
+            continue;
+        g_models_args[i] = (models_arg_t){ctx, (uint32_t)i};
+        sy_buf_reset(&ctx->models_body[i]);
+        if (http_call_start(ctx->table.ups[i], "GET", "/v1/models", NULL, NULL, 0, &k_models_cbs,
+                            &g_models_args[i], &ctx->models_call[i]) != ST_OK)
+            ctx->models_call[i] = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* periodic work and metrics                                                                   */
+
+static void tick(ev_loop_t *loop, uint64_t id, void *udata)
+{
+    (void)id;
+    gw_ctx_t *ctx = udata;
+    uint64_t now = ev_now_ms(loop);
+    for (size_t i = 0; i < ctx->table.n; i++) {
+        gw_endpoint_t *ep = ctx->table.eps[i];
+        if (ctx->kvsub)
+            ep->kv_index_stale = kvsub_is_stale(ctx->kvsub, ep->id);
+        if (ctx->aidx && ep->m.num_blocks && ctx->approx_chunk_chars)
+            aidx_set_capacity(ctx->aidx, ep->id,
+                              (size_t)ep->m.num_blocks * (ep->m.block_size ? ep->m.block_size : 16) *
+                                  4 / ctx->approx_chunk_chars);
+    }
+    if (now >= ctx->next_models_ms) {
+        models_refresh(ctx);
+        ctx->next_models_ms = now + GW_MODELS_REFRESH_MS;
+    }
+    if (ctx->draining) {
+        size_t inflight = gw_proxy_inflight(ctx->proxy);
+        if (inflight == 0 || now >= ctx->drain_deadline_ms) {
+            if (inflight)
+                sy_warn("gateway.drain_timeout", "closing=%zu", inflight);
+            else
+                sy_info("gateway.drained", "msg=\"all requests finished\"");
+            ev_stop(loop);
+            return;
+        }
+    }
+    ev_timer_add(loop, GW_TICK_MS, tick, ctx);
+}
+
+static void collect(void *udata)
+{
+    gw_ctx_t *ctx = udata;
+    for (size_t i = 0; i < ctx->table.n; i++) {
+        gw_endpoint_t *ep = ctx->table.eps[i];
+        const char *lv[] = {ep->name};
+        mx_series_t *s = mx_series_get(ctx->f_ep_healthy, lv, 1);
+        if (s)
+            mx_gauge_set(s, ep->healthy && !ep->ejected ? 1 : 0);
+        s = mx_series_get(ctx->f_ep_inflight, lv, 1);
+        if (s)
+            mx_gauge_set(s, ep->inflight_requests);
+        kvsub_stats_t st;
+        if (ctx->kvsub && kvsub_get_stats(ctx->kvsub, ep->id, &st) == ST_OK && st.have_seq) {
+            s = mx_series_get(ctx->f_ep_lag, lv, 1);
+            if (s)
+                mx_gauge_set(s, st.last_recv_unix - st.last_batch_ts);
+        }
+    }
+    const char *kind = "precise";
+    mx_series_t *s = mx_series_get(ctx->f_index, &kind, 1);
+    if (s && ctx->pidx)
+        mx_gauge_set(s, (double)pidx_num_entries(ctx->pidx));
+    kind = "approximate";
+    s = mx_series_get(ctx->f_index, &kind, 1);
+    if (s && ctx->aidx)
+        mx_gauge_set(s, (double)aidx_num_entries(ctx->aidx));
+}
+
+static void metrics_init(gw_ctx_t *ctx)
+{
+    static const char *l_ep[] = {"endpoint"};
+    static const char *l_kind[] = {"index"};
+    ctx->f_ep_healthy = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_endpoint_up",
+                                         "1 when the endpoint is healthy and not ejected.", l_ep,
+                                         1, NULL, 0);
+    ctx->f_ep_inflight = mx_family_create(ctx->reg, MX_GAUGE,
+                                          "switchyard_gateway_endpoint_inflight_requests",
+                                          "Requests the gateway has in flight on the endpoint.",
+                                          l_ep, 1, NULL, 0);
+    ctx->f_ep_lag = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_kv_event_lag_seconds",
+                                     "Arrival time minus the engine timestamp of the last KV "
+                                     "event batch.",
+                                     l_ep, 1, NULL, 0);
+    ctx->f_index = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_index_entries",
+                                    "Entries held by the prefix indexes.", l_kind, 1, NULL, 0);
+    mx_registry_on_collect(ctx->reg, collect, ctx);
+}
+
+static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
+{
+    (void)events;
+    gw_ctx_t *ctx = udata;
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (ctx->draining) {
+            ev_stop(loop);
+            return;
+        }
+        ctx->draining = true;
+        sy_info("gateway.draining", "signo=%u inflight=%zu", si.ssi_signo,
+                gw_proxy_inflight(ctx->proxy));
+        gw_proxy_set_draining(ctx->proxy, true);
+        http_server_stop_accepting(ctx->srv);
+        ctx->drain_deadline_ms = ev_now_ms(loop) + (uint64_t)(ctx->drain_timeout * 1000.0);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+int gateway_main(int argc, char **argv)
+{
+    const char *host = "0.0.0.0", *scheduler = "default", *config = NULL, *log_level = NULL;
+    const char *tokenizer = "builtin", *chat_template = "chatml";
+    uint64_t port = 8080, block_size = 16, max_retries = 2, eject_after = 3;
+    uint64_t scrape_ms = 50, staleness_ms = 1000, health_ms = 1000, index_blocks = 4000000;
+    uint64_t max_body = 32u << 20;
+    double drain_timeout = 30;
+    bool debug_scores = false;
+    /* --endpoint is repeatable: collected here, the rest goes to cli_parse */
+    const char *endpoint_args[GW_MAX_SPECS];
+    size_t n_endpoint_args = 0;
+    char **rest = sy_calloc((size_t)argc + 1, sizeof *rest);
+    int n_rest = 0;
+    if (!rest)
+        return 1;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--endpoint") == 0 && i + 1 < argc) {
+            if (n_endpoint_args < GW_MAX_SPECS)
+                endpoint_args[n_endpoint_args++] = argv[++i];
+            continue;
+        }
+        if (i > 0 && strncmp(argv[i], "--endpoint=", 11) == 0) {
+            if (n_endpoint_args < GW_MAX_SPECS)
+                endpoint_args[n_endpoint_args++] = argv[i] + 11;
+            continue;
+        }
+        rest[n_rest++] = argv[i];
+    }
+    const cli_opt_t opts[] = {
+        {"host", "HOST", CLI_STRING, &host, "address to listen on", "0.0.0.0"},
+        {"port", "PORT", CLI_UINT, &port, "HTTP port", "8080"},
+        {"endpoint", "URL[,kv-events=ZMQ][,replay=ZMQ][,role=R][,model=M]", CLI_STRING, NULL,
+         "a model server (repeat for each); models are read from its /v1/models", NULL},
+        {"scheduler", "NAME", CLI_STRING, &scheduler,
+         "built-in scheduler: round-robin, random, load, prefix-approx, prefix-precise, default",
+         "default"},
+        {"config", "FILE", CLI_STRING, &config,
+         "EndpointPickerConfig YAML file (overrides --scheduler)", NULL},
+        {"block-size", "N", CLI_UINT, &block_size, "the engines' --block-size (precise hashes)",
+         "16"},
+        {"tokenizer", "NAME", CLI_STRING, &tokenizer,
+         "tokenizer for precise hashes: builtin (the sim engine's) or none", "builtin"},
+        {"chat-template", "NAME", CLI_STRING, &chat_template, "chat template of the engines",
+         "chatml"},
+        {"index-blocks", "N", CLI_UINT, &index_blocks, "precise index capacity in blocks",
+         "4000000"},
+        {"scrape-interval-ms", "MS", CLI_UINT, &scrape_ms, "metrics scraping period", "50"},
+        {"staleness-ms", "MS", CLI_UINT, &staleness_ms, "scraped metrics older than this are stale",
+         "1000"},
+        {"health-interval-ms", "MS", CLI_UINT, &health_ms, "health probe period", "1000"},
+        {"max-retries", "N", CLI_UINT, &max_retries,
+         "other endpoints tried before the first response byte", "2"},
+        {"eject-after", "N", CLI_UINT, &eject_after,
+         "consecutive failures before an endpoint is ejected", "3"},
+        {"max-body-bytes", "N", CLI_UINT, &max_body, "largest request body accepted", "33554432"},
+        {"debug-scores", NULL, CLI_FLAG, &debug_scores,
+         "add the scheduler's decision as an x-switchyard-decision response header", NULL},
+        {"drain-timeout", "SECONDS", CLI_DOUBLE, &drain_timeout,
+         "on SIGTERM, time given to in-flight requests", "30"},
+        {"log-level", "LEVEL", CLI_STRING, &log_level, "debug, info, warn or error", "info"},
+    };
+    /* the --endpoint row documents the option; it was consumed above */
+    cli_opt_t parse_opts[sizeof opts / sizeof opts[0]];
+    size_t n_parse = 0;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].dest)
+            parse_opts[n_parse++] = opts[i];
+    cli_spec_t spec = {
+        .prog = "switchyard gateway",
+        .summary = "The LLM-aware inference gateway: an OpenAI-compatible proxy that picks, for "
+                   "every request, the model server that already holds its prompt prefix in KV "
+                   "cache and is not overloaded. Env PYTHONHASHSEED must match the engines' for "
+                   "precise prefix hashes.",
+        .opts = opts,
+        .n_opts = sizeof opts / sizeof opts[0],
+    };
+    char err[512];
+    int exit_code = 2;
+    spec.opts = parse_opts;
+    spec.n_opts = n_parse;
+    int rc = cli_parse(&spec, n_rest, rest, NULL, NULL, err, sizeof err);
+    sy_free(rest);
+    if (rc == CLI_HELP) {
+        spec.opts = opts;
+        spec.n_opts = sizeof opts / sizeof opts[0];
+        sy_buf_t b = SY_BUF_INIT;
+        cli_usage(&spec, &b);
+        fputs(b.data ? b.data : "", stdout);
+        sy_buf_deinit(&b);
+        return 0;
+    }
+    if (rc != ST_OK) {
+        fprintf(stderr, "switchyard gateway: %s (see --help)\n", err);
+        return 2;
+    }
+    if (log_level) {
+        int lvl = sy_log_level_parse(log_level);
+        if (lvl < 0) {
+            fprintf(stderr, "switchyard gateway: --log-level: unknown level '%s'\n", log_level);
+            return 2;
+        }
+        sy_log_set_level((sy_log_level_t)lvl);
+    }
+    if (n_endpoint_args == 0) {
+        fprintf(stderr, "switchyard gateway: no --endpoint given\n");
+        return 2;
+    }
+    if (port > 65535 || block_size == 0 || block_size > 1024 || n_endpoint_args > GW_MAX_SPECS) {
+        fprintf(stderr, "switchyard gateway: an option is out of range\n");
+        return 2;
+    }
+    gw_spec_t *specs = sy_calloc(n_endpoint_args, sizeof *specs);
+    if (!specs)
+        return 1;
+    for (size_t i = 0; i < n_endpoint_args; i++) {
+        if (parse_spec(endpoint_args[i], &specs[i], err, sizeof err) != ST_OK) {
+            fprintf(stderr, "switchyard gateway: %s\n", err);
+            sy_free(specs);
+            return 2;
+        }
+    }
+
+    gw_ctx_t ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.sigfd = -1;
+    ctx.drain_timeout = drain_timeout;
+    ctx.block_size = (uint32_t)block_size;
+    tok_t *tok = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+
+    rc = config ? gws_config_load_file(config, &ctx.sched, err, sizeof err)
+                : gws_config_builtin(scheduler, &ctx.sched, err, sizeof err);
+    if (rc != ST_OK) {
+        fprintf(stderr, "switchyard gateway: scheduler %s: %s\n", config ? config : scheduler,
+                err);
+        goto fail;
+    }
+    gws_approx_params_t ap;
+    gws_sched_approx_params(ctx.sched, &ap);
+    ctx.approx_chunk_chars = ap.chunk_chars;
+    unsigned needs = gws_sched_needs(ctx.sched);
+    bool any_events = false;
+    for (size_t i = 0; i < n_endpoint_args; i++)
+        any_events |= specs[i].kv_events[0] != '\0';
+
+    ctx.loop = ev_loop_create();
+    ctx.reg = mx_registry_create();
+    http_client_config_t ccfg;
+    http_client_config_default(&ccfg);
+    ctx.client = ctx.loop ? http_client_create(ctx.loop, &ccfg) : NULL;
+    ctx.aidx = aidx_create(GW_MAX_ENDPOINTS, ap.lru_capacity);
+    if (!ctx.loop || !ctx.reg || !ctx.client || !ctx.aidx)
+        goto oom;
+    if (any_events) {
+        ctx.pidx = pidx_create((size_t)index_blocks, GW_MAX_ENDPOINTS);
+        if (!ctx.pidx)
+            goto oom;
+        kvsub_config_t kc;
+        kvsub_config_default(&kc);
+        kc.hash_seed = getenv("PYTHONHASHSEED");
+        kc.block_size = (uint32_t)block_size;
+        int st = ST_OK;
+        ctx.kvsub = kvsub_create(ctx.pidx, &kc, &st);
+        if (!ctx.kvsub) {
+            fprintf(stderr, "switchyard gateway: KV-event subscriber: %s\n", st_str(st));
+            goto fail;
+        }
+    }
+    if (strcmp(tokenizer, "builtin") == 0) {
+        tok = tok_byte_create();
+        if (!tok)
+            goto oom;
+    } else if (strcmp(tokenizer, "none") != 0) {
+        fprintf(stderr, "switchyard gateway: --tokenizer: builtin or none\n");
+        goto fail;
+    }
+    const chat_tmpl_t *tmpl = chat_tmpl_find(chat_template);
+    if (!tmpl) {
+        fprintf(stderr, "switchyard gateway: --chat-template: unknown '%s' (known: %s)\n",
+                chat_template, chat_tmpl_names());
+        goto fail;
+    }
+    gw_scraper_config_t scfg;
+    gw_scraper_config_default(&scfg);
+    scfg.interval_ms = (uint32_t)scrape_ms;
+    scfg.staleness_ms = (uint32_t)staleness_ms;
+    scfg.health_interval_ms = (uint32_t)health_ms;
+    ctx.scraper = gw_scraper_create(ctx.loop, ctx.client, &scfg);
+    if (!ctx.scraper)
+        goto oom;
+
+    for (size_t i = 0; i < n_endpoint_args; i++) {
+        gw_endpoint_t *ep = sy_calloc(1, sizeof *ep);
+        if (!ep)
+            goto oom;
+        ep->id = (uint32_t)i;
+        snprintf(ep->host, sizeof ep->host, "%s", specs[i].host);
+        ep->port = specs[i].port;
+        snprintf(ep->name, sizeof ep->name, "%s:%d", specs[i].host, specs[i].port);
+        ep->role = specs[i].role;
+        ep->healthy = true; /* until a probe or a request says otherwise */
+        ctx.table.eps[i] = ep;
+        ctx.table.n = i + 1;
+        if (specs[i].model[0]) {
+            ep->models[0] = sy_strdup(specs[i].model);
+            ep->n_models = ep->models[0] ? 1 : 0;
+        } else {
+            ctx.models_pending[i] = true;
+        }
+        int st = ST_OK;
+        ctx.table.ups[i] = http_upstream_create(ctx.client, ep->host, ep->port, &st);
+        if (!ctx.table.ups[i]) {
+            fprintf(stderr, "switchyard gateway: endpoint %s: %s\n", ep->name, st_str(st));
+            goto fail;
+        }
+        if ((st = gw_scraper_add(ctx.scraper, ep)) != ST_OK) {
+            fprintf(stderr, "switchyard gateway: endpoint %s: scraper: %s\n", ep->name,
+                    st_str(st));
+            goto fail;
+        }
+        if (specs[i].kv_events[0] &&
+            (st = kvsub_add_endpoint(ctx.kvsub, ep->id, specs[i].kv_events,
+                                     specs[i].replay[0] ? specs[i].replay : NULL, NULL)) != ST_OK) {
+            fprintf(stderr, "switchyard gateway: endpoint %s: kv-events %s: %s\n", ep->name,
+                    specs[i].kv_events, st_str(st));
+            goto fail;
+        }
+    }
+
+    gw_proxy_config_t pcfg = {
+        .table = &ctx.table,
+        .sched = ctx.sched,
+        .pidx = ctx.pidx,
+        .aidx = ctx.aidx,
+        .tok = tok,
+        .tmpl = tmpl,
+        .block_size = (uint32_t)block_size,
+        .metrics = ctx.reg,
+        .max_retries = (uint32_t)max_retries,
+        .eject_after = (uint32_t)eject_after,
+        .debug_scores = debug_scores,
+        .approx_chunk_chars = ap.chunk_chars,
+    };
+    kvh_none_hash(getenv("PYTHONHASHSEED"), &pcfg.none_hash);
+    ctx.proxy = gw_proxy_create(&pcfg);
+    if (!ctx.proxy)
+        goto oom;
+    metrics_init(&ctx);
+    http_server_config_t hcfg;
+    http_server_config_default(&hcfg);
+    hcfg.max_body_bytes = (size_t)max_body;
+    ctx.srv = http_server_create(ctx.loop, &hcfg, gw_proxy_on_request, ctx.proxy);
+    if (!ctx.srv)
+        goto oom;
+    rc = http_server_listen(ctx.srv, host, (int)port);
+    if (rc != ST_OK) {
+        fprintf(stderr, "switchyard gateway: cannot listen on %s:%llu: %s\n", host,
+                (unsigned long long)port, st_str(rc));
+        goto fail;
+    }
+    ctx.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (ctx.sigfd < 0 || ev_fd_add(ctx.loop, ctx.sigfd, EV_READ, on_signal, &ctx) != ST_OK)
+        goto fail;
+    models_refresh(&ctx);
+    ctx.next_models_ms = ev_now_ms(ctx.loop) + GW_MODELS_REFRESH_MS;
+    ev_timer_add(ctx.loop, GW_TICK_MS, tick, &ctx);
+    sy_info("gateway.start",
+            "addr=%s:%d endpoints=%zu scheduler=%s precise=%s approx=%s kv_events=%s "
+            "block_size=%llu",
+            host, http_server_port(ctx.srv), ctx.table.n, config ? config : scheduler,
+            (needs & GWS_NEEDS_PRECISE) ? "on" : "off", (needs & GWS_NEEDS_APPROX) ? "on" : "off",
+            any_events ? "on" : "off", (unsigned long long)block_size);
+    ev_run(ctx.loop);
+    exit_code = 0;
+    goto cleanup;
+oom:
+    fprintf(stderr, "switchyard gateway: out of memory during start-up\n");
+fail:
+    exit_code = 1;
+cleanup:
+    if (ctx.sigfd >= 0) {
+        ev_fd_del(ctx.loop, ctx.sigfd);
+        close(ctx.sigfd);
+    }
+    http_server_destroy(ctx.srv); /* client exchanges end: their upstream calls are cancelled */
+    gw_proxy_destroy(ctx.proxy);
+    for (size_t i = 0; i < ctx.table.n; i++)
+        if (ctx.models_call[i])
+            http_call_cancel(ctx.models_call[i]);
+    gw_scraper_destroy(ctx.scraper);
+    kvsub_destroy(ctx.kvsub);
+    for (size_t i = 0; i < ctx.table.n; i++) {
+        http_upstream_destroy(ctx.table.ups[i]);
+        gw_endpoint_t *ep = ctx.table.eps[i];
+        for (size_t m = 0; ep && m < ep->n_models; m++)
+            sy_free(ep->models[m]);
+        sy_free(ep);
+        sy_buf_deinit(&ctx.models_body[i]);
+    }
+    http_client_destroy(ctx.client);
+    pidx_destroy(ctx.pidx);
+    aidx_destroy(ctx.aidx);
+    gws_sched_destroy(ctx.sched);
+    tok_destroy(tok);
+    mx_registry_destroy(ctx.reg);
+    ev_loop_destroy(ctx.loop);
+    sy_free(specs);
+    return exit_code;
+}

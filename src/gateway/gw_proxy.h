@@ -1,0 +1,77 @@
+/*
+ * gw_proxy.h - the gateway's data plane: OpenAI API in, the same API out. For each generation
+ * request it parses the body once, computes the prompt's block hashes (precise, with the engine's
+ * own tokenizer and hash chain) and chunk hashes (approximate), asks the scheduler for an
+ * endpoint, forwards the request over a pooled keep-alive upstream connection and streams the
+ * answer back (SSE passed through under backpressure), naming the endpoint in the
+ * `x-switchyard-endpoint` header.
+ *
+ * Exchange state machine (gw_proxy.c, one per proxied request):
+ *   PICK --endpoint chosen--> UPSTREAM (call in flight, nothing sent to the client yet)
+ *   UPSTREAM --connect failure / reset / 5xx before the first byte--> PICK (another endpoint,
+ *            at most max_retries times) or FAILED (503/502 to the client)
+ *   UPSTREAM --response head 200 text/event-stream--> STREAMING --upstream end--> DONE
+ *   UPSTREAM --other response head--> BUFFERING --upstream end--> DONE (response relayed)
+ *   STREAMING --upstream cut--> DONE (in-band error event + [DONE])
+ *   any --client closed--> DONE (upstream call cancelled)
+ * Endpoints are ejected after eject_after consecutive failures; the health prober brings them
+ * back.
+ * Does not: own the endpoint table, the upstreams, the scheduler or the indexes (borrowed).
+ * Thread-safety: event-loop thread only.
+ */
+#ifndef SY_GW_PROXY_H
+#define SY_GW_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/metrics.h"
+#include "engine/chat_tmpl.h"
+#include "engine/kv_hash.h"
+#include "engine/tokenizer.h"
+#include "gateway/approx_index.h"
+#include "gateway/gw_endpoint.h"
+#include "gateway/gw_sched.h"
+#include "gateway/prefix_index.h"
+#include "http/http_client.h"
+#include "http/http_server.h"
+
+typedef struct gw_proxy gw_proxy_t;
+
+/* The endpoint table shared by the gateway's modules (owned by the gateway main). */
+typedef struct gw_table {
+    gw_endpoint_t *eps[GW_MAX_ENDPOINTS]; /* eps[i]->id == i */
+    http_upstream_t *ups[GW_MAX_ENDPOINTS];
+    size_t n;
+} gw_table_t;
+
+typedef struct gw_proxy_config {
+    gw_table_t *table;      /* borrowed */
+    gws_sched_t *sched;     /* borrowed */
+    pidx_t *pidx;           /* borrowed, may be NULL (no KV events configured) */
+    aidx_t *aidx;           /* borrowed */
+    const tok_t *tok;       /* borrowed, may be NULL: no precise hashes */
+    const chat_tmpl_t *tmpl; /* borrowed, with tok */
+    kvh_digest_t none_hash; /* chain seed, from PYTHONHASHSEED like the engines */
+    uint32_t block_size;    /* engines' --block-size */
+    mx_registry_t *metrics; /* borrowed */
+    uint32_t max_retries;   /* other endpoints tried before the first byte, default 2 */
+    uint32_t eject_after;   /* consecutive failures before ejection, default 3 */
+    bool debug_scores;      /* add x-switchyard-scores to responses */
+    size_t approx_chunk_chars; /* 64 */
+} gw_proxy_config_t;
+
+/* Returns an owned proxy (free with gw_proxy_destroy) or NULL. */
+gw_proxy_t *gw_proxy_create(const gw_proxy_config_t *cfg);
+/* Cancels every in-flight upstream call. The HTTP server must be destroyed first (so the client
+ * exchanges are gone) or be destroyed right after. NULL ok. */
+void gw_proxy_destroy(gw_proxy_t *p);
+/* http_on_request_cb; udata is the proxy. */
+void gw_proxy_on_request(http_req_t *req, void *udata);
+/* Proxied requests in flight. */
+size_t gw_proxy_inflight(const gw_proxy_t *p);
+/* While draining, new requests get 503. */
+void gw_proxy_set_draining(gw_proxy_t *p, bool draining);
+
+#endif

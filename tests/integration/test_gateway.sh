@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# test_gateway.sh - `switchyard gateway` in front of four `switchyard engine --sim` processes on
+# 127.0.0.1, with KV events: requests sharing a long prefix land on the endpoint that holds it
+# (confirmed by the engine's cached_tokens), unrelated load spreads, the official openai npm client
+# works through the gateway (streaming too), killing an engine mid-stream ends that stream with an
+# error event and [DONE] while later requests are served elsewhere, and the gateway's /metrics
+# parses with python3-prometheus-client. Bounded waits; every process is cleaned up.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+MODEL=sim/gw
+export PYTHONHASHSEED=0
+N=4
+declare -a EPORT EPID KPORT
+EP_ARGS=()
+for i in $(seq 0 $((N - 1))); do
+    KPORT[$i]=$(sy_free_port)
+    sy_start_engine "e$i" --served-model-name "$MODEL" --sim-speed 10 --log-level warn \
+        --kv-events-config "{\"enable_kv_cache_events\":true,\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:${KPORT[$i]}\",\"topic\":\"kv@e$i@$MODEL\"}"
+    EPORT[$i]=$SY_PORT
+    EPID[$i]=$SY_PID
+    EP_ARGS+=(--endpoint "http://127.0.0.1:${EPORT[$i]},kv-events=tcp://127.0.0.1:${KPORT[$i]}")
+done
+
+GPORT=$(sy_free_port)
+GURL=http://127.0.0.1:$GPORT
+GLOG=$SY_TMP/gateway.log
+sy_bg "$GLOG" "$SY_BIN" gateway --host 127.0.0.1 --port "$GPORT" --scheduler default \
+    "${EP_ARGS[@]}" --log-level info
+GPID=$SY_BG_PID
+sy_wait_until 20 sy_health_ok "$GURL" || sy_fail "gateway did not become healthy" "$(tail -n 30 "$GLOG")"
+sy_ok "gateway healthy in front of $N engines"
+
+# models merged across endpoints
+sy_http GET "$GURL/v1/models"
+sy_assert_status "GET /v1/models through the gateway" 200
+sy_json_check "the engines' model is listed once" "$SY_BODY" \
+    "[m['id'] for m in j['data']].count('$MODEL') == 1"
+
+# ask BODY : POST /v1/completions through the gateway; prints "endpoint cached_tokens"
+ask() { # BODY [TAG] : TAG names the scratch files, so concurrent asks do not share them
+    local out hdr
+    out=$SY_TMP/ask${2:-}.json
+    hdr=$SY_TMP/ask${2:-}.hdr
+    curl -sS --max-time 30 -D "$hdr" -o "$out" "$GURL/v1/completions" \
+        -H 'Content-Type: application/json' -d "$1" || return 1
+    local ep
+    ep=$(tr -d '\r' <"$hdr" | awk -F': ' 'tolower($1)=="x-switchyard-endpoint" {print $2}')
+    "$SY_PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[2], j["usage"]["prompt_tokens_details"]["cached_tokens"])' "$out" "$ep"
+}
+
+PREFIX=$("$SY_PY" -c 'print(("The switchyard sorts freight cars onto tracks by destination. " * 12).strip())')
+first=$(ask "{\"model\":\"$MODEL\",\"prompt\":\"$PREFIX Question one?\",\"max_tokens\":4}")
+EP0=${first% *}
+[ -n "$EP0" ] && sy_ok "first shared-prefix request served by $EP0" || sy_fail "no x-switchyard-endpoint header"
+sleep 0.3 # KV events reach the gateway
+same=0
+hits=0
+for q in two three four five six; do
+    r=$(ask "{\"model\":\"$MODEL\",\"prompt\":\"$PREFIX Question $q?\",\"max_tokens\":4}")
+    [ "${r% *}" == "$EP0" ] && same=$((same + 1))
+    [ "${r#* }" -ge 512 ] && hits=$((hits + 1))
+done
+sy_assert_eq "requests sharing the prefix land on the endpoint that holds it" 5 "$same"
+sy_assert_eq "and the engine reports the prefix as cached (>= 512 tokens)" 5 "$hits"
+
+# unrelated load spreads across endpoints
+declare -A seen
+UPIDS=()
+for i in $(seq 1 24); do
+    (ask "{\"model\":\"$MODEL\",\"prompt\":\"unrelated prompt number $i $RANDOM\",\"max_tokens\":40,\"ignore_eos\":true}" "u$i" >"$SY_TMP/u$i") &
+    UPIDS+=($!)
+done
+wait "${UPIDS[@]}"
+for i in $(seq 1 24); do
+    e=$(cut -d' ' -f1 "$SY_TMP/u$i")
+    [ -n "$e" ] && seen[$e]=1
+done
+[ "${#seen[@]}" -ge 3 ] && sy_ok "24 unrelated requests spread over ${#seen[@]} endpoints" ||
+    sy_not_ok "unrelated requests spread over >= 3 endpoints" "endpoints: ${!seen[*]}"
+
+# the official openai client through the gateway
+NODE_DIR=$SY_SOURCE_DIR/tests/integration/node
+sy_node_deps "$NODE_DIR"
+if node "$NODE_DIR/openai_client.mjs" "$GURL/v1" "$MODEL" >"$SY_TMP/node.txt" 2>&1; then
+    sy_ok "openai npm client through the gateway: $(tail -n 1 "$SY_TMP/node.txt")"
+else
+    sy_not_ok "openai npm client through the gateway" "$(grep -E 'not ok|#' "$SY_TMP/node.txt" | head -n 20)"
+fi
+
+# an engine dies mid-stream: the stream ends with an error event and [DONE]; later requests work
+S=$SY_TMP/stream.txt
+curl -sN --max-time 60 -D "$SY_TMP/stream.hdr" -o "$S" "$GURL/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\":\"$MODEL\",\"prompt\":\"long stream\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}" &
+CURL=$!
+sy_wait_until 10 grep -q '"text"' "$S" || sy_fail "the long stream did not start"
+VICTIM=$(tr -d '\r' <"$SY_TMP/stream.hdr" | awk -F': ' 'tolower($1)=="x-switchyard-endpoint" {print $2}')
+for i in $(seq 0 $((N - 1))); do
+    [ "127.0.0.1:${EPORT[$i]}" == "$VICTIM" ] && kill -KILL "${EPID[$i]}" && VI=$i
+done
+wait "$CURL"
+sy_check "the cut stream ends with an error event" grep -q '"error"' "$S"
+sy_check "the cut stream ends with [DONE]" grep -q 'data: \[DONE\]' "$S"
+ok=0
+for i in $(seq 1 12); do
+    r=$(ask "{\"model\":\"$MODEL\",\"prompt\":\"after the crash $i\",\"max_tokens\":4}") && [ "${r% *}" != "$VICTIM" ] && ok=$((ok + 1))
+done
+sy_assert_eq "12 requests after the crash are all served by live endpoints" 12 "$ok"
+
+# gateway metrics parse with prometheus_client
+curl -sS --max-time 10 -o "$SY_TMP/gm.txt" "$GURL/metrics"
+"$SY_PY" - "$SY_TMP/gm.txt" <<'PYEOF' && sy_ok "gateway /metrics parses with prometheus_client" || sy_not_ok "gateway /metrics parses with prometheus_client"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+names = {f.name for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+need = {"switchyard_gateway_requests", "switchyard_gateway_picks", "switchyard_gateway_scheduling_seconds"}
+sys.exit(0 if need <= names else 1)
+PYEOF
+
+sy_stop_pid "$GPID" 15
+sy_assert_eq "gateway exits 0 on SIGTERM" 0 "$?"
+sy_finish
