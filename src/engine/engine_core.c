@@ -57,6 +57,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "common/thread.h"
 
 #define N_FINISH 5 /* seq_finish_t values */
 
@@ -925,11 +926,8 @@ ecore_t *ecore_create(const ecore_config_t *cfg, int *status)
     if (!c->async)
         goto fail;
     core_update_stats(c);
-    int prc = pthread_create(&c->thread, NULL, core_main, c);
-    if (prc != 0) {
-        rc = -prc;
+    if ((rc = sy_thread_start(&c->thread, core_main, c)) != ST_OK)
         goto fail;
-    }
     c->thread_started = true;
     if (status)
         *status = ST_OK;

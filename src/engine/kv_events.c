@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +39,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "common/thread.h"
 #include "engine/kv_events_int.h"
 
 #define KVE_DEFAULT_ENDPOINT "tcp://*:5557"
@@ -759,14 +759,10 @@ kve_pub_t *kve_create(const kve_config_t *cfg, int *status)
     if ((st = socket_setup(p)) != ST_OK)
         goto fail;
 
-    /* The thread takes no signals: they stay with the threads that handle them. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&p->thread, NULL, pub_thread, p);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        st = -rc;
+    /* the thread takes no signals: they stay with the threads that handle them */
+    int rc = sy_thread_start(&p->thread, pub_thread, p);
+    if (rc != ST_OK) {
+        st = rc;
         goto fail;
     }
     p->thread_started = true;

@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +36,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "common/thread.h"
 #include "engine/kv_hash.h"
 
 #define KVSUB_BURST 256     /* messages drained per socket per poll round */
@@ -658,13 +658,9 @@ kvsub_t *kvsub_create(pidx_t *index, const kvsub_config_t *cfg, int *status)
         st = zmq_status();
         goto fail;
     }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&s->thread, NULL, sub_thread, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        st = -rc;
+    int rc = sy_thread_start(&s->thread, sub_thread, s);
+    if (rc != ST_OK) {
+        st = rc;
         goto fail;
     }
     s->thread_started = true;
