@@ -210,14 +210,9 @@ static bool model_served(const api_t *a, const char *name)
     return false;
 }
 
-/* Parses body as a JSON object and checks its optional "model" against the served names.
- * On ST_OK, *root is owned by the caller (json_decref) and *model is the requested name or NULL
- * (borrowed from *root). Otherwise err is filled and *root is NULL. */
-static int load_request(const api_t *a, const char *body, size_t len, json_t **root,
-                        const char **model, api_err_t *err)
+int api_load_body(const char *body, size_t len, json_t **root, api_err_t *err)
 {
     *root = NULL;
-    *model = NULL;
     if (!sy_utf8_valid(body, len))
         return BAD(NULL, "The request body is not valid UTF-8.");
     json_error_t jerr;
@@ -225,22 +220,42 @@ static int load_request(const api_t *a, const char *body, size_t len, json_t **r
     if (!r)
         return BAD(NULL, "Invalid JSON in request body: %s (line %d, column %d).", jerr.text,
                    jerr.line, jerr.column);
-    int rc;
     if (!json_is_object(r)) {
-        rc = BAD(NULL, "The request body must be a JSON object, got %s.", json_type_name(r));
-        goto fail;
-    }
-    if ((rc = get_str(r, "model", model, NULL, err)) != ST_OK)
-        goto fail;
-    if (*model && !model_served(a, *model)) {
-        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", *model);
-        goto fail;
+        int rc = BAD(NULL, "The request body must be a JSON object, got %s.", json_type_name(r));
+        json_decref(r);
+        return rc;
     }
     *root = r;
     return ST_OK;
-fail:
+}
+
+/* Checks root's optional "model" against the served names. On ST_OK *model is the requested
+ * name or NULL (borrowed from root); otherwise err is filled. */
+static int check_model(const api_t *a, json_t *root, const char **model, api_err_t *err)
+{
     *model = NULL;
-    json_decref(r);
+    int rc = get_str(root, "model", model, NULL, err);
+    if (rc != ST_OK)
+        return rc;
+    if (*model && !model_served(a, *model)) {
+        rc = set_err(err, 404, "NotFoundError", "model", "The model `%s` does not exist.", *model);
+        *model = NULL;
+        return rc;
+    }
+    return ST_OK;
+}
+
+/* api_load_body + check_model, for the routes that take a model but are not generation requests.
+ * On ST_OK *root is owned by the caller. */
+static int load_request(const api_t *a, const char *body, size_t len, json_t **root,
+                        const char **model, api_err_t *err)
+{
+    *model = NULL;
+    int rc = api_load_body(body, len, root, err);
+    if (rc == ST_OK && (rc = check_model(a, *root, model, err)) != ST_OK) {
+        json_decref(*root);
+        *root = NULL;
+    }
     return rc;
 }
 
@@ -248,6 +263,8 @@ fail:
 static int tokenize_into(const api_t *a, const char *text, size_t len, bool add_special,
                          bool parse_special, api_gen_req_t *out, api_err_t *err)
 {
+    if (a->cfg.skip_token_checks)
+        return ST_OK; /* no tokenizer: prompt stays NULL, n_prompt 0 */
     size_t cap = TOK_MAX_TOKENS(len);
     out->prompt = sy_malloc(cap * sizeof(int32_t));
     if (!out->prompt)
@@ -271,7 +288,7 @@ static int parse_token_list(const api_t *a, json_t *arr, const char *param, api_
     out->prompt = sy_malloc((n ? n : 1) * sizeof(int32_t));
     if (!out->prompt)
         return set_err(err, 500, "InternalServerError", NULL, "out of memory");
-    int32_t vocab = tok_vocab_size(a->cfg.tok);
+    int32_t vocab = a->cfg.skip_token_checks ? INT32_MAX : tok_vocab_size(a->cfg.tok);
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_array_get(arr, i);
         if (!json_is_integer(t))
@@ -413,6 +430,11 @@ static int parse_messages(const api_t *a, json_t *root, api_gen_req_t *out, api_
         cm[i].role = json_string_value(role);
         cm[i].content = texts[i].data ? texts[i].data : "";
         cm[i].content_len = texts[i].len;
+    }
+    if (a->cfg.skip_token_checks) { /* no template or tokenizer of that model: structure only */
+        bool unused = false;
+        rc = get_bool(root, "add_special_tokens", &unused, err);
+        goto done;
     }
     const char *terr = NULL;
     rc = chat_tmpl_render(a->cfg.tmpl, cm, n, add_gen, &rendered, &terr);
@@ -569,9 +591,10 @@ static int parse_sampling(const api_t *a, json_t *root, api_gen_req_t *out, api_
     if (!has_max && (rc = get_int(root, "max_tokens", &has_max, &max_tokens, err)) != ST_OK)
         return rc;
     uint32_t ctx = a->cfg.max_model_len;
-    if (out->n_prompt == 0)
+    bool counted = !a->cfg.skip_token_checks || out->prompt; /* prompt length known */
+    if (counted && out->n_prompt == 0)
         return BAD("prompt", "The prompt cannot be empty.");
-    if (out->n_prompt >= ctx)
+    if (counted && out->n_prompt >= ctx)
         return BAD("prompt",
                    "This model's maximum context length is %u tokens. However, your request has "
                    "%u input tokens. Please reduce the length of the input messages.",
@@ -601,12 +624,26 @@ static int parse_sampling(const api_t *a, json_t *root, api_gen_req_t *out, api_
 int api_parse_gen_request(const api_t *a, const char *body, size_t len, api_kind_t kind,
                           api_gen_req_t *out, api_err_t *err)
 {
+    json_t *root = NULL;
+    int rc = api_load_body(body, len, &root, err);
+    if (rc != ST_OK) {
+        memset(out, 0, sizeof *out);
+        out->kind = kind;
+        return rc;
+    }
+    rc = api_parse_gen_json(a, root, kind, out, err);
+    json_decref(root);
+    return rc;
+}
+
+int api_parse_gen_json(const api_t *a, json_t *root, api_kind_t kind, api_gen_req_t *out,
+                       api_err_t *err)
+{
     memset(out, 0, sizeof *out);
     out->kind = kind;
     out->skip_special_tokens = true;
-    json_t *root = NULL;
     const char *model = NULL;
-    int rc = load_request(a, body, len, &root, &model, err);
+    int rc = check_model(a, root, &model, err);
     if (rc != ST_OK)
         return rc;
     out->model = sy_strdup(model ? model : a->cfg.model_names[0]);
@@ -677,10 +714,8 @@ int api_parse_gen_request(const api_t *a, const char *body, size_t len, api_kind
         rc = set_err(err, 500, "InternalServerError", NULL, "out of memory");
         goto fail;
     }
-    json_decref(root);
     return ST_OK;
 fail:
-    json_decref(root);
     api_gen_req_deinit(out);
     out->kind = kind;
     return rc;

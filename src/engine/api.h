@@ -39,6 +39,12 @@ typedef struct api_config {
     const chat_tmpl_t *tmpl;           /* borrowed, static */
     mx_registry_t *metrics;            /* borrowed; rendered at /metrics */
     const char *version;               /* for /version */
+    /* No tokenizer for this model (the gateway in front of engines with another vocabulary):
+     * text prompts and chat messages are checked but neither rendered nor tokenized (the request
+     * comes back with prompt NULL and n_prompt 0, and no prompt-length limit is applied to it);
+     * token-id prompts skip the vocabulary check but keep the length limits. tok and tmpl may
+     * then be NULL. */
+    bool skip_token_checks;
 } api_config_t;
 
 /* Returns owned API state (free with api_destroy) or NULL. cfg is copied (pointers borrowed). */
@@ -87,9 +93,21 @@ typedef struct api_err {
 
 /* Parses and validates a /v1/completions or /v1/chat/completions body against a's config
  * (model names, context length, tokenizer, chat template). ST_OK with *out filled, or ST_INVAL /
- * ST_NOTFOUND / ST_NOMEM with *err filled (out is then empty). Never crashes on any input. */
+ * ST_NOTFOUND / ST_NOMEM with *err filled (out is then empty). Never crashes on any input.
+ * Same as api_load_body followed by api_parse_gen_json. */
 int api_parse_gen_request(const api_t *a, const char *body, size_t len, api_kind_t kind,
                           api_gen_req_t *out, api_err_t *err);
+
+struct json_t; /* jansson */
+/* The first half of api_parse_gen_request, for callers that look at the body themselves (the
+ * gateway picks a model's api_t from the parsed body): UTF-8, JSON syntax, top-level object.
+ * ST_OK with *root owned by the caller (json_decref), or ST_INVAL with *err filled and *root
+ * NULL. Pure; any thread. */
+int api_load_body(const char *body, size_t len, struct json_t **root, api_err_t *err);
+/* The second half: validates an object returned by api_load_body (borrowed, not modified)
+ * against a's config, from the "model" check on. Results as api_parse_gen_request. */
+int api_parse_gen_json(const api_t *a, struct json_t *root, api_kind_t kind, api_gen_req_t *out,
+                       api_err_t *err);
 void api_gen_req_deinit(api_gen_req_t *r);
 
 /* While draining, /health answers 503 and new generation requests get 503. */

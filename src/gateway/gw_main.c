@@ -8,7 +8,10 @@
  *
  * Threads: the main thread runs the event loop (proxy, scraper, prober, models refresh); the
  * KV-event subscriber runs its own thread and writes only into the (locked) precise index.
- * Does not: discover endpoints through DNS or reload on SIGHUP yet (see docs/architecture.md).
+ * Endpoints come from --endpoint arguments and an optional --endpoints-file (gw_endpoints.h),
+ * re-read on SIGHUP: unchanged endpoints keep their state, removed ones drain (never picked,
+ * torn down by the tick once their in-flight requests finish), new ones take free slots.
+ * Does not: discover endpoints through DNS (see docs/architecture.md).
  * Thread-safety: process entry, main thread.
  */
 #include "gateway/gw_main.h"
@@ -31,6 +34,7 @@
 #include "engine/kv_hash.h"
 #include "engine/tokenizer.h"
 #include "gateway/approx_index.h"
+#include "gateway/gw_endpoints.h"
 #include "gateway/gw_proxy.h"
 #include "gateway/gw_sched.h"
 #include "gateway/gw_scrape.h"
@@ -42,15 +46,7 @@
 #define GW_MAX_SPECS 256
 #define GW_TICK_MS 50
 #define GW_MODELS_REFRESH_MS 2000
-
-typedef struct gw_spec {
-    char host[96];
-    int port;
-    gw_role_t role;
-    char kv_events[256];
-    char replay[256];
-    char model[128];
-} gw_spec_t;
+#define GW_MAX_SCRAPERS 8 /* distinct metrics paths */
 
 typedef struct gw_ctx {
     ev_loop_t *loop;
@@ -58,7 +54,17 @@ typedef struct gw_ctx {
     http_client_t *client;
     gw_table_t table;
     gw_proxy_t *proxy;
-    gw_scraper_t *scraper;
+    gw_scraper_config_t scfg;
+    struct {
+        char path[128]; /* "" = the default */
+        gw_scraper_t *s;
+    } scrapers[GW_MAX_SCRAPERS];
+    size_t n_scrapers;
+    gw_scraper_t *scraper_of[GW_MAX_ENDPOINTS]; /* borrowed from scrapers[] */
+    gw_ep_spec_t *spec[GW_MAX_ENDPOINTS];       /* the spec each slot was built from (owned) */
+    const gw_ep_spec_t *flag_specs;             /* --endpoint arguments (fixed across reloads) */
+    size_t n_flag_specs;
+    const char *endpoints_file; /* --endpoints-file, re-read on SIGHUP; NULL = none */
     kvsub_t *kvsub;
     pidx_t *pidx;
     aidx_t *aidx;
@@ -76,72 +82,6 @@ typedef struct gw_ctx {
     bool draining;
     int sigfd;
 } gw_ctx_t;
-
-/* Parses "http://host:port[/...][,key=value...]". ST_OK or ST_INVAL with a message. */
-static int parse_spec(const char *text, gw_spec_t *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof *out);
-    char buf[1024];
-    if (strlen(text) >= sizeof buf) {
-        snprintf(err, errlen, "--endpoint value too long");
-        return ST_INVAL;
-    }
-    snprintf(buf, sizeof buf, "%s", text);
-    char *save = NULL;
-    char *url = strtok_r(buf, ",", &save);
-    if (!url || strncmp(url, "http://", 7) != 0) {
-        snprintf(err, errlen, "--endpoint '%s': expected http://HOST:PORT", text);
-        return ST_INVAL;
-    }
-    char *hp = url + 7;
-    char *slash = strchr(hp, '/');
-    if (slash)
-        *slash = '\0';
-    char *colon = strrchr(hp, ':');
-    long port = colon ? strtol(colon + 1, NULL, 10) : 80;
-    if (colon)
-        *colon = '\0';
-    if (!*hp || strlen(hp) >= sizeof out->host || port <= 0 || port > 65535) {
-        snprintf(err, errlen, "--endpoint '%s': bad host or port", text);
-        return ST_INVAL;
-    }
-    snprintf(out->host, sizeof out->host, "%s", hp);
-    out->port = (int)port;
-    for (char *kv = strtok_r(NULL, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq) {
-            snprintf(err, errlen, "--endpoint '%s': '%s' is not key=value", text, kv);
-            return ST_INVAL;
-        }
-        *eq = '\0';
-        const char *v = eq + 1;
-        if (strcmp(kv, "kv-events") == 0) {
-            snprintf(out->kv_events, sizeof out->kv_events, "%s", v);
-        } else if (strcmp(kv, "replay") == 0) {
-            snprintf(out->replay, sizeof out->replay, "%s", v);
-        } else if (strcmp(kv, "model") == 0) {
-            snprintf(out->model, sizeof out->model, "%s", v);
-        } else if (strcmp(kv, "role") == 0) {
-            if (strcmp(v, "both") == 0)
-                out->role = GW_ROLE_BOTH;
-            else if (strcmp(v, "prefill") == 0)
-                out->role = GW_ROLE_PREFILL;
-            else if (strcmp(v, "decode") == 0)
-                out->role = GW_ROLE_DECODE;
-            else {
-                snprintf(err, errlen, "--endpoint '%s': role must be both, prefill or decode",
-                         text);
-                return ST_INVAL;
-            }
-        } else {
-            snprintf(err, errlen, "--endpoint '%s': unknown key '%s' (kv-events, replay, role, "
-                                  "model)",
-                     text, kv);
-            return ST_INVAL;
-        }
-    }
-    return ST_OK;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* models each endpoint serves, from its /v1/models                                           */
@@ -184,12 +124,21 @@ static void models_on_done(http_call_t *c, int status, bool first_byte, void *ud
     gw_endpoint_t *ep = ctx->table.eps[a->id];
     sy_buf_t *b = &ctx->models_body[a->id];
     ctx->models_call[a->id] = NULL;
+    if (!ep) {
+        sy_buf_reset(b);
+        return;
+    }
     json_t *root = status == ST_OK ? json_loadb(b->data ? b->data : "", b->len, 0, NULL) : NULL;
     json_t *data = json_object_get(root, "data");
     size_t added = 0;
     for (size_t i = 0; i < json_array_size(data) && ep->n_models < GW_MAX_MODELS; i++) {
-        const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
+        json_t *m = json_array_get(data, i);
+        const char *id = json_string_value(json_object_get(m, "id"));
         if (!id || gw_endpoint_serves(ep, id))
+            continue;
+        json_int_t mml = json_integer_value(json_object_get(m, "max_model_len"));
+        if (gw_proxy_add_model(ctx->proxy, id, mml > 0 && mml <= UINT32_MAX ? (uint32_t)mml : 0) !=
+            ST_OK)
             continue;
         ep->models[ep->n_models] = sy_strdup(id);
         if (ep->models[ep->n_models]) {
@@ -209,7 +158,7 @@ static void models_on_done(http_call_t *c, int status, bool first_byte, void *ud
 static void models_refresh(gw_ctx_t *ctx)
 {
     for (size_t i = 0; i < ctx->table.n; i++) {
-        if (!ctx->models_pending[i] || ctx->models_call[i])
+        if (!ctx->table.eps[i] || !ctx->models_pending[i] || ctx->models_call[i])
             continue;
         g_models_args[i] = (models_arg_t){ctx, (uint32_t)i};
         sy_buf_reset(&ctx->models_body[i]);
@@ -217,6 +166,235 @@ static void models_refresh(gw_ctx_t *ctx)
                             &g_models_args[i], &ctx->models_call[i]) != ST_OK)
             ctx->models_call[i] = NULL;
     }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* endpoint lifecycle: add, drain, remove (SIGHUP reload of --endpoints-file)                  */
+
+/* The scraper polling `path` ("" = /metrics), created on first use. NULL on failure. */
+static gw_scraper_t *scraper_for(gw_ctx_t *ctx, const char *path)
+{
+    for (size_t i = 0; i < ctx->n_scrapers; i++)
+        if (strcmp(ctx->scrapers[i].path, path) == 0)
+            return ctx->scrapers[i].s;
+    if (ctx->n_scrapers == GW_MAX_SCRAPERS)
+        return NULL;
+    gw_scraper_config_t c = ctx->scfg;
+    if (path[0])
+        c.metrics_path = path;
+    gw_scraper_t *s = gw_scraper_create(ctx->loop, ctx->client, &c);
+    if (!s)
+        return NULL;
+    snprintf(ctx->scrapers[ctx->n_scrapers].path, sizeof ctx->scrapers[0].path, "%s", path);
+    ctx->scrapers[ctx->n_scrapers++].s = s;
+    return s;
+}
+
+/* Tears slot id down at once: scraper, KV events and index entries, models call, upstream. */
+static void ep_remove(gw_ctx_t *ctx, uint32_t id)
+{
+    gw_endpoint_t *ep = ctx->table.eps[id];
+    if (!ep)
+        return;
+    if (ctx->models_call[id])
+        http_call_cancel(ctx->models_call[id]);
+    ctx->models_call[id] = NULL;
+    ctx->models_pending[id] = false;
+    sy_buf_reset(&ctx->models_body[id]);
+    if (ctx->scraper_of[id])
+        gw_scraper_remove(ctx->scraper_of[id], ep);
+    ctx->scraper_of[id] = NULL;
+    if (ctx->kvsub)
+        kvsub_remove_endpoint(ctx->kvsub, id); /* drops its precise entries */
+    if (ctx->pidx)
+        pidx_clear_endpoint(ctx->pidx, id);
+    if (ctx->aidx)
+        aidx_clear_endpoint(ctx->aidx, id);
+    const char *lv[] = {ep->name};
+    mx_series_t *s = ctx->f_ep_healthy ? mx_series_get(ctx->f_ep_healthy, lv, 1) : NULL;
+    if (s)
+        mx_gauge_set(s, 0);
+    s = ctx->f_ep_inflight ? mx_series_get(ctx->f_ep_inflight, lv, 1) : NULL;
+    if (s)
+        mx_gauge_set(s, 0);
+    http_upstream_destroy(ctx->table.ups[id]);
+    ctx->table.ups[id] = NULL;
+    for (size_t m = 0; m < ep->n_models; m++)
+        sy_free(ep->models[m]);
+    sy_free(ep);
+    sy_free(ctx->spec[id]);
+    ctx->spec[id] = NULL;
+    ctx->table.eps[id] = NULL;
+    ctx->table.draining[id] = false;
+    while (ctx->table.n && !ctx->table.eps[ctx->table.n - 1])
+        ctx->table.n--;
+}
+
+/* Builds an endpoint from spec in the lowest free slot. ST_OK, or an error with err set (nothing
+ * is left behind). Models named in the spec are registered with the proxy when it exists.
+ * Resolves the host name (blocking). */
+static int ep_add(gw_ctx_t *ctx, const gw_ep_spec_t *spec, char *err, size_t errlen)
+{
+    uint32_t id = 0;
+    while (id < GW_MAX_ENDPOINTS && ctx->table.eps[id])
+        id++;
+    if (id == GW_MAX_ENDPOINTS) {
+        snprintf(err, errlen, "endpoint %s:%d: table full (%d)", spec->host, spec->port,
+                 GW_MAX_ENDPOINTS);
+        return ST_LIMIT;
+    }
+    gw_endpoint_t *ep = sy_calloc(1, sizeof *ep);
+    gw_ep_spec_t *copy = sy_malloc(sizeof *copy);
+    if (!ep || !copy) {
+        sy_free(ep);
+        sy_free(copy);
+        snprintf(err, errlen, "out of memory");
+        return ST_NOMEM;
+    }
+    *copy = *spec;
+    ep->id = id;
+    snprintf(ep->host, sizeof ep->host, "%s", spec->host);
+    ep->port = spec->port;
+    snprintf(ep->name, sizeof ep->name, "%s:%d", spec->host, spec->port);
+    ep->role = spec->role;
+    ep->healthy = true; /* until a probe or a request says otherwise */
+    ctx->table.eps[id] = ep;
+    ctx->table.draining[id] = false;
+    ctx->spec[id] = copy;
+    if (id >= ctx->table.n)
+        ctx->table.n = id + 1;
+    int st = ST_OK;
+    for (size_t m = 0; m < spec->n_models && st == ST_OK; m++) {
+        ep->models[m] = sy_strdup(spec->models[m]);
+        st = ep->models[m] ? ST_OK : ST_NOMEM;
+        ep->n_models += ep->models[m] != NULL;
+        if (st == ST_OK && ctx->proxy)
+            st = gw_proxy_add_model(ctx->proxy, spec->models[m], 0);
+    }
+    ctx->models_pending[id] = spec->n_models == 0;
+    if (st != ST_OK) {
+        snprintf(err, errlen, "endpoint %s: models: %s", ep->name, st_str(st));
+        goto fail;
+    }
+    ctx->table.ups[id] = http_upstream_create(ctx->client, ep->host, ep->port, &st);
+    if (!ctx->table.ups[id]) {
+        snprintf(err, errlen, "endpoint %s: %s", ep->name, st_str(st));
+        goto fail;
+    }
+    gw_scraper_t *sc = scraper_for(ctx, spec->metrics_path);
+    if (!sc || (st = gw_scraper_add(sc, ep)) != ST_OK) {
+        snprintf(err, errlen, "endpoint %s: scraper: %s", ep->name,
+                 sc ? st_str(st) : "too many metrics paths");
+        goto fail;
+    }
+    ctx->scraper_of[id] = sc;
+    if (spec->kv_events[0]) {
+        st = ctx->kvsub ? kvsub_add_endpoint(ctx->kvsub, id, spec->kv_events,
+                                             spec->replay[0] ? spec->replay : NULL, NULL)
+                        : ST_INVAL;
+        if (st != ST_OK) {
+            snprintf(err, errlen, "endpoint %s: kv_events %s: %s", ep->name, spec->kv_events,
+                     st_str(st));
+            goto fail;
+        }
+    }
+    return ST_OK;
+fail:
+    ep_remove(ctx, id);
+    return st != ST_OK ? st : ST_INVAL;
+}
+
+/* Startup and reload: the wanted set is the --endpoint arguments plus the file's entries.
+ * ST_OK with *out owned, or an error (duplicate host:port, file error) with err set. */
+static int wanted_specs(gw_ctx_t *ctx, gw_ep_list_t *out, char *err, size_t errlen)
+{
+    gw_ep_list_t file = {0};
+    memset(out, 0, sizeof *out);
+    if (ctx->endpoints_file) {
+        int rc = gw_ep_list_load_file(ctx->endpoints_file, &file, err, errlen);
+        if (rc != ST_OK)
+            return rc;
+    }
+    size_t n = ctx->n_flag_specs + file.n;
+    out->v = n ? sy_calloc(n, sizeof *out->v) : NULL;
+    if (n && !out->v) {
+        gw_ep_list_deinit(&file);
+        snprintf(err, errlen, "out of memory");
+        return ST_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const gw_ep_spec_t *sp =
+            i < ctx->n_flag_specs ? &ctx->flag_specs[i] : &file.v[i - ctx->n_flag_specs];
+        for (size_t j = 0; j < out->n; j++) {
+            if (strcmp(out->v[j].host, sp->host) == 0 && out->v[j].port == sp->port) {
+                snprintf(err, errlen, "endpoint %s:%d is given twice", sp->host, sp->port);
+                gw_ep_list_deinit(&file);
+                gw_ep_list_deinit(out);
+                return ST_INVAL;
+            }
+        }
+        out->v[out->n++] = *sp;
+    }
+    gw_ep_list_deinit(&file);
+    return ST_OK;
+}
+
+/* SIGHUP: re-reads --endpoints-file; keeps unchanged endpoints (and their state), drains the ones
+ * no longer listed (tick removes them once their in-flight requests finish), adds new ones. A
+ * config error keeps the current set. */
+static void reload(gw_ctx_t *ctx)
+{
+    if (!ctx->endpoints_file) {
+        sy_warn("gateway.reload_skipped", "msg=\"SIGHUP without --endpoints-file\"");
+        return;
+    }
+    char err[512];
+    gw_ep_list_t want;
+    int rc = wanted_specs(ctx, &want, err, sizeof err);
+    if (rc == ST_OK && want.n == 0) {
+        snprintf(err, sizeof err, "no endpoints left");
+        rc = ST_INVAL;
+        gw_ep_list_deinit(&want);
+    }
+    if (rc != ST_OK) {
+        sy_error("gateway.reload_failed", "file=\"%s\" error=\"%s\" kept=%zu", ctx->endpoints_file,
+                 err, ctx->table.n);
+        return;
+    }
+    size_t kept = 0, added = 0, removed = 0, failed = 0;
+    bool matched[GW_SPEC_MAX + GW_MAX_SPECS] = {0};
+    for (size_t i = 0; i < ctx->table.n; i++) {
+        if (!ctx->table.eps[i])
+            continue;
+        bool found = false;
+        for (size_t j = 0; j < want.n && !found; j++)
+            if (!matched[j] && gw_ep_spec_equal(ctx->spec[i], &want.v[j]))
+                found = matched[j] = true;
+        if (found) {
+            ctx->table.draining[i] = false; /* also takes back one that was draining */
+            kept++;
+        } else if (!ctx->table.draining[i]) {
+            ctx->table.draining[i] = true;
+            removed++;
+            sy_info("gateway.endpoint_draining", "endpoint=%s inflight=%u", ctx->table.eps[i]->name,
+                    ctx->table.eps[i]->inflight_requests);
+        }
+    }
+    for (size_t j = 0; j < want.n; j++) {
+        if (matched[j])
+            continue;
+        if (ep_add(ctx, &want.v[j], err, sizeof err) == ST_OK) {
+            added++;
+            sy_info("gateway.endpoint_added", "endpoint=%s:%d", want.v[j].host, want.v[j].port);
+        } else {
+            failed++;
+            sy_error("gateway.endpoint_add_failed", "error=\"%s\"", err);
+        }
+    }
+    gw_ep_list_deinit(&want);
+    models_refresh(ctx);
+    sy_info("gateway.reload", "file=\"%s\" kept=%zu added=%zu removed=%zu failed=%zu",
+            ctx->endpoints_file, kept, added, removed, failed);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -229,12 +407,20 @@ static void tick(ev_loop_t *loop, uint64_t id, void *udata)
     uint64_t now = ev_now_ms(loop);
     for (size_t i = 0; i < ctx->table.n; i++) {
         gw_endpoint_t *ep = ctx->table.eps[i];
+        if (!ep)
+            continue;
+        if (ctx->table.draining[i] && ep->inflight_requests == 0) {
+            sy_info("gateway.endpoint_removed", "endpoint=%s id=%zu", ep->name, i);
+            ep_remove(ctx, (uint32_t)i);
+            continue;
+        }
         if (ctx->kvsub)
             ep->kv_index_stale = kvsub_is_stale(ctx->kvsub, ep->id);
         if (ctx->aidx && ep->m.num_blocks && ctx->approx_chunk_chars)
             aidx_set_capacity(ctx->aidx, ep->id,
-                              (size_t)ep->m.num_blocks * (ep->m.block_size ? ep->m.block_size : 16) *
-                                  4 / ctx->approx_chunk_chars);
+                              (size_t)ep->m.num_blocks *
+                                  (ep->m.block_size ? ep->m.block_size : 16) * 4 /
+                                  ctx->approx_chunk_chars);
     }
     if (now >= ctx->next_models_ms) {
         models_refresh(ctx);
@@ -259,6 +445,8 @@ static void collect(void *udata)
     gw_ctx_t *ctx = udata;
     for (size_t i = 0; i < ctx->table.n; i++) {
         gw_endpoint_t *ep = ctx->table.eps[i];
+        if (!ep)
+            continue;
         const char *lv[] = {ep->name};
         mx_series_t *s = mx_series_get(ctx->f_ep_healthy, lv, 1);
         if (s)
@@ -287,13 +475,12 @@ static void metrics_init(gw_ctx_t *ctx)
 {
     static const char *l_ep[] = {"endpoint"};
     static const char *l_kind[] = {"index"};
-    ctx->f_ep_healthy = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_endpoint_up",
-                                         "1 when the endpoint is healthy and not ejected.", l_ep,
-                                         1, NULL, 0);
-    ctx->f_ep_inflight = mx_family_create(ctx->reg, MX_GAUGE,
-                                          "switchyard_gateway_endpoint_inflight_requests",
-                                          "Requests the gateway has in flight on the endpoint.",
-                                          l_ep, 1, NULL, 0);
+    ctx->f_ep_healthy =
+        mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_endpoint_up",
+                         "1 when the endpoint is healthy and not ejected.", l_ep, 1, NULL, 0);
+    ctx->f_ep_inflight =
+        mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_endpoint_inflight_requests",
+                         "Requests the gateway has in flight on the endpoint.", l_ep, 1, NULL, 0);
     ctx->f_ep_lag = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_kv_event_lag_seconds",
                                      "Arrival time minus the engine timestamp of the last KV "
                                      "event batch.",
@@ -309,6 +496,11 @@ static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
     gw_ctx_t *ctx = udata;
     struct signalfd_siginfo si;
     while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            if (!ctx->draining)
+                reload(ctx);
+            continue;
+        }
         if (ctx->draining) {
             ev_stop(loop);
             return;
@@ -327,7 +519,7 @@ static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
 int gateway_main(int argc, char **argv)
 {
     const char *host = "0.0.0.0", *scheduler = "default", *config = NULL, *log_level = NULL;
-    const char *tokenizer = "builtin", *chat_template = "chatml";
+    const char *tokenizer = "builtin", *chat_template = "chatml", *endpoints_file = NULL;
     uint64_t port = 8080, block_size = 16, max_retries = 2, eject_after = 3;
     uint64_t scrape_ms = 50, staleness_ms = 1000, health_ms = 1000, index_blocks = 4000000;
     uint64_t max_body = 32u << 20;
@@ -358,6 +550,10 @@ int gateway_main(int argc, char **argv)
         {"port", "PORT", CLI_UINT, &port, "HTTP port", "8080"},
         {"endpoint", "URL[,kv-events=ZMQ][,replay=ZMQ][,role=R][,model=M]", CLI_STRING, NULL,
          "a model server (repeat for each); models are read from its /v1/models", NULL},
+        {"endpoints-file", "FILE", CLI_STRING, &endpoints_file,
+         "YAML list of endpoints (url, models, role, kv_events, replay, metrics_path), re-read "
+         "on SIGHUP",
+         NULL},
         {"scheduler", "NAME", CLI_STRING, &scheduler,
          "built-in scheduler: round-robin, random, load, prefix-approx, prefix-precise, default",
          "default"},
@@ -428,19 +624,19 @@ int gateway_main(int argc, char **argv)
         }
         sy_log_set_level((sy_log_level_t)lvl);
     }
-    if (n_endpoint_args == 0) {
-        fprintf(stderr, "switchyard gateway: no --endpoint given\n");
+    if (n_endpoint_args == 0 && !endpoints_file) {
+        fprintf(stderr, "switchyard gateway: no --endpoint or --endpoints-file given\n");
         return 2;
     }
     if (port > 65535 || block_size == 0 || block_size > 1024 || n_endpoint_args > GW_MAX_SPECS) {
         fprintf(stderr, "switchyard gateway: an option is out of range\n");
         return 2;
     }
-    gw_spec_t *specs = sy_calloc(n_endpoint_args, sizeof *specs);
+    gw_ep_spec_t *specs = sy_calloc(n_endpoint_args ? n_endpoint_args : 1, sizeof *specs);
     if (!specs)
         return 1;
     for (size_t i = 0; i < n_endpoint_args; i++) {
-        if (parse_spec(endpoint_args[i], &specs[i], err, sizeof err) != ST_OK) {
+        if (gw_ep_spec_parse_arg(endpoint_args[i], &specs[i], err, sizeof err) != ST_OK) {
             fprintf(stderr, "switchyard gateway: %s\n", err);
             sy_free(specs);
             return 2;
@@ -450,6 +646,10 @@ int gateway_main(int argc, char **argv)
     gw_ctx_t ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.sigfd = -1;
+    ctx.flag_specs = specs;
+    ctx.n_flag_specs = n_endpoint_args;
+    ctx.endpoints_file = endpoints_file;
+    gw_ep_list_t want = {0};
     ctx.drain_timeout = drain_timeout;
     ctx.block_size = (uint32_t)block_size;
     tok_t *tok = NULL;
@@ -458,22 +658,32 @@ int gateway_main(int argc, char **argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
 
     rc = config ? gws_config_load_file(config, &ctx.sched, err, sizeof err)
                 : gws_config_builtin(scheduler, &ctx.sched, err, sizeof err);
     if (rc != ST_OK) {
-        fprintf(stderr, "switchyard gateway: scheduler %s: %s\n", config ? config : scheduler,
-                err);
+        fprintf(stderr, "switchyard gateway: scheduler %s: %s\n", config ? config : scheduler, err);
         goto fail;
     }
     gws_approx_params_t ap;
     gws_sched_approx_params(ctx.sched, &ap);
     ctx.approx_chunk_chars = ap.chunk_chars;
     unsigned needs = gws_sched_needs(ctx.sched);
-    bool any_events = false;
-    for (size_t i = 0; i < n_endpoint_args; i++)
-        any_events |= specs[i].kv_events[0] != '\0';
+    rc = wanted_specs(&ctx, &want, err, sizeof err);
+    if (rc == ST_OK && want.n == 0) {
+        snprintf(err, sizeof err, "no endpoints");
+        rc = ST_INVAL;
+    }
+    if (rc != ST_OK) {
+        fprintf(stderr, "switchyard gateway: %s\n", err);
+        goto fail;
+    }
+    /* a reloadable file may add KV-event endpoints later: subscribe-ready from the start */
+    bool any_events = endpoints_file != NULL;
+    for (size_t i = 0; i < want.n; i++)
+        any_events |= want.v[i].kv_events[0] != '\0';
 
     ctx.loop = ev_loop_create();
     ctx.reg = mx_registry_create();
@@ -512,49 +722,13 @@ int gateway_main(int argc, char **argv)
                 chat_template, chat_tmpl_names());
         goto fail;
     }
-    gw_scraper_config_t scfg;
-    gw_scraper_config_default(&scfg);
-    scfg.interval_ms = (uint32_t)scrape_ms;
-    scfg.staleness_ms = (uint32_t)staleness_ms;
-    scfg.health_interval_ms = (uint32_t)health_ms;
-    ctx.scraper = gw_scraper_create(ctx.loop, ctx.client, &scfg);
-    if (!ctx.scraper)
-        goto oom;
-
-    for (size_t i = 0; i < n_endpoint_args; i++) {
-        gw_endpoint_t *ep = sy_calloc(1, sizeof *ep);
-        if (!ep)
-            goto oom;
-        ep->id = (uint32_t)i;
-        snprintf(ep->host, sizeof ep->host, "%s", specs[i].host);
-        ep->port = specs[i].port;
-        snprintf(ep->name, sizeof ep->name, "%s:%d", specs[i].host, specs[i].port);
-        ep->role = specs[i].role;
-        ep->healthy = true; /* until a probe or a request says otherwise */
-        ctx.table.eps[i] = ep;
-        ctx.table.n = i + 1;
-        if (specs[i].model[0]) {
-            ep->models[0] = sy_strdup(specs[i].model);
-            ep->n_models = ep->models[0] ? 1 : 0;
-        } else {
-            ctx.models_pending[i] = true;
-        }
-        int st = ST_OK;
-        ctx.table.ups[i] = http_upstream_create(ctx.client, ep->host, ep->port, &st);
-        if (!ctx.table.ups[i]) {
-            fprintf(stderr, "switchyard gateway: endpoint %s: %s\n", ep->name, st_str(st));
-            goto fail;
-        }
-        if ((st = gw_scraper_add(ctx.scraper, ep)) != ST_OK) {
-            fprintf(stderr, "switchyard gateway: endpoint %s: scraper: %s\n", ep->name,
-                    st_str(st));
-            goto fail;
-        }
-        if (specs[i].kv_events[0] &&
-            (st = kvsub_add_endpoint(ctx.kvsub, ep->id, specs[i].kv_events,
-                                     specs[i].replay[0] ? specs[i].replay : NULL, NULL)) != ST_OK) {
-            fprintf(stderr, "switchyard gateway: endpoint %s: kv-events %s: %s\n", ep->name,
-                    specs[i].kv_events, st_str(st));
+    gw_scraper_config_default(&ctx.scfg);
+    ctx.scfg.interval_ms = (uint32_t)scrape_ms;
+    ctx.scfg.staleness_ms = (uint32_t)staleness_ms;
+    ctx.scfg.health_interval_ms = (uint32_t)health_ms;
+    for (size_t i = 0; i < want.n; i++) {
+        if ((rc = ep_add(&ctx, &want.v[i], err, sizeof err)) != ST_OK) {
+            fprintf(stderr, "switchyard gateway: %s\n", err);
             goto fail;
         }
     }
@@ -577,6 +751,10 @@ int gateway_main(int argc, char **argv)
     ctx.proxy = gw_proxy_create(&pcfg);
     if (!ctx.proxy)
         goto oom;
+    for (size_t i = 0; i < ctx.table.n; i++) /* models given in the specs */
+        for (size_t m = 0; m < ctx.table.eps[i]->n_models; m++)
+            if (gw_proxy_add_model(ctx.proxy, ctx.table.eps[i]->models[m], 0) != ST_OK)
+                goto oom;
     metrics_init(&ctx);
     http_server_config_t hcfg;
     http_server_config_default(&hcfg);
@@ -597,11 +775,12 @@ int gateway_main(int argc, char **argv)
     ctx.next_models_ms = ev_now_ms(ctx.loop) + GW_MODELS_REFRESH_MS;
     ev_timer_add(ctx.loop, GW_TICK_MS, tick, &ctx);
     sy_info("gateway.start",
-            "addr=%s:%d endpoints=%zu scheduler=%s precise=%s approx=%s kv_events=%s "
+            "addr=%s:%d endpoints=%zu file=%s scheduler=%s precise=%s approx=%s kv_events=%s "
             "block_size=%llu",
-            host, http_server_port(ctx.srv), ctx.table.n, config ? config : scheduler,
-            (needs & GWS_NEEDS_PRECISE) ? "on" : "off", (needs & GWS_NEEDS_APPROX) ? "on" : "off",
-            any_events ? "on" : "off", (unsigned long long)block_size);
+            host, http_server_port(ctx.srv), ctx.table.n, endpoints_file ? endpoints_file : "none",
+            config ? config : scheduler, (needs & GWS_NEEDS_PRECISE) ? "on" : "off",
+            (needs & GWS_NEEDS_APPROX) ? "on" : "off", any_events ? "on" : "off",
+            (unsigned long long)block_size);
     ev_run(ctx.loop);
     exit_code = 0;
     goto cleanup;
@@ -616,19 +795,13 @@ cleanup:
     }
     http_server_destroy(ctx.srv); /* client exchanges end: their upstream calls are cancelled */
     gw_proxy_destroy(ctx.proxy);
-    for (size_t i = 0; i < ctx.table.n; i++)
-        if (ctx.models_call[i])
-            http_call_cancel(ctx.models_call[i]);
-    gw_scraper_destroy(ctx.scraper);
+    while (ctx.table.n) /* endpoints first: they unregister from the scrapers and kvsub */
+        ep_remove(&ctx, (uint32_t)(ctx.table.n - 1));
+    for (size_t i = 0; i < ctx.n_scrapers; i++)
+        gw_scraper_destroy(ctx.scrapers[i].s);
     kvsub_destroy(ctx.kvsub);
-    for (size_t i = 0; i < ctx.table.n; i++) {
-        http_upstream_destroy(ctx.table.ups[i]);
-        gw_endpoint_t *ep = ctx.table.eps[i];
-        for (size_t m = 0; ep && m < ep->n_models; m++)
-            sy_free(ep->models[m]);
-        sy_free(ep);
+    for (size_t i = 0; i < GW_MAX_ENDPOINTS; i++)
         sy_buf_deinit(&ctx.models_body[i]);
-    }
     http_client_destroy(ctx.client);
     pidx_destroy(ctx.pidx);
     aidx_destroy(ctx.aidx);
@@ -636,6 +809,7 @@ cleanup:
     tok_destroy(tok);
     mx_registry_destroy(ctx.reg);
     ev_loop_destroy(ctx.loop);
+    gw_ep_list_deinit(&want);
     sy_free(specs);
     return exit_code;
 }

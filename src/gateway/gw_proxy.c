@@ -1,11 +1,12 @@
 /*
  * gw_proxy.c - the gateway's data plane (see gw_proxy.h for the exchange state machine).
  *
- * Per generation request: the body is parsed once (jansson); the prompt text is extracted
- * (completions: the prompt string; chat: the rendered chat template, or the concatenated message
- * contents when no template applies); precise block hashes come from the engine's tokenizer and
- * hash chain (kvh_chain_low64), approximate chunk hashes from aidx_hash_prompt; the scheduler
- * picks; the body is forwarded unchanged. Responses are relayed: SSE chunk by chunk as the
+ * Per generation request (gw_proxy_prepare, gw_proxy_int.h): the body is parsed once
+ * (api_load_body) and validated by the engine's validator (api_parse_gen_json) on the api_t of the
+ * requested model, so every refusal is the engine's own answer and no endpoint is touched; the
+ * validated prompt's token ids give the precise block hashes (kvh_chain_low64), the prompt text
+ * the approximate chunk hashes (aidx_hash_prompt); the scheduler picks; the body is forwarded
+ * unchanged. Responses are relayed: SSE chunk by chunk as the
  * upstream produces them (pausing the upstream read while the client's queue is over its
  * high-water mark), other responses whole.
  * Thread-safety: event-loop thread only.
@@ -22,10 +23,10 @@
 #include "common/ev.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "gateway/gw_proxy_int.h"
 
-#define GW_MAX_HASHES 4096        /* precise blocks considered per request (64k tokens of 16) */
-#define GW_MAX_CHUNKS 256         /* approximate chunks (llm-d's maxPrefixBlocks) */
 #define GW_MAX_RESPONSE (64u << 20) /* largest non-streaming upstream body relayed */
+#define GW_MAX_VALIDATORS 256       /* distinct served model names */
 
 typedef enum gwx_state {
     GWX_PICK = 0,
@@ -41,29 +42,32 @@ typedef struct gwx {
     gwx_state_t state;
     gw_endpoint_t *ep; /* current endpoint */
     char path[64];
-    json_t *root; /* parsed body (owned) */
     sy_slice_t body;
-    char *model;    /* owned */
-    uint32_t est_tokens;
-    uint64_t *hashes; /* precise block hashes (owned) */
-    size_t n_hashes;
-    uint64_t chunks[GW_MAX_CHUNKS];
-    size_t n_chunks;
+    gw_prep_t q; /* model, estimated tokens, hashes (owned) */
     uint8_t tried[GW_MAX_ENDPOINTS / 8];
     uint32_t attempts;
-    int status;           /* upstream status */
-    sy_buf_t resp;        /* buffered non-stream body, or the SSE tail kept for usage parsing */
-    sy_buf_t decision;    /* debug: the scheduler's decision as JSON (x-switchyard-decision) */
+    int status;        /* upstream status */
+    sy_buf_t resp;     /* buffered non-stream body, or the SSE tail kept for usage parsing */
+    sy_buf_t decision; /* debug: the scheduler's decision as JSON (x-switchyard-decision) */
     char ctype[96];
     uint64_t start_ns, first_byte_ns;
     uint32_t predicted_cached_blocks, best_cached_blocks;
     int64_t delivered_cached; /* -1 unknown */
-    bool stream;
     struct gwx *prev, *next;
 } gwx_t;
 
+/* One served model name and the engine's validator for it (its context length). */
+typedef struct gw_model {
+    char *name;             /* owned */
+    const char *names[1];   /* {name}, for api_config_t */
+    uint32_t max_model_len; /* 0 = unknown: no context limit */
+    api_t *api;             /* owned */
+} gw_model_t;
+
 struct gw_proxy {
     gw_proxy_config_t cfg;
+    gw_model_t models[GW_MAX_VALIDATORS];
+    size_t n_models;
     bool draining;
     size_t inflight;
     gwx_t *list;
@@ -78,7 +82,7 @@ struct gw_proxy {
 };
 
 static const double k_lat_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
-                                       0.5,   0.75,  1,    2.5,  5,    7.5,  10,   20,   40};
+                                       0.5,   0.75,  1,    2.5,  5,    7.5,  10,   20,  40};
 static const double k_us_buckets[] = {1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3};
 
 /* ------------------------------------------------------------------------------------------ */
@@ -106,9 +110,9 @@ static void metrics_init(gw_proxy_t *p)
     p->f_retries = mx_family_create(r, MX_COUNTER, "switchyard_gateway_retries",
                                     "Requests retried on another endpoint before the first byte.",
                                     NULL, 0, NULL, 0);
-    p->f_ejections = mx_family_create(r, MX_COUNTER, "switchyard_gateway_ejections",
-                                      "Endpoints ejected after consecutive failures.", NULL, 0,
-                                      NULL, 0);
+    p->f_ejections =
+        mx_family_create(r, MX_COUNTER, "switchyard_gateway_ejections",
+                         "Endpoints ejected after consecutive failures.", NULL, 0, NULL, 0);
     p->f_regret = mx_family_create(
         r, MX_COUNTER, "switchyard_gateway_cached_tokens",
         "Routing regret: prompt tokens cached on the best endpoint (available), on the chosen "
@@ -158,11 +162,9 @@ static void gwx_free(gwx_t *x)
         if (x->ep->inflight_requests)
             x->ep->inflight_requests--;
         x->ep->inflight_tokens =
-            x->ep->inflight_tokens > x->est_tokens ? x->ep->inflight_tokens - x->est_tokens : 0;
+            x->ep->inflight_tokens > x->q.est_tokens ? x->ep->inflight_tokens - x->q.est_tokens : 0;
     }
-    json_decref(x->root);
-    sy_free(x->model);
-    sy_free(x->hashes);
+    gw_prep_deinit(&x->q);
     sy_buf_deinit(&x->resp);
     sy_buf_deinit(&x->decision);
     sy_free(x);
@@ -177,6 +179,10 @@ void gw_proxy_destroy(gw_proxy_t *p)
         if (x->call)
             http_call_cancel(x->call);
         gwx_free(x);
+    }
+    for (size_t i = 0; i < p->n_models; i++) {
+        api_destroy(p->models[i].api);
+        sy_free(p->models[i].name);
     }
     sy_buf_deinit(&p->out);
     sy_free(p);
@@ -341,7 +347,7 @@ static void up_on_data(http_call_t *c, const char *data, size_t len, void *udata
 static void finish_metrics(gwx_t *x, int status)
 {
     gw_proxy_t *p = x->p;
-    count_request(p, x->model, status);
+    count_request(p, x->q.model, status);
     mx_series_t *e = mx_series_get(p->f_e2e, NULL, 0);
     if (e)
         mx_hist_observe(e, (double)(sy_mono_ns() - x->start_ns) / 1e9);
@@ -370,8 +376,8 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
             mx_counter_inc(p->s_retries);
             if (x->ep->inflight_requests)
                 x->ep->inflight_requests--;
-            x->ep->inflight_tokens = x->ep->inflight_tokens > x->est_tokens
-                                         ? x->ep->inflight_tokens - x->est_tokens
+            x->ep->inflight_tokens = x->ep->inflight_tokens > x->q.est_tokens
+                                         ? x->ep->inflight_tokens - x->q.est_tokens
                                          : 0;
             x->ep = NULL;
             x->state = GWX_PICK;
@@ -381,7 +387,7 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
         }
         if (upstream_5xx)
             goto relay; /* out of endpoints: relay the last upstream error as it is */
-        answer_error(p, x->req, x->model, 502, "BadGateway",
+        answer_error(p, x->req, x->q.model, 502, "BadGateway",
                      "No endpoint could serve the request (all attempts failed).", NULL);
         gwx_free(x);
         return;
@@ -406,7 +412,7 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
     }
     if (status != ST_OK) {
         ep_failure(p, x->ep, status);
-        answer_error(p, x->req, x->model, 502, "BadGateway",
+        answer_error(p, x->req, x->q.model, 502, "BadGateway",
                      "The model server failed while sending the response.", NULL);
         gwx_free(x);
         return;
@@ -435,19 +441,19 @@ static void start_attempt(gwx_t *x)
     size_t n = 0;
     for (size_t i = 0; i < t->n; i++) {
         gw_endpoint_t *ep = t->eps[i];
-        if (!ep || (x->tried[i / 8] & (1u << (i % 8))))
+        if (!ep || t->draining[i] || (x->tried[i / 8] & (1u << (i % 8))))
             continue;
         cand[n++] = ep;
     }
     uint64_t t0 = sy_mono_ns();
     gws_request_t r;
     memset(&r, 0, sizeof r);
-    r.model = x->model;
-    r.block_hashes = x->hashes;
-    r.n_block_hashes = x->n_hashes;
-    r.chunk_hashes = x->chunks;
-    r.n_chunk_hashes = x->n_chunks;
-    r.prompt_tokens = x->est_tokens;
+    r.model = x->q.model;
+    r.block_hashes = x->q.hashes;
+    r.n_block_hashes = x->q.n_hashes;
+    r.chunk_hashes = x->q.chunks;
+    r.n_chunk_hashes = x->q.n_chunks;
+    r.prompt_tokens = x->q.est_tokens;
     char session[128];
     sy_slice_t sess;
     if (http_req_header(x->req, "x-session-token", &sess) && sess.len < sizeof session) {
@@ -456,12 +462,12 @@ static void start_attempt(gwx_t *x)
         r.session = session;
     }
     gw_endpoint_t *ep = NULL;
-    if (n > 0 && gws_pick(p->cfg.sched, NULL, &r, cand, n, p->cfg.pidx, p->cfg.aidx,
-                          &p->decision) == ST_OK)
+    if (n > 0 &&
+        gws_pick(p->cfg.sched, NULL, &r, cand, n, p->cfg.pidx, p->cfg.aidx, &p->decision) == ST_OK)
         ep = p->decision.endpoint;
     mx_hist_observe(p->s_decision, (double)(sy_mono_ns() - t0) / 1e9);
     if (!ep) {
-        answer_error(p, x->req, x->model, 503, "ServiceUnavailable",
+        answer_error(p, x->req, x->q.model, 503, "ServiceUnavailable",
                      x->attempts ? "No other endpoint is available for this model."
                                  : "No endpoint is available for this model.",
                      "Retry-After: 1\r\n");
@@ -476,18 +482,19 @@ static void start_attempt(gwx_t *x)
     x->tried[ep->id / 8] |= (uint8_t)(1u << (ep->id % 8));
     x->attempts++;
     /* routing regret in blocks (precise) or chunks of about one block (approximate) */
-    bool precise = x->n_hashes && p->cfg.pidx;
+    bool precise = x->q.n_hashes && p->cfg.pidx;
     x->predicted_cached_blocks =
         precise ? p->decision.cached_blocks_chosen : p->decision.cached_chunks_chosen;
-    x->best_cached_blocks = precise ? p->decision.cached_blocks_best : p->decision.cached_chunks_best;
+    x->best_cached_blocks =
+        precise ? p->decision.cached_blocks_best : p->decision.cached_chunks_best;
     ep->inflight_requests++;
-    ep->inflight_tokens += x->est_tokens;
+    ep->inflight_tokens += x->q.est_tokens;
     const char *lv[] = {ep->name};
     mx_series_t *s = mx_series_get(p->f_picks, lv, 1);
     if (s)
         mx_counter_inc(s);
-    if (p->cfg.aidx && x->n_chunks)
-        aidx_record(p->cfg.aidx, ep->id, x->chunks, x->n_chunks);
+    if (p->cfg.aidx && x->q.n_chunks)
+        aidx_record(p->cfg.aidx, ep->id, x->q.chunks, x->q.n_chunks);
 
     char hdrs[320];
     sy_slice_t rid;
@@ -510,8 +517,7 @@ static void prompt_text(json_t *root, bool chat, sy_buf_t *out)
 {
     if (!chat) {
         json_t *pr = json_object_get(root, "prompt");
-        if (json_is_array(pr) && json_array_size(pr) == 1 &&
-            json_is_string(json_array_get(pr, 0)))
+        if (json_is_array(pr) && json_array_size(pr) == 1 && json_is_string(json_array_get(pr, 0)))
             pr = json_array_get(pr, 0);
         if (json_is_string(pr))
             sy_buf_append(out, json_string_value(pr), json_string_length(pr));
@@ -535,60 +541,143 @@ static void prompt_text(json_t *root, bool chat, sy_buf_t *out)
     }
 }
 
-/* Tokenizes like the engine (completions: BOS + text; chat: rendered template, specials parsed)
- * and computes the precise block hashes. Leaves n_hashes 0 when it cannot. */
-static void precise_hashes(gw_proxy_t *p, gwx_t *x, bool chat, const sy_buf_t *text)
+/* ------------------------------------------------------------------------------------------ */
+/* validators per served model                                                                 */
+
+static api_t *model_api_create(gw_proxy_t *p, gw_model_t *m)
 {
-    if (!p->cfg.tok || !p->cfg.pidx)
+    api_config_t ac = {
+        .model_names = m->names,
+        .n_model_names = 1,
+        .max_model_len = m->max_model_len ? m->max_model_len : UINT32_MAX,
+        .tok = p->cfg.tok,
+        .tmpl = p->cfg.tmpl,
+        .version = "gateway",
+        .skip_token_checks = p->cfg.tok == NULL || p->cfg.tmpl == NULL,
+    };
+    return api_create(&ac);
+}
+
+int gw_proxy_add_model(gw_proxy_t *p, const char *name, uint32_t max_model_len)
+{
+    gw_model_t *m = NULL;
+    for (size_t i = 0; i < p->n_models && !m; i++)
+        if (strcmp(p->models[i].name, name) == 0)
+            m = &p->models[i];
+    if (m) {
+        bool smaller = max_model_len && (!m->max_model_len || max_model_len < m->max_model_len);
+        if (!smaller)
+            return ST_OK;
+        gw_model_t nm = *m;
+        nm.max_model_len = max_model_len;
+        api_t *api = model_api_create(p, &nm);
+        if (!api)
+            return ST_NOMEM;
+        api_destroy(m->api);
+        m->api = api;
+        m->max_model_len = max_model_len;
+        return ST_OK;
+    }
+    if (p->n_models == GW_MAX_VALIDATORS)
+        return ST_LIMIT;
+    m = &p->models[p->n_models];
+    m->name = sy_strdup(name);
+    m->names[0] = m->name;
+    m->max_model_len = max_model_len;
+    m->api = m->name ? model_api_create(p, m) : NULL;
+    if (!m->api) {
+        sy_free(m->name);
+        memset(m, 0, sizeof *m);
+        return ST_NOMEM;
+    }
+    p->n_models++;
+    return ST_OK;
+}
+
+/* The validator for the body's "model": its own when served, else the first one (which then
+ * answers as the engine does: 404 for an unknown name, 400 for a non-string). NULL when no model
+ * is known yet. */
+static const gw_model_t *model_for(const gw_proxy_t *p, json_t *root)
+{
+    const char *name = json_string_value(json_object_get(root, "model"));
+    for (size_t i = 0; name && i < p->n_models; i++)
+        if (strcmp(p->models[i].name, name) == 0)
+            return &p->models[i];
+    return p->n_models ? &p->models[0] : NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* request preparation (gw_proxy_int.h)                                                        */
+
+void gw_prep_deinit(gw_prep_t *out)
+{
+    if (!out)
         return;
-    sy_buf_t rendered = SY_BUF_INIT;
-    const char *src = text->data ? text->data : "";
-    size_t len = text->len;
-    if (chat) {
-        json_t *msgs = json_object_get(x->root, "messages");
-        size_t n = json_array_size(msgs);
-        chat_msg_t *cm = n ? sy_calloc(n, sizeof *cm) : NULL;
-        if (!cm || !p->cfg.tmpl)
-            goto out;
-        for (size_t i = 0; i < n; i++) {
-            json_t *m = json_array_get(msgs, i);
-            json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
-            if (!json_is_string(role) || !json_is_string(content)) {
-                sy_free(cm);
-                goto out; /* parts or tools: no precise hashes for this request */
-            }
-            cm[i].role = json_string_value(role);
-            cm[i].content = json_string_value(content);
-            cm[i].content_len = json_string_length(content);
-        }
-        const char *err = NULL;
-        int rc = chat_tmpl_render(p->cfg.tmpl, cm, n, true, &rendered, &err);
-        sy_free(cm);
-        if (rc != ST_OK)
-            goto out;
-        src = rendered.data ? rendered.data : "";
-        len = rendered.len;
+    sy_free(out->model);
+    sy_free(out->hashes);
+    memset(out, 0, sizeof *out);
+}
+
+int gw_proxy_prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gw_prep_t *out,
+                     api_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    json_t *root = NULL;
+    int rc = api_load_body(body, len, &root, err);
+    if (rc != ST_OK)
+        return rc;
+    const gw_model_t *m = model_for(p, root);
+    if (!m) {
+        const char *name = json_string_value(json_object_get(root, "model"));
+        err->status = name ? 404 : 503;
+        err->type = name ? "NotFoundError" : "ServiceUnavailable";
+        err->param = name ? "model" : NULL;
+        if (name)
+            snprintf(err->msg, sizeof err->msg, "The model `%s` does not exist.", name);
+        else
+            snprintf(err->msg, sizeof err->msg, "No endpoint is available for this model.");
+        json_decref(root);
+        return name ? ST_NOTFOUND : ST_AGAIN;
     }
-    size_t cap = TOK_MAX_TOKENS(len);
-    int32_t *toks = sy_malloc(cap * sizeof *toks);
-    size_t nt = 0;
-    if (toks && tok_encode(p->cfg.tok, src, len, !chat, chat, toks, cap, &nt) == ST_OK) {
-        x->est_tokens = (uint32_t)nt;
-        size_t nb = nt / p->cfg.block_size;
-        if (nb > GW_MAX_HASHES)
-            nb = GW_MAX_HASHES;
-        x->hashes = nb ? sy_malloc(nb * sizeof *x->hashes) : NULL;
-        if (x->hashes) {
-            json_t *salt = json_object_get(x->root, "cache_salt");
-            const char *s = json_is_string(salt) ? json_string_value(salt) : NULL;
-            kvh_chain_low64(&p->cfg.none_hash, p->cfg.block_size, toks,
-                            nb * p->cfg.block_size, s, s ? strlen(s) : 0, x->hashes, nb);
-            x->n_hashes = nb;
-        }
+    api_gen_req_t g;
+    rc = api_parse_gen_json(m->api, root, chat ? API_CHAT : API_COMPLETION, &g, err);
+    if (rc != ST_OK) {
+        json_decref(root);
+        return rc;
     }
-    sy_free(toks);
-out:
-    sy_buf_deinit(&rendered);
+    out->model = g.model;
+    g.model = NULL;
+    out->stream = g.stream;
+
+    /* approximate: chunk hashes of the prompt text */
+    sy_buf_t text = SY_BUF_INIT;
+    prompt_text(root, chat, &text);
+    out->n_chunks =
+        aidx_hash_prompt(out->model, g.cache_salt, text.data ? text.data : "", text.len,
+                         p->cfg.approx_chunk_chars, GW_MAX_CHUNKS, out->chunks, GW_MAX_CHUNKS);
+    /* estimated load: exact prompt tokens when known, and the requested output (16 when the
+     * request leaves it to the engine's default) */
+    uint64_t est = g.prompt ? g.n_prompt : text.len / 4 + 1;
+    bool has_max = json_is_number(json_object_get(root, "max_tokens")) ||
+                   (chat && json_is_number(json_object_get(root, "max_completion_tokens")));
+    est += has_max ? g.sp.max_tokens : 16;
+    out->est_tokens = est > UINT32_MAX ? UINT32_MAX : (uint32_t)est;
+    sy_buf_deinit(&text);
+
+    /* precise: the engine's block hashes of the validated prompt's token ids */
+    size_t nb = g.prompt && p->cfg.pidx ? g.n_prompt / p->cfg.block_size : 0;
+    if (nb > GW_MAX_HASHES)
+        nb = GW_MAX_HASHES;
+    out->hashes = nb ? sy_malloc(nb * sizeof *out->hashes) : NULL;
+    if (out->hashes) {
+        const char *s = g.cache_salt;
+        kvh_chain_low64(&p->cfg.none_hash, p->cfg.block_size, g.prompt, nb * p->cfg.block_size, s,
+                        s ? strlen(s) : 0, out->hashes, nb);
+        out->n_hashes = nb;
+    }
+    api_gen_req_deinit(&g);
+    json_decref(root);
+    return ST_OK;
 }
 
 static void on_client_gone(http_req_t *req, void *udata)
@@ -598,7 +687,7 @@ static void on_client_gone(http_req_t *req, void *udata)
     if (x->call)
         http_call_cancel(x->call); /* the engine sees the disconnect and aborts */
     x->call = NULL;
-    count_request(x->p, x->model, 499);
+    count_request(x->p, x->q.model, 499);
     gwx_free(x);
 }
 
@@ -610,91 +699,33 @@ static void handle_generate(gw_proxy_t *p, http_req_t *req, const char *path, bo
         return;
     }
     sy_slice_t body = http_req_body(req);
-    json_error_t jerr;
-    if (!sy_utf8_valid(body.ptr, body.len)) {
-        answer_error(p, req, NULL, 400, "BadRequestError", "The request body is not valid UTF-8.",
-                     NULL);
-        return;
-    }
-    json_t *root = json_loadb(body.ptr, body.len, 0, &jerr);
-    if (!root || !json_is_object(root)) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "Invalid JSON in request body: %s.",
-                 root ? "not an object" : jerr.text);
-        json_decref(root);
-        answer_error(p, req, NULL, 400, "BadRequestError", msg, NULL);
-        return;
-    }
-    json_t *jm = json_object_get(root, "model");
-    if (jm && !json_is_string(jm) && !json_is_null(jm)) {
-        json_decref(root);
-        answer_error(p, req, NULL, 400, "BadRequestError", "'model' must be a string.", NULL);
-        return;
-    }
-    const char *model = json_is_string(jm) ? json_string_value(jm) : NULL;
-    gw_table_t *t = p->cfg.table;
-    bool known = false;
-    for (size_t i = 0; i < t->n && !known; i++)
-        known = t->eps[i] && (model ? gw_endpoint_serves(t->eps[i], model) : true);
-    if (!known) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "The model `%.200s` does not exist.", model ? model : "");
-        answer_error(p, req, model, 404, "NotFoundError", msg, NULL);
-        json_decref(root); /* model points into root */
-        return;
-    }
-    if (!model && t->n && t->eps[0]->n_models)
-        model = t->eps[0]->models[0];
-    if (chat ? !json_is_array(json_object_get(root, "messages"))
-             : !json_object_get(root, "prompt")) {
-        answer_error(p, req, model, 400, "BadRequestError",
-                     chat ? "'messages' is required and must be a list."
-                          : "Either 'prompt' or 'prompt_embeds' must be provided.",
-                     NULL);
-        json_decref(root); /* model points into root */
-        return;
-    }
     gwx_t *x = sy_calloc(1, sizeof *x);
     if (!x) {
-        json_decref(root);
-        answer_error(p, req, model, 503, "ServiceUnavailable", "out of memory", NULL);
+        answer_error(p, req, NULL, 503, "ServiceUnavailable", "out of memory", NULL);
+        return;
+    }
+    api_err_t err;
+    if (gw_proxy_prepare(p, body.ptr, body.len, chat, &x->q, &err) != ST_OK) {
+        /* refused before any endpoint is touched, with the engine's own answer */
+        count_request(p, NULL, err.status);
+        http_req_respond_error(req, err.status, err.type, err.msg, err.param);
+        sy_free(x);
         return;
     }
     x->p = p;
     x->req = req;
-    x->root = root;
     x->body = body;
-    x->model = sy_strdup(model ? model : "");
     x->start_ns = http_req_start_ns(req);
     x->delivered_cached = -1;
-    x->stream = json_is_true(json_object_get(root, "stream"));
     snprintf(x->path, sizeof x->path, "%s", path);
     x->next = p->list;
     if (p->list)
         p->list->prev = x;
     p->list = x;
     p->inflight++;
-
-    sy_buf_t text = SY_BUF_INIT;
-    prompt_text(root, chat, &text);
-    x->est_tokens = (uint32_t)(text.len / 4 + 1);
-    json_t *salt = json_object_get(root, "cache_salt");
-    x->n_chunks = aidx_hash_prompt(x->model, json_is_string(salt) ? json_string_value(salt) : NULL,
-                                   text.data ? text.data : "", text.len, p->cfg.approx_chunk_chars,
-                                   GW_MAX_CHUNKS, x->chunks, GW_MAX_CHUNKS);
-    precise_hashes(p, x, chat, &text);
-    sy_buf_deinit(&text);
-    json_t *mt = json_object_get(root, chat ? "max_completion_tokens" : "max_tokens");
-    if (!json_is_integer(mt))
-        mt = json_object_get(root, "max_tokens");
-    x->est_tokens += json_is_integer(mt) && json_integer_value(mt) > 0 &&
-                             json_integer_value(mt) < 1000000
-                         ? (uint32_t)json_integer_value(mt)
-                         : 16;
     http_req_set_on_close(req, on_client_gone, x);
     start_attempt(x);
 }
-
 
 /* ------------------------------------------------------------------------------------------ */
 /* other routes                                                                                */
@@ -772,9 +803,8 @@ void gw_proxy_on_request(http_req_t *req, void *udata)
     struct {
         const char *path;
         void (*fn)(gw_proxy_t *, http_req_t *);
-    } gets[] = {{"/v1/models", handle_models},
-                {"/health", handle_health},
-                {"/metrics", handle_metrics}};
+    } gets[] = {
+        {"/v1/models", handle_models}, {"/health", handle_health}, {"/metrics", handle_metrics}};
     for (size_t i = 0; i < sizeof gets / sizeof gets[0]; i++) {
         if (!slice_is(path, gets[i].path))
             continue;

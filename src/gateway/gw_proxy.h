@@ -1,8 +1,9 @@
 /*
  * gw_proxy.h - the gateway's data plane: OpenAI API in, the same API out. For each generation
- * request it parses the body once, computes the prompt's block hashes (precise, with the engine's
- * own tokenizer and hash chain) and chunk hashes (approximate), asks the scheduler for an
- * endpoint, forwards the request over a pooled keep-alive upstream connection and streams the
+ * request it validates the body exactly as the engine would (refusing with the engine's status
+ * and error body before any endpoint is touched), computes the prompt's block hashes (precise, with
+ * the engine's own tokenizer and hash chain) and chunk hashes (approximate), asks the scheduler for
+ * an endpoint, forwards the request over a pooled keep-alive upstream connection and streams the
  * answer back (SSE passed through under backpressure), naming the endpoint in the
  * `x-switchyard-endpoint` header.
  *
@@ -43,22 +44,23 @@ typedef struct gw_proxy gw_proxy_t;
 typedef struct gw_table {
     gw_endpoint_t *eps[GW_MAX_ENDPOINTS]; /* eps[i]->id == i */
     http_upstream_t *ups[GW_MAX_ENDPOINTS];
-    size_t n;
+    bool draining[GW_MAX_ENDPOINTS]; /* removed from the config: finishing, never picked */
+    size_t n;                        /* slots in use are < n; a removed endpoint leaves NULL */
 } gw_table_t;
 
 typedef struct gw_proxy_config {
-    gw_table_t *table;      /* borrowed */
-    gws_sched_t *sched;     /* borrowed */
-    pidx_t *pidx;           /* borrowed, may be NULL (no KV events configured) */
-    aidx_t *aidx;           /* borrowed */
-    const tok_t *tok;       /* borrowed, may be NULL: no precise hashes */
-    const chat_tmpl_t *tmpl; /* borrowed, with tok */
-    kvh_digest_t none_hash; /* chain seed, from PYTHONHASHSEED like the engines */
-    uint32_t block_size;    /* engines' --block-size */
-    mx_registry_t *metrics; /* borrowed */
-    uint32_t max_retries;   /* other endpoints tried before the first byte, default 2 */
-    uint32_t eject_after;   /* consecutive failures before ejection, default 3 */
-    bool debug_scores;      /* add x-switchyard-scores to responses */
+    gw_table_t *table;         /* borrowed */
+    gws_sched_t *sched;        /* borrowed */
+    pidx_t *pidx;              /* borrowed, may be NULL (no KV events configured) */
+    aidx_t *aidx;              /* borrowed */
+    const tok_t *tok;          /* borrowed, may be NULL: no precise hashes */
+    const chat_tmpl_t *tmpl;   /* borrowed, with tok */
+    kvh_digest_t none_hash;    /* chain seed, from PYTHONHASHSEED like the engines */
+    uint32_t block_size;       /* engines' --block-size */
+    mx_registry_t *metrics;    /* borrowed */
+    uint32_t max_retries;      /* other endpoints tried before the first byte, default 2 */
+    uint32_t eject_after;      /* consecutive failures before ejection, default 3 */
+    bool debug_scores;         /* add x-switchyard-scores to responses */
     size_t approx_chunk_chars; /* 64 */
 } gw_proxy_config_t;
 
@@ -73,5 +75,12 @@ void gw_proxy_on_request(http_req_t *req, void *udata);
 size_t gw_proxy_inflight(const gw_proxy_t *p);
 /* While draining, new requests get 503. */
 void gw_proxy_set_draining(gw_proxy_t *p, bool draining);
+/* Registers a served model name (copied) and its context length from an endpoint's /v1/models
+ * (0 = unknown: no context limit). Generation requests are validated, before any endpoint is
+ * touched, by the engine's own validator (api_parse_gen_json) configured with that name, length,
+ * cfg.tok and cfg.tmpl (token checks skipped when either is NULL); a request without "model" uses
+ * the first name registered. Registering a known name again keeps the smallest known length.
+ * ST_OK, ST_NOMEM or ST_LIMIT (256 names). Loop thread. */
+int gw_proxy_add_model(gw_proxy_t *p, const char *name, uint32_t max_model_len);
 
 #endif

@@ -36,6 +36,58 @@ sy_assert_status "GET /v1/models through the gateway" 200
 sy_json_check "the engines' model is listed once" "$SY_BODY" \
     "[m['id'] for m in j['data']].count('$MODEL') == 1"
 
+# bad input: the gateway refuses what the engine refuses, with the same status and error body
+# (vLLM's {"error": {message, type, param, code}}), and no endpoint is picked or touched
+sy_wait_until 10 grep -q "$MODEL" <(curl -s "$GURL/v1/models") || true
+ENGINE_URL=http://127.0.0.1:${EPORT[0]}
+sy_http POST "$GURL/v1/completions" "{\"model\":\"$MODEL\",\"prompt\":\"warm-up\",\"max_tokens\":2}"
+sy_assert_status "a valid request passes the gateway's validation" 200
+PICKS0=$(sy_metric "$GURL" switchyard_gateway_picks_total)
+PROMPT0=$(for i in $(seq 0 $((N - 1))); do sy_metric "http://127.0.0.1:${EPORT[$i]}" vllm:prompt_tokens_total; done | paste -sd+ | bc)
+"$SY_PY" -c 'import sys; sys.stdout.write("{\"model\":\"%s\",\"prompt\":\"%s\"}" % (sys.argv[1], "x" * 9000))' "$MODEL" >"$SY_TMP/long.json"
+printf '{"model":"%s","prompt":"bad \xff\xfe utf-8"}' "$MODEL" >"$SY_TMP/badutf8.json"
+n_bad=0
+same_as_engine() { # NAME PATH BODY STATUS NEEDLE
+    local name=$1 path=$2 body=$3 want=$4 needle=$5 es gs
+    sy_http POST "$ENGINE_URL$path" "$body"
+    es=$SY_STATUS
+    cp "$SY_BODY" "$SY_TMP/bad_engine.json"
+    sy_http POST "$GURL$path" "$body"
+    gs=$SY_STATUS
+    n_bad=$((n_bad + 1))
+    if [ "$gs" == "$want" ] && [ "$es" == "$want" ] &&
+        "$SY_PY" - "$SY_TMP/bad_engine.json" "$SY_BODY" "$needle" <<'PYEOF'; then
+import json, sys
+e, g = (json.load(open(p))["error"] for p in sys.argv[1:3])
+sys.exit(0 if e == g and sys.argv[3] in g["message"] and g["code"] == int(g["code"]) else 1)
+PYEOF
+        sy_ok "$name: $gs with the engine's error body"
+    else
+        sy_not_ok "$name: gateway $gs, engine $es, want $want" \
+            "engine: $(head -c 300 "$SY_TMP/bad_engine.json") gateway: $(head -c 300 "$SY_BODY")"
+    fi
+}
+same_as_engine "malformed JSON" /v1/completions "{\"model\":\"$MODEL\",\"prompt\":" 400 "Invalid JSON"
+same_as_engine "unknown model" /v1/completions '{"model":"nope/x","prompt":"hi"}' 404 \
+    'The model `nope/x` does not exist.'
+same_as_engine "negative max_tokens" /v1/completions \
+    "{\"model\":\"$MODEL\",\"prompt\":\"hi\",\"max_tokens\":-1}" 400 "max_tokens"
+same_as_engine "stream_options without stream" /v1/completions \
+    "{\"model\":\"$MODEL\",\"prompt\":\"hi\",\"stream_options\":{\"include_usage\":true}}" 400 \
+    "stream=True"
+same_as_engine "prompt longer than the context" /v1/completions "@$SY_TMP/long.json" 400 \
+    "maximum context length"
+same_as_engine "invalid UTF-8" /v1/completions "@$SY_TMP/badutf8.json" 400 "UTF-8"
+same_as_engine "chat message without a role" /v1/chat/completions \
+    "{\"model\":\"$MODEL\",\"messages\":[{\"content\":\"hi\"}]}" 400 "role"
+same_as_engine "chat max_completion_tokens 0" /v1/chat/completions \
+    "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_completion_tokens\":0}" \
+    400 "max_completion_tokens"
+sy_assert_eq "no endpoint was picked for the $n_bad refused requests" "$PICKS0" \
+    "$(sy_metric "$GURL" switchyard_gateway_picks_total)"
+sy_assert_eq "the engines processed no prompt tokens for them" "$PROMPT0" \
+    "$(for i in $(seq 0 $((N - 1))); do sy_metric "http://127.0.0.1:${EPORT[$i]}" vllm:prompt_tokens_total; done | paste -sd+ | bc)"
+
 # ask BODY : POST /v1/completions through the gateway; prints "endpoint cached_tokens"
 ask() { # BODY [TAG] : TAG names the scratch files, so concurrent asks do not share them
     local out hdr

@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
+#include "common/buf.h"
 #include "common/status.h"
 #include "engine/api.h"
 #include "engine/chat_tmpl.h"
@@ -279,6 +281,93 @@ static void test_bad_inputs(void **state)
     expect_err(state, API_COMPLETION, "{\"prompt\":\"\xff\xfe\"}", 400, NULL, "UTF-8");
 }
 
+/* skip_token_checks (the gateway with --tokenizer none): no tokenizer or template; text prompts
+ * are not tokenized and not length-checked, token-id prompts skip the vocabulary check only, and
+ * every other check stays. api_load_body + api_parse_gen_json give the same result as
+ * api_parse_gen_request. */
+static void test_skip_token_checks(void **state)
+{
+    (void)state;
+    api_config_t cfg = {
+        .model_names = k_names,
+        .n_model_names = 1,
+        .max_model_len = 100,
+        .skip_token_checks = true,
+    };
+    api_t *a = api_create(&cfg);
+    assert_non_null(a);
+    api_gen_req_t r;
+    api_err_t e;
+    char longp[400];
+    memset(longp, 'x', sizeof longp);
+    char body[600];
+    snprintf(body, sizeof body, "{\"prompt\":\"%.*s\",\"max_tokens\":100}", 300, longp);
+    assert_int_equal(api_parse_gen_request(a, body, strlen(body), API_COMPLETION, &r, &e), ST_OK);
+    assert_null(r.prompt);
+    assert_int_equal(r.n_prompt, 0);
+    assert_int_equal(r.sp.max_tokens, 100);
+    api_gen_req_deinit(&r);
+    const char *chat = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert_int_equal(api_parse_gen_request(a, chat, strlen(chat), API_CHAT, &r, &e), ST_OK);
+    assert_null(r.prompt);
+    assert_int_equal(r.sp.max_tokens, 100); /* chat default: the whole context */
+    api_gen_req_deinit(&r);
+    /* token ids: any non-negative id, but the context limit holds */
+    const char *ids = "{\"prompt\":[5,900000],\"max_tokens\":3}";
+    assert_int_equal(api_parse_gen_request(a, ids, strlen(ids), API_COMPLETION, &r, &e), ST_OK);
+    assert_int_equal(r.n_prompt, 2);
+    assert_int_equal(r.prompt[1], 900000);
+    api_gen_req_deinit(&r);
+    struct {
+        api_kind_t kind;
+        const char *body;
+        int status;
+        const char *needle;
+    } bad[] = {
+        {API_COMPLETION, "{\"prompt\":[-1]}", 400, "out of vocabulary"},
+        {API_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":0}", 400, "at least 1"},
+        {API_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":101}", 400, "context length"},
+        {API_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":{}}", 400, "stream=True"},
+        {API_COMPLETION, "{\"model\":\"nope\",\"prompt\":\"a\"}", 404, "`nope` does not"},
+        {API_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", 400, "role"},
+        {API_COMPLETION, "{\"prompt\":\"\"}", 400, "must not be empty"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&e, 0, sizeof e);
+        int rc = api_parse_gen_request(a, bad[i].body, strlen(bad[i].body), bad[i].kind, &r, &e);
+        if (rc == ST_OK)
+            fail_msg("accepted: %s", bad[i].body);
+        assert_int_equal(e.status, bad[i].status);
+        if (!strstr(e.msg, bad[i].needle))
+            fail_msg("message '%s' lacks '%s'", e.msg, bad[i].needle);
+    }
+    /* a token-id prompt as long as the context is refused */
+    sy_buf_t b = SY_BUF_INIT;
+    sy_buf_append_str(&b, "{\"prompt\":[");
+    for (int i = 0; i < 100; i++)
+        sy_buf_append_str(&b, i ? ",1" : "1");
+    sy_buf_append_str(&b, "]}");
+    memset(&e, 0, sizeof e);
+    assert_int_not_equal(api_parse_gen_request(a, b.data, b.len, API_COMPLETION, &r, &e), ST_OK);
+    assert_non_null(strstr(e.msg, "maximum context length"));
+    sy_buf_deinit(&b);
+
+    /* the two halves */
+    json_t *root = NULL;
+    assert_int_equal(api_load_body("[1]", 3, &root, &e), ST_INVAL);
+    assert_null(root);
+    assert_non_null(strstr(e.msg, "must be a JSON object"));
+    assert_int_equal(api_load_body("{\"prompt\"", 10, &root, &e), ST_INVAL);
+    assert_non_null(strstr(e.msg, "Invalid JSON"));
+    assert_int_equal(api_load_body(ids, strlen(ids), &root, &e), ST_OK);
+    assert_int_equal(api_parse_gen_json(a, root, API_COMPLETION, &r, &e), ST_OK);
+    assert_int_equal(r.n_prompt, 2);
+    api_gen_req_deinit(&r);
+    assert_int_equal(json_object_size(root), 2); /* borrowed, untouched */
+    json_decref(root);
+    api_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +378,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_tokens_and_context, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chat_render, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
+        cmocka_unit_test(test_skip_token_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
