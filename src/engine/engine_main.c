@@ -23,6 +23,7 @@
 #include "common/cli.h"
 #include "common/ev.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "engine/api.h"
@@ -64,6 +65,7 @@ typedef struct engine_opts {
     const char *api_key;
     const char *chat_template;
     uint64_t max_body_bytes;
+    uint64_t max_connections;
     double drain_timeout;
     const char *log_level;
 } engine_opts_t;
@@ -152,6 +154,7 @@ int engine_main(int argc, char **argv)
         .enable_prompt_tokens_details = true,
         .chat_template = "chatml",
         .max_body_bytes = 8u << 20,
+        .max_connections = 100000,
         .drain_timeout = 30,
         .log_level = NULL,
     };
@@ -194,6 +197,8 @@ int engine_main(int argc, char **argv)
          "chatml"},
         {"max-body-bytes", "N", CLI_UINT, &o.max_body_bytes, "largest request body accepted",
          "8388608"},
+        {"max-connections", "N", CLI_UINT, &o.max_connections,
+         "client connections held at once (accepting pauses at the limit)", "100000"},
         {"drain-timeout", "SECONDS", CLI_DOUBLE, &o.drain_timeout,
          "on SIGTERM, time given to in-flight requests before they are aborted", "30"},
         {"log-level", "LEVEL", CLI_STRING, &o.log_level, "debug, info, warn or error", "info"},
@@ -357,6 +362,7 @@ int engine_main(int argc, char **argv)
         .metrics = reg,
         .version = SY_VERSION,
     };
+    sy_proc_metrics_register(reg);
     api = api_create(&acfg);
     if (!api)
         goto oom;
@@ -396,6 +402,8 @@ int engine_main(int argc, char **argv)
     http_server_config_t hcfg;
     http_server_config_default(&hcfg);
     hcfg.max_body_bytes = (size_t)o.max_body_bytes;
+    hcfg.max_connections = o.max_connections ? (size_t)o.max_connections : 1;
+    sy_raise_fd_limit();
     ctx.srv = http_server_create(ctx.loop, &hcfg, api_on_request, api);
     if (!ctx.srv)
         goto oom;

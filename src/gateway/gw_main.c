@@ -28,6 +28,7 @@
 #include "common/cli.h"
 #include "common/ev.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "engine/chat_tmpl.h"
@@ -488,6 +489,7 @@ static void metrics_init(gw_ctx_t *ctx)
     ctx->f_index = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_index_entries",
                                     "Entries held by the prefix indexes.", l_kind, 1, NULL, 0);
     mx_registry_on_collect(ctx->reg, collect, ctx);
+    sy_proc_metrics_register(ctx->reg);
 }
 
 static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
@@ -522,7 +524,7 @@ int gateway_main(int argc, char **argv)
     const char *tokenizer = "builtin", *chat_template = "chatml", *endpoints_file = NULL;
     uint64_t port = 8080, block_size = 16, max_retries = 2, eject_after = 3;
     uint64_t scrape_ms = 50, staleness_ms = 1000, health_ms = 1000, index_blocks = 4000000;
-    uint64_t max_body = 32u << 20;
+    uint64_t max_body = 32u << 20, max_conns = 100000;
     double drain_timeout = 30;
     bool debug_scores = false;
     /* --endpoint is repeatable: collected here, the rest goes to cli_parse */
@@ -576,6 +578,8 @@ int gateway_main(int argc, char **argv)
         {"eject-after", "N", CLI_UINT, &eject_after,
          "consecutive failures before an endpoint is ejected", "3"},
         {"max-body-bytes", "N", CLI_UINT, &max_body, "largest request body accepted", "33554432"},
+        {"max-connections", "N", CLI_UINT, &max_conns,
+         "client connections held at once (accepting pauses at the limit)", "100000"},
         {"debug-scores", NULL, CLI_FLAG, &debug_scores,
          "add the scheduler's decision as an x-switchyard-decision response header", NULL},
         {"drain-timeout", "SECONDS", CLI_DOUBLE, &drain_timeout,
@@ -759,6 +763,8 @@ int gateway_main(int argc, char **argv)
     http_server_config_t hcfg;
     http_server_config_default(&hcfg);
     hcfg.max_body_bytes = (size_t)max_body;
+    hcfg.max_connections = max_conns ? (size_t)max_conns : 1;
+    sy_raise_fd_limit();
     ctx.srv = http_server_create(ctx.loop, &hcfg, gw_proxy_on_request, ctx.proxy);
     if (!ctx.srv)
         goto oom;

@@ -1130,7 +1130,7 @@ void http_server_config_default(http_server_config_t *cfg)
     cfg->read_timeout_ms = 30000;
     cfg->idle_timeout_ms = 60000;
     cfg->write_high_water = (size_t)256 << 10;
-    cfg->max_connections = 10000;
+    cfg->max_connections = 100000;
 }
 
 http_server_t *http_server_create(ev_loop_t *loop, const http_server_config_t *cfg,

@@ -40,7 +40,7 @@ typedef struct http_server_config {
     uint32_t idle_timeout_ms; /* keep-alive idle connection closed after; default 60000 */
     size_t write_high_water;  /* bytes queued per connection above which it is "not writable";
                                  default 256 KiB */
-    size_t max_connections;   /* accept stops above this; default 10000 */
+    size_t max_connections;   /* accept pauses at this many; default 100000 */
 } http_server_config_t;
 
 /* Fills cfg with the defaults above. */
