@@ -152,7 +152,7 @@ nginx_start static "    server {
         listen 127.0.0.1:$P_STATIC backlog=4096;
         client_body_buffer_size 1m;
         default_type application/json;
-        location = /v1/models { return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"$MODEL\",\"object\":\"model\",\"owned_by\":\"vllm\",\"root\":\"$MODEL\",\"max_model_len\":8192}]}'; }
+        location = /v1/models { return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"$MODEL\",\"object\":\"model\",\"owned_by\":\"vllm\",\"root\":\"$MODEL\",\"max_model_len\":1048576}]}'; }
         location = /health { return 200 ''; }
         location = /metrics { default_type text/plain; return 200 'vllm:num_requests_running{engine=\"0\",model_name=\"$MODEL\"} 0.0
 vllm:num_requests_waiting{engine=\"0\",model_name=\"$MODEL\"} 0.0
