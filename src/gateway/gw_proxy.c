@@ -259,11 +259,60 @@ static bool header_is(const http_header_t *h, const char *name)
 
 /* Extra response headers naming the endpoint (and, in debug mode, the decision); returned text
  * lives in the proxy's scratch buffer until the next call. */
+/* Session tokens are the endpoint name in standard base64, as llm-d's session-affinity scorer
+ * writes them; a client that echoes x-session-token sticks to that endpoint. */
+static const char k_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void b64_encode(const char *in, size_t len, sy_buf_t *out)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < len)
+            v |= p[i + 2];
+        char q[4] = {k_b64[v >> 18 & 63], k_b64[v >> 12 & 63],
+                     i + 1 < len ? k_b64[v >> 6 & 63] : '=', i + 2 < len ? k_b64[v & 63] : '='};
+        sy_buf_append(out, q, 4);
+    }
+}
+
+/* Decodes standard base64 (padding optional) into out as a NUL-terminated string. Returns the
+ * decoded length, or -1 on a bad character, a NUL byte or an output that does not fit. */
+static int b64_decode(sy_slice_t in, char *out, size_t cap)
+{
+    size_t n = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < in.len; i++) {
+        char c = in.ptr[i];
+        if (c == '=')
+            break;
+        const char *pos = c ? strchr(k_b64, c) : NULL;
+        if (!pos)
+            return -1;
+        acc = acc << 6 | (uint32_t)(pos - k_b64);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            char ch = (char)(acc >> bits & 0xff);
+            if (ch == '\0' || n + 1 >= cap)
+                return -1;
+            out[n++] = ch;
+        }
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
 static const char *response_headers(gwx_t *x)
 {
     sy_buf_t *b = &x->p->out;
     sy_buf_reset(b);
-    sy_buf_appendf(b, "x-switchyard-endpoint: %s\r\n", x->ep->name);
+    sy_buf_appendf(b, "x-switchyard-endpoint: %s\r\nx-session-token: ", x->ep->name);
+    b64_encode(x->ep->name, strlen(x->ep->name), b);
+    sy_buf_append_str(b, "\r\n");
     if (x->decision.len) {
         sy_buf_append_str(b, "x-switchyard-decision: ");
         sy_buf_append(b, x->decision.data, x->decision.len);
@@ -456,11 +505,9 @@ static void start_attempt(gwx_t *x)
     r.prompt_tokens = x->q.est_tokens;
     char session[128];
     sy_slice_t sess;
-    if (http_req_header(x->req, "x-session-token", &sess) && sess.len < sizeof session) {
-        memcpy(session, sess.ptr, sess.len);
-        session[sess.len] = '\0';
-        r.session = session;
-    }
+    if (http_req_header(x->req, "x-session-token", &sess) &&
+        b64_decode(sess, session, sizeof session) > 0)
+        r.session = session; /* the endpoint name this session is pinned to */
     gw_endpoint_t *ep = NULL;
     if (n > 0 &&
         gws_pick(p->cfg.sched, NULL, &r, cand, n, p->cfg.pidx, p->cfg.aidx, &p->decision) == ST_OK)

@@ -139,6 +139,52 @@ else
     sy_not_ok "openai npm client through the gateway" "$(grep -E 'not ok|#' "$SY_TMP/node.txt" | head -n 20)"
 fi
 
+# session affinity: a gateway whose config has llm-d's session-affinity-scorer keeps a client that
+# echoes x-session-token (base64 of the endpoint name) on that endpoint
+SCONF=$SY_TMP/session.yaml
+cat >"$SCONF" <<'YAML'
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: model-filter
+- type: health-filter
+- type: session-affinity-scorer
+- type: queue-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: model-filter
+  - pluginRef: health-filter
+  - pluginRef: session-affinity-scorer
+    weight: 10
+  - pluginRef: queue-scorer
+    weight: 1
+  - pluginRef: max-score-picker
+YAML
+SPORT=$(sy_free_port)
+SURL=http://127.0.0.1:$SPORT
+sy_bg "$SY_TMP/gw-session.log" "$SY_BIN" gateway --host 127.0.0.1 --port "$SPORT" --config "$SCONF" \
+    "${EP_ARGS[@]}" --log-level warn
+SPID=$SY_BG_PID
+sy_wait_until 20 sy_health_ok "$SURL" || sy_fail "session gateway did not become healthy" "$(tail -n 20 "$SY_TMP/gw-session.log")"
+sy_wait_until 10 sh -c "curl -sf '$SURL/v1/models' | grep -q '$MODEL'"
+curl -sS --max-time 30 -D "$SY_TMP/s0.hdr" -o /dev/null "$SURL/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\":\"$MODEL\",\"prompt\":\"start a session\",\"max_tokens\":2}"
+TOKEN=$(tr -d '\r' <"$SY_TMP/s0.hdr" | awk -F': ' 'tolower($1)=="x-session-token" {print $2}')
+SEP=$(tr -d '\r' <"$SY_TMP/s0.hdr" | awk -F': ' 'tolower($1)=="x-switchyard-endpoint" {print $2}')
+sy_assert_eq "x-session-token is the base64 of the serving endpoint" "$SEP" "$(printf '%s' "$TOKEN" | base64 -d 2>/dev/null)"
+stick=0
+for i in $(seq 1 6); do
+    e=$(curl -sS --max-time 30 -D - -o /dev/null "$SURL/v1/completions" -H 'Content-Type: application/json' \
+        -H "x-session-token: $TOKEN" -d "{\"model\":\"$MODEL\",\"prompt\":\"turn $i of the session $RANDOM\",\"max_tokens\":2}" |
+        tr -d '\r' | awk -F': ' 'tolower($1)=="x-switchyard-endpoint" {print $2}')
+    [ "$e" == "$SEP" ] && stick=$((stick + 1))
+done
+sy_assert_eq "6 requests carrying the session token stay on its endpoint" 6 "$stick"
+sy_stop_pid "$SPID" 10
+sy_assert_eq "session gateway exits 0 on SIGTERM" 0 "$?"
+
 # an engine dies mid-stream: the stream ends with an error event and [DONE]; later requests work
 S=$SY_TMP/stream.txt
 curl -sN --max-time 60 -D "$SY_TMP/stream.hdr" -o "$S" "$GURL/v1/completions" -H 'Content-Type: application/json' \
