@@ -71,7 +71,7 @@ typedef struct gw_ctx {
     aidx_t *aidx;
     gws_sched_t *sched;
     mx_registry_t *reg;
-    mx_family_t *f_ep_healthy, *f_ep_inflight, *f_ep_lag, *f_index;
+    mx_family_t *f_ep_healthy, *f_ep_inflight, *f_ep_lag, *f_index, *f_kv;
     bool models_pending[GW_MAX_ENDPOINTS];
     http_call_t *models_call[GW_MAX_ENDPOINTS];
     sy_buf_t models_body[GW_MAX_ENDPOINTS];
@@ -456,10 +456,25 @@ static void collect(void *udata)
         if (s)
             mx_gauge_set(s, ep->inflight_requests);
         kvsub_stats_t st;
-        if (ctx->kvsub && kvsub_get_stats(ctx->kvsub, ep->id, &st) == ST_OK && st.have_seq) {
-            s = mx_series_get(ctx->f_ep_lag, lv, 1);
-            if (s)
+        if (ctx->kvsub && kvsub_get_stats(ctx->kvsub, ep->id, &st) == ST_OK) {
+            if (st.have_seq && (s = mx_series_get(ctx->f_ep_lag, lv, 1)))
                 mx_gauge_set(s, st.last_recv_unix - st.last_batch_ts);
+            /* cumulative counts from the subscriber's snapshot, as gauges */
+            const struct {
+                const char *kind;
+                uint64_t v;
+            } kv[] = {{"messages", st.messages},
+                      {"blocks_stored", st.blocks_stored},
+                      {"blocks_removed", st.blocks_removed},
+                      {"decode_errors", st.decode_errors},
+                      {"sequence_gaps", st.gaps},
+                      {"hash_parity_match", st.parity_matches},
+                      {"hash_parity_mismatch", st.parity_mismatches}};
+            for (size_t k = 0; k < sizeof kv / sizeof kv[0]; k++) {
+                const char *lk[] = {ep->name, kv[k].kind};
+                if ((s = mx_series_get(ctx->f_kv, lk, 2)))
+                    mx_gauge_set(s, (double)kv[k].v);
+            }
         }
     }
     const char *kind = "precise";
@@ -486,6 +501,13 @@ static void metrics_init(gw_ctx_t *ctx)
                                      "Arrival time minus the engine timestamp of the last KV "
                                      "event batch.",
                                      l_ep, 1, NULL, 0);
+    static const char *l_kv[] = {"endpoint", "kind"};
+    ctx->f_kv = mx_family_create(
+        ctx->reg, MX_GAUGE, "switchyard_gateway_kv_events",
+        "KV-event subscriber counts per endpoint since start: messages, blocks stored/removed, "
+        "decode errors, sequence gaps, and first-block hash-parity checks (a mismatch means the "
+        "gateway and the engine disagree on PYTHONHASHSEED or --block-size).",
+        l_kv, 2, NULL, 0);
     ctx->f_index = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_index_entries",
                                     "Entries held by the prefix indexes.", l_kind, 1, NULL, 0);
     mx_registry_on_collect(ctx->reg, collect, ctx);

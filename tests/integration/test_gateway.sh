@@ -185,6 +185,24 @@ sy_assert_eq "6 requests carrying the session token stay on its endpoint" 6 "$st
 sy_stop_pid "$SPID" 10
 sy_assert_eq "session gateway exits 0 on SIGTERM" 0 "$?"
 
+# hash parity mismatch: a gateway with another PYTHONHASHSEED than the engines says so loudly
+MPORT=$(sy_free_port)
+MURL=http://127.0.0.1:$MPORT
+PYTHONHASHSEED=999 sy_bg "$SY_TMP/gw-mismatch.log" "$SY_BIN" gateway --host 127.0.0.1 --port "$MPORT" \
+    "${EP_ARGS[@]}" --log-level warn
+MPID=$SY_BG_PID
+sy_wait_until 20 sy_health_ok "$MURL" || sy_fail "mismatch gateway did not become healthy"
+sy_wait_until 10 sh -c "curl -sf '$MURL/v1/models' | grep -q '$MODEL'"
+curl -sS --max-time 30 -o /dev/null "$MURL/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\":\"$MODEL\",\"prompt\":\"a fresh prompt for the parity check $RANDOM $RANDOM\",\"max_tokens\":2}"
+mismatch_seen() {
+    curl -sf "$MURL/metrics" | grep -E '^switchyard_gateway_kv_events\{.*kind="hash_parity_mismatch".*\} [1-9]' >/dev/null
+}
+sy_wait_until 5 mismatch_seen && sy_ok "a PYTHONHASHSEED mismatch shows in switchyard_gateway_kv_events" ||
+    sy_not_ok "a PYTHONHASHSEED mismatch shows in the metrics" "$(curl -sf "$MURL/metrics" | grep kv_events)"
+sy_check "and is logged as a warning" grep -q 'kv_sub.hash_parity_mismatch' "$SY_TMP/gw-mismatch.log"
+sy_stop_pid "$MPID" 10
+
 # an engine dies mid-stream: the stream ends with an error event and [DONE]; later requests work
 S=$SY_TMP/stream.txt
 curl -sN --max-time 60 -D "$SY_TMP/stream.hdr" -o "$S" "$GURL/v1/completions" -H 'Content-Type: application/json' \
@@ -212,6 +230,18 @@ from prometheus_client.parser import text_string_to_metric_families
 names = {f.name for f in text_string_to_metric_families(open(sys.argv[1]).read())}
 need = {"switchyard_gateway_requests", "switchyard_gateway_picks", "switchyard_gateway_scheduling_seconds"}
 sys.exit(0 if need <= names else 1)
+PYEOF
+"$SY_PY" - "$SY_TMP/gm.txt" <<'PYEOF' && sy_ok "hash parity verified with the engines, no mismatch (switchyard_gateway_kv_events)" || sy_not_ok "hash parity metric" "$(grep kv_events "$SY_TMP/gm.txt")"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+match = mismatch = 0
+for f in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for x in f.samples:
+        if x.name == "switchyard_gateway_kv_events" and x.labels.get("kind") == "hash_parity_match":
+            match += x.value
+        if x.name == "switchyard_gateway_kv_events" and x.labels.get("kind") == "hash_parity_mismatch":
+            mismatch += x.value
+sys.exit(0 if match > 0 and mismatch == 0 else 1)
 PYEOF
 
 sy_stop_pid "$GPID" 15
