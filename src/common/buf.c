@@ -10,6 +10,12 @@
 #include "common/alloc.h"
 #include "common/status.h"
 
+bool sy_slice_eq(sy_slice_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && (n == 0 || memcmp(s.ptr, lit, n) == 0);
+}
+
 void sy_buf_init(sy_buf_t *b)
 {
     b->data = NULL;

@@ -18,6 +18,9 @@ typedef struct sy_slice {
     size_t len;
 } sy_slice_t;
 
+/* True if s holds exactly the NUL-terminated string lit. */
+bool sy_slice_eq(sy_slice_t s, const char *lit);
+
 typedef struct sy_buf {
     char *data; /* owned; NULL when cap == 0 */
     size_t len;

@@ -975,17 +975,6 @@ static void on_client_close(http_req_t *req, void *udata)
 /* ------------------------------------------------------------------------------------------ */
 /* handlers                                                                                    */
 
-static bool path_is(sy_slice_t p, const char *s)
-{
-    size_t n = strlen(s);
-    return p.len == n && memcmp(p.ptr, s, n) == 0;
-}
-
-static bool method_is(sy_slice_t m, const char *s)
-{
-    return path_is(m, s);
-}
-
 static void make_id(api_t *a, http_req_t *req, const api_gen_req_t *g, char *out, size_t cap)
 {
     const char *prefix = g->kind == API_CHAT ? "chatcmpl-" : "cmpl-";
@@ -1302,21 +1291,16 @@ void api_on_request(http_req_t *req, void *udata)
     sy_slice_t path = http_req_path(req);
     sy_slice_t method = http_req_method(req);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (!path_is(path, routes[i].path))
+        if (!sy_slice_eq(path, routes[i].path))
             continue;
-        if (!method_is(method, routes[i].method)) {
+        if (!sy_slice_eq(method, routes[i].method)) {
             char msg[128];
             snprintf(msg, sizeof msg, "Method %.*s is not allowed for %s; use %s.",
                      (int)(method.len > 16 ? 16 : method.len), method.ptr, routes[i].path,
                      routes[i].method);
             char allow[64];
             snprintf(allow, sizeof allow, "Allow: %s\r\n", routes[i].method);
-            sy_buf_t *b = &a->out;
-            sy_buf_reset(b);
-            sy_buf_append_str(b, "{\"error\":{\"message\":\"");
-            sy_buf_append_json_str(b, msg, strlen(msg));
-            sy_buf_append_str(b, "\",\"type\":\"MethodNotAllowed\",\"param\":null,\"code\":405}}");
-            http_req_respond(req, 405, "application/json", b->data, b->len, allow);
+            http_req_respond_error_hdr(req, 405, "MethodNotAllowed", msg, NULL, allow);
             return;
         }
         if (a->cfg.api_key && path.len > 4 && memcmp(path.ptr, "/v1/", 4) == 0 &&

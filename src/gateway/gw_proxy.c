@@ -215,16 +215,7 @@ static void answer_error(gw_proxy_t *p, http_req_t *req, const char *model, int 
                          const char *type, const char *msg, const char *extra)
 {
     count_request(p, model, status);
-    if (extra) {
-        sy_buf_t *b = &p->out;
-        sy_buf_reset(b);
-        sy_buf_append_str(b, "{\"error\":{\"message\":\"");
-        sy_buf_append_json_str(b, msg, strlen(msg));
-        sy_buf_appendf(b, "\",\"type\":\"%s\",\"param\":null,\"code\":%d}}", type, status);
-        http_req_respond(req, status, "application/json", b->data, b->len, extra);
-        return;
-    }
-    http_req_respond_error(req, status, type, msg, NULL);
+    http_req_respond_error_hdr(req, status, type, msg, NULL, extra);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -826,24 +817,18 @@ static void handle_metrics(gw_proxy_t *p, http_req_t *req)
     http_req_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b->data, b->len, NULL);
 }
 
-static bool slice_is(sy_slice_t s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len == n && memcmp(s.ptr, lit, n) == 0;
-}
-
 void gw_proxy_on_request(http_req_t *req, void *udata)
 {
     gw_proxy_t *p = udata;
     sy_slice_t path = http_req_path(req), method = http_req_method(req);
-    bool post = slice_is(method, "POST"), get = slice_is(method, "GET");
-    if (slice_is(path, "/v1/completions") || slice_is(path, "/v1/chat/completions")) {
+    bool post = sy_slice_eq(method, "POST"), get = sy_slice_eq(method, "GET");
+    if (sy_slice_eq(path, "/v1/completions") || sy_slice_eq(path, "/v1/chat/completions")) {
         if (!post) {
             answer_error(p, req, NULL, 405, "MethodNotAllowed", "Use POST for this route.",
                          "Allow: POST\r\n");
             return;
         }
-        bool chat = slice_is(path, "/v1/chat/completions");
+        bool chat = sy_slice_eq(path, "/v1/chat/completions");
         handle_generate(p, req, chat ? "/v1/chat/completions" : "/v1/completions", chat);
         return;
     }
@@ -853,7 +838,7 @@ void gw_proxy_on_request(http_req_t *req, void *udata)
     } gets[] = {
         {"/v1/models", handle_models}, {"/health", handle_health}, {"/metrics", handle_metrics}};
     for (size_t i = 0; i < sizeof gets / sizeof gets[0]; i++) {
-        if (!slice_is(path, gets[i].path))
+        if (!sy_slice_eq(path, gets[i].path))
             continue;
         if (!get) {
             answer_error(p, req, NULL, 405, "MethodNotAllowed", "Use GET for this route.",

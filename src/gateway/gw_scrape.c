@@ -37,7 +37,7 @@ static void extract_on_sample(const prom_sample_t *s, void *udata)
     /* cheap prefix filter: every metric we want starts with "vllm:" */
     if (n.len < 5 || memcmp(n.ptr, "vllm:", 5) != 0)
         return;
-    if (prom_slice_eq(n, "vllm:cache_config_info")) {
+    if (sy_slice_eq(n, "vllm:cache_config_info")) {
         const prom_label_t *bs = prom_sample_label(s, "block_size");
         const prom_label_t *nb = prom_sample_label(s, "num_gpu_blocks");
         uint64_t v;
@@ -51,16 +51,16 @@ static void extract_on_sample(const prom_sample_t *s, void *udata)
     double v = s->value;
     if (!isfinite(v))
         return;
-    if (prom_slice_eq(n, "vllm:num_requests_waiting")) {
+    if (sy_slice_eq(n, "vllm:num_requests_waiting")) {
         x->wait_sum += v > 0 ? v : 0;
         x->wait_n++;
-    } else if (prom_slice_eq(n, "vllm:num_requests_running")) {
+    } else if (sy_slice_eq(n, "vllm:num_requests_running")) {
         x->run_sum += v > 0 ? v : 0;
         x->run_n++;
-    } else if (prom_slice_eq(n, "vllm:kv_cache_usage_perc")) {
+    } else if (sy_slice_eq(n, "vllm:kv_cache_usage_perc")) {
         x->kv_sum += v;
         x->kv_n++;
-    } else if (prom_slice_eq(n, "vllm:gpu_cache_usage_perc")) {
+    } else if (sy_slice_eq(n, "vllm:gpu_cache_usage_perc")) {
         x->gpu_sum += v;
         x->gpu_n++;
     }

@@ -41,12 +41,6 @@ static const char *skip_blanks(const char *p, const char *e)
     return p;
 }
 
-bool prom_slice_eq(sy_slice_t s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len == n && (n == 0 || memcmp(s.ptr, lit, n) == 0);
-}
-
 static bool slice_ieq(const char *p, size_t n, const char *lit)
 {
     return strlen(lit) == n && strncasecmp(p, lit, n) == 0;
@@ -261,7 +255,7 @@ int prom_parse(const char *text, size_t len, prom_on_sample_cb on_sample, void *
 const prom_label_t *prom_sample_label(const prom_sample_t *s, const char *name)
 {
     for (size_t i = 0; i < s->n_labels; i++)
-        if (prom_slice_eq(s->labels[i].name, name))
+        if (sy_slice_eq(s->labels[i].name, name))
             return &s->labels[i];
     return NULL;
 }

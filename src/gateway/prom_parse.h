@@ -68,7 +68,4 @@ bool prom_label_value_eq(sy_slice_t raw, const char *s);
  * float with a zero fraction like "16.0"). ST_OK, or ST_INVAL ("None", empty, overflow, junk). */
 int prom_label_value_u64(sy_slice_t raw, uint64_t *out);
 
-/* True if s equals the NUL-terminated string lit. */
-bool prom_slice_eq(sy_slice_t s, const char *lit);
-
 #endif

@@ -1438,6 +1438,12 @@ int http_req_respond(http_req_t *req, int status, const char *content_type, cons
 int http_req_respond_error(http_req_t *req, int status, const char *type, const char *message,
                            const char *param)
 {
+    return http_req_respond_error_hdr(req, status, type, message, param, NULL);
+}
+
+int http_req_respond_error_hdr(http_req_t *req, int status, const char *type, const char *message,
+                               const char *param, const char *extra_headers)
+{
     int rc = req_check(req, false);
     if (rc != ST_OK)
         return rc;
@@ -1448,7 +1454,7 @@ int http_req_respond_error(http_req_t *req, int status, const char *type, const 
         /* still end the exchange, with a body-less answer */
         return http_req_respond(req, 503, "application/json", "", 0, NULL);
     }
-    rc = http_req_respond(req, status, "application/json", b.data, b.len, NULL);
+    rc = http_req_respond(req, status, "application/json", b.data, b.len, extra_headers);
     sy_buf_deinit(&b);
     return rc;
 }

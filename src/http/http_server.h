@@ -90,6 +90,9 @@ int http_req_respond(http_req_t *req, int status, const char *content_type, cons
  * NULL. Ends the exchange. */
 int http_req_respond_error(http_req_t *req, int status, const char *type, const char *message,
                            const char *param);
+/* Same, with extra response headers (NULL or "Name: value\r\n"...), e.g. Allow or Retry-After. */
+int http_req_respond_error_hdr(http_req_t *req, int status, const char *type, const char *message,
+                               const char *param, const char *extra_headers);
 
 /* Starts an SSE response: 200, Content-Type: text/event-stream, Cache-Control: no-cache, chunked
  * transfer encoding (keep-alive is kept). extra_headers as above. */
