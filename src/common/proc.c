@@ -13,6 +13,17 @@
 #include "common/log.h"
 #include "common/status.h"
 
+void sy_proc_block_signals(sigset_t *mask, bool with_hup)
+{
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(mask);
+    sigaddset(mask, SIGTERM);
+    sigaddset(mask, SIGINT);
+    if (with_hup)
+        sigaddset(mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, mask, NULL);
+}
+
 uint64_t sy_raise_fd_limit(void)
 {
     struct rlimit rl;

@@ -5,6 +5,8 @@
 #ifndef SY_PROC_H
 #define SY_PROC_H
 
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/metrics.h"
@@ -12,6 +14,11 @@
 /* Raises the soft RLIMIT_NOFILE to the hard limit (servers hold one fd per connection).
  * Returns the resulting soft limit (0 if it could not be read). */
 uint64_t sy_raise_fd_limit(void);
+
+/* Ignores SIGPIPE and blocks SIGTERM, SIGINT (and SIGHUP when with_hup) in the calling thread,
+ * before any thread starts so that every thread inherits the mask; fills *mask with the blocked
+ * set for signalfd(). */
+void sy_proc_block_signals(sigset_t *mask, bool with_hup);
 
 /* Registers process gauges refreshed at every scrape: process_resident_memory_bytes,
  * process_open_fds (prometheus_client's names) and switchyard_alloc_live_bytes (bytes held through

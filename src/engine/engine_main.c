@@ -307,12 +307,8 @@ int engine_main(int argc, char **argv)
     api_t *api = NULL;
     engine_ctx_t ctx = {.sigfd = -1, .drain_timeout = o.drain_timeout};
 
-    signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL); /* before threads start: they inherit the mask */
+    sy_proc_block_signals(&mask, false); /* before threads start: they inherit the mask */
 
     if (o.kv_events_config) {
         sy_buf_t e = SY_BUF_INIT;

@@ -679,13 +679,8 @@ int gateway_main(int argc, char **argv)
     ctx.drain_timeout = drain_timeout;
     ctx.block_size = (uint32_t)block_size;
     tok_t *tok = NULL;
-    signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
+    sy_proc_block_signals(&mask, true); /* SIGHUP reloads --endpoints-file */
 
     rc = config ? gws_config_load_file(config, &ctx.sched, err, sizeof err)
                 : gws_config_builtin(scheduler, &ctx.sched, err, sizeof err);
