@@ -149,6 +149,17 @@ bool sy_utf8_valid(const char *s, size_t len)
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
+        /* ASCII runs 16 bytes at a time (long prompts are mostly ASCII) */
+        while (len - i >= 16) {
+            uint64_t a, b;
+            memcpy(&a, p + i, 8);
+            memcpy(&b, p + i + 8, 8);
+            if ((a | b) & 0x8080808080808080ull)
+                break;
+            i += 16;
+        }
+        if (i >= len)
+            break;
         if (p[i] < 0x80) {
             i++;
             continue;

@@ -4,6 +4,10 @@
  */
 #include "common/proc.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <dirent.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -85,4 +89,12 @@ int sy_proc_metrics_register(mx_registry_t *r)
         return ST_NOMEM;
     mx_registry_on_collect(r, proc_collect, &g_pm);
     return ST_OK;
+}
+
+void sy_proc_tune_malloc(void)
+{
+#if defined(__GLIBC__)
+    (void)mallopt(M_MMAP_THRESHOLD, (int)SY_PROC_MMAP_THRESHOLD);
+    (void)mallopt(M_TRIM_THRESHOLD, (int)SY_PROC_TRIM_THRESHOLD);
+#endif
 }

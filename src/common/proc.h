@@ -20,6 +20,15 @@ uint64_t sy_raise_fd_limit(void);
  * set for signalfd(). */
 void sy_proc_block_signals(sigset_t *mask, bool with_hup);
 
+/* Tunes glibc malloc for a server whose requests may carry bodies of hundreds of KB: buffers up
+ * to SY_PROC_MMAP_THRESHOLD come from the heap (not a fresh mmap per request, whose pages would
+ * fault in again every time) and up to SY_PROC_TRIM_THRESHOLD of free memory at the heap's top is
+ * kept for the next request instead of being returned and faulted back. Bigger buffers still
+ * use mmap and are returned at once. No-op without glibc. */
+#define SY_PROC_MMAP_THRESHOLD (16u << 20)
+#define SY_PROC_TRIM_THRESHOLD (64u << 20)
+void sy_proc_tune_malloc(void);
+
 /* Registers process gauges refreshed at every scrape: process_resident_memory_bytes,
  * process_open_fds (prometheus_client's names) and switchyard_alloc_live_bytes (bytes held through
  * sy_malloc: a leak shows here, allocator fragmentation only in the RSS). ST_OK or ST_NOMEM. */

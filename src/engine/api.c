@@ -26,6 +26,7 @@
 
 #include "common/alloc.h"
 #include "common/buf.h"
+#include "common/jsonp.h"
 #include "common/ev.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -215,9 +216,12 @@ int api_load_body(const char *body, size_t len, json_t **root, api_err_t *err)
     *root = NULL;
     if (!sy_utf8_valid(body, len))
         return BAD(NULL, "The request body is not valid UTF-8.");
-    json_error_t jerr;
-    json_t *r = json_loadb(body, len, 0, &jerr);
-    if (!r)
+    jsonp_error_t jerr;
+    json_t *r = NULL;
+    int prc = jsonp_load(body, len, &r, &jerr);
+    if (prc == ST_NOMEM)
+        return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+    if (prc != ST_OK)
         return BAD(NULL, "Invalid JSON in request body: %s (line %d, column %d).", jerr.text,
                    jerr.line, jerr.column);
     if (!json_is_object(r)) {

@@ -308,6 +308,7 @@ int engine_main(int argc, char **argv)
     engine_ctx_t ctx = {.sigfd = -1, .drain_timeout = o.drain_timeout};
 
     sigset_t mask;
+    sy_proc_tune_malloc();
     sy_proc_block_signals(&mask, false); /* before threads start: they inherit the mask */
 
     if (o.kv_events_config) {

@@ -61,6 +61,19 @@ static int byte_encode(const tok_t *t, const char *text, size_t len, bool add_sp
     }
     size_t i = 0;
     while (i < len) {
+        /* the run up to the next '<' (the only byte a special starts with) is one token a byte */
+        const char *lt = parse_special ? memchr(text + i, '<', len - i) : NULL;
+        size_t run = (lt ? (size_t)(lt - text) : len) - i;
+        if (run > cap - n)
+            return ST_LIMIT;
+        const unsigned char *u = (const unsigned char *)text + i;
+        int32_t *o = out + n;
+        for (size_t k = 0; k < run; k++)
+            o[k] = (int32_t)u[k];
+        n += run;
+        i += run;
+        if (i >= len)
+            break;
         if (n >= cap)
             return ST_LIMIT;
         if (parse_special && text[i] == '<') {

@@ -45,22 +45,22 @@
  * freed inside a callback: conn_close() marks them CLOSED and a 0 ms loop timer reaps them, so a
  * read loop whose callback closed its own connection still has a valid buffer. http_call_resume
  * never processes buffered bytes synchronously (it schedules the processing on the same timer), and
- * http_call_start never does I/O synchronously, so callbacks never nest for one connection and the
- * client's shared response-head scratch is safe. A completed connection goes back to the pool
- * before on_done runs, so a call started from on_done reuses it.
- * Stale keep-alive retry: a call on a reused connection that sees EOF / ECONNRESET / EPIPE before
- * any response byte is moved once to a fresh connection (the peer closed the idle connection while
- * our request was in flight). Timeouts are never retried.
- * Timers: one per connection, re-armed lazily (the deadline moves forward on every read; the timer
- * only re-adds itself when it fires early), so the hot path does no heap operation per read.
- * Buffers: one input buffer per connection, grown to the largest head/read seen and reused; body
- * bytes are handed out as slices into it (chunked bodies decoded in place), never copied.
- * Policies: zero fields in http_client_config_t take the defaults. HTTP/1.0 responses are reused
- * only with "Connection: keep-alive"; read-until-close bodies, leftover bytes after a response,
- * or a request not fully written when the response ended make the connection non-reusable.
- * http_client_destroy / http_upstream_destroy must not be called from inside a call callback.
- * Does not: pipeline requests, limit connections per upstream (only idle ones), TLS.
- * Thread-safety: loop thread only.
+ * http_call_start never reads and never runs a callback (on a pooled connection it sends the
+ * request at once, and a send error is delivered from the pending timer), so callbacks never nest
+ * for one connection and the client's shared response-head scratch is safe. A completed connection
+ * goes back to the pool before on_done runs, so a call started from on_done reuses it. Stale
+ * keep-alive retry: a call on a reused connection that sees EOF / ECONNRESET / EPIPE before any
+ * response byte is moved once to a fresh connection (the peer closed the idle connection while our
+ * request was in flight). Timeouts are never retried. Timers: one per connection, re-armed lazily
+ * (the deadline moves forward on every read; the timer only re-adds itself when it fires early), so
+ * the hot path does no heap operation per read. Buffers: one input buffer per connection, grown to
+ * the largest head/read seen and reused; body bytes are handed out as slices into it (chunked
+ * bodies decoded in place), never copied. Policies: zero fields in http_client_config_t take the
+ * defaults. HTTP/1.0 responses are reused only with "Connection: keep-alive"; read-until-close
+ * bodies, leftover bytes after a response, or a request not fully written when the response ended
+ * make the connection non-reusable. http_client_destroy / http_upstream_destroy must not be called
+ * from inside a call callback. Does not: pipeline requests, limit connections per upstream (only
+ * idle ones), TLS. Thread-safety: loop thread only.
  */
 #include "http/http_client.h"
 
@@ -704,6 +704,31 @@ static void conn_write(uconn_t *c)
     conn_update_mask(c);
 }
 
+/* The first write of a call on a pooled connection, from http_call_start: sends what the socket
+ * takes at once, so the common case costs one send() and no epoll_ctl (the pooled connection is
+ * already watched for EV_READ). Never runs a callback: a send error is handed to the pending timer
+ * (PEND_FAIL), which fails the call as conn_write would (a stale pooled connection is retried once
+ * on a fresh one there). */
+static void conn_write_now(uconn_t *c)
+{
+    http_call_t *call = c->call;
+    while (c->out_off < call->req.len) {
+        ssize_t n =
+            send(c->fd, call->req.data + c->out_off, call->req.len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            c->connect_err = -errno;
+            conn_pend(c, PEND_FAIL);
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    conn_update_mask(c);
+}
+
 static void conn_connected(uconn_t *c)
 {
     int err = 0;
@@ -775,7 +800,7 @@ void http_client_config_default(http_client_config_t *cfg)
     cfg->first_byte_timeout_ms = 600000;
     cfg->read_timeout_ms = 600000;
     cfg->idle_timeout_ms = 60000;
-    cfg->max_idle_per_upstream = 256;
+    cfg->max_idle_per_upstream = 1024;
     cfg->max_head_bytes = 65536;
 }
 
@@ -977,7 +1002,7 @@ int http_call_start(http_upstream_t *up, const char *method, const char *path,
         c->state = UC_REQUEST;
         conn_attach(c, call);
         conn_deadline(c, up->cl->cfg.first_byte_timeout_ms);
-        conn_update_mask(c); /* written from the loop: no I/O (and no callback) in here */
+        conn_write_now(c); /* no callback in here: a send error is delivered from the loop */
         uconn_assert_state(c);
     } else {
         rc = conn_open(up, call);

@@ -1,0 +1,36 @@
+/*
+ * fuzz_jsonp.c - differential libFuzzer harness for jsonp_load against jansson's json_loadb
+ * (flags 0). For valid UTF-8 input both must agree: both refuse, or both accept and build equal
+ * trees (json_equal). Any input must never crash, leak or hit undefined behaviour.
+ */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "common/buf.h"
+#include "common/jsonp.h"
+#include "common/status.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *s = (const char *)data;
+    json_t *mine = NULL;
+    jsonp_error_t err;
+    int rc = jsonp_load(s, size, &mine, &err);
+    if (rc == ST_NOMEM)
+        abort();
+    if (!sy_utf8_valid(s, size)) {
+        json_decref(mine); /* jsonp does not check UTF-8: only the no-crash property applies */
+        return 0;
+    }
+    json_t *ref = json_loadb(s, size, 0, NULL);
+    if ((mine == NULL) != (ref == NULL))
+        abort(); /* one accepted what the other refused */
+    if (mine && !json_equal(mine, ref))
+        abort(); /* different trees */
+    if (!mine && (err.text[0] == '\0' || err.line < 1 || err.column < 1 || err.position > size))
+        abort(); /* refusals always say what and where */
+    json_decref(mine);
+    json_decref(ref);
+    return 0;
+}
