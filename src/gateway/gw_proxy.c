@@ -647,6 +647,41 @@ static const gw_model_t *model_for(const gw_proxy_t *p, json_t *root)
 /* ------------------------------------------------------------------------------------------ */
 /* request preparation (gw_proxy_int.h)                                                        */
 
+/* The precise block hashes of tokens' first nb full blocks, computed lazily: in batches that
+ * double (16, 32, 64, ...), stopping after the first batch whose last block no endpoint holds as
+ * part of a prefix. Later blocks cannot extend any endpoint's match (a prefix match stops at the
+ * first miss), so the scores and the routing regret equal those of the whole chain, while a long
+ * prompt nobody has seen costs 16 hashes instead of thousands. Returns the number computed. */
+static size_t hash_held_prefix(gw_proxy_t *p, const int32_t *tokens, size_t nb, const char *salt,
+                               uint64_t *out)
+{
+    const uint32_t bs = p->cfg.block_size;
+    const size_t salt_len = salt ? strlen(salt) : 0;
+    const uint32_t n_eps = p->cfg.table ? (uint32_t)p->cfg.table->n : 0;
+    kvh_digest_t parent = p->cfg.none_hash, h;
+    size_t done = 0, batch = 16;
+    while (done < nb) {
+        size_t end = nb - done < batch ? nb : done + batch;
+        for (size_t k = done; k < end; k++) {
+            kvh_block(&parent, tokens + k * bs, bs, k == 0 ? salt : NULL, k == 0 ? salt_len : 0,
+                      &h);
+            out[k] = kvh_low64(&h);
+            parent = h;
+        }
+        done = end;
+        if (done == nb || n_eps == 0)
+            break;
+        pidx_match(p->cfg.pidx, out, done, p->match_precise, n_eps);
+        uint32_t best = 0;
+        for (uint32_t e = 0; e < n_eps; e++)
+            best = p->match_precise[e] > best ? p->match_precise[e] : best;
+        if (best < done)
+            break;
+        batch *= 2;
+    }
+    return done;
+}
+
 void gw_prep_deinit(gw_prep_t *out)
 {
     if (!out)
@@ -707,12 +742,8 @@ int gw_proxy_prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gw_
     if (nb > GW_MAX_HASHES)
         nb = GW_MAX_HASHES;
     out->hashes = nb ? sy_malloc(nb * sizeof *out->hashes) : NULL;
-    if (out->hashes) {
-        const char *s = g.cache_salt;
-        kvh_chain_low64(&p->cfg.none_hash, p->cfg.block_size, g.prompt, nb * p->cfg.block_size, s,
-                        s ? strlen(s) : 0, out->hashes, nb);
-        out->n_hashes = nb;
-    }
+    if (out->hashes)
+        out->n_hashes = hash_held_prefix(p, g.prompt, nb, g.cache_salt, out->hashes);
     api_gen_req_deinit(&g);
     json_decref(root);
     return ST_OK;
