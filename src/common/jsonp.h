@@ -7,7 +7,8 @@
  * strings plus the tree's nodes. It accepts exactly what json_loadb(buf, len, 0, ...) accepts
  * (a top-level object or array, jansson's number ranges, no "\u0000", paired surrogates, depth at
  * most JSONP_MAX_DEPTH) and builds an equal tree; tests/fuzz/fuzz_jsonp.c checks that against
- * jansson itself. Duplicate keys: the last one wins, as in jansson.
+ * jansson itself. Duplicate keys: the last one wins, as in jansson. One deliberate difference: a
+ * raw NUL byte is always refused (jansson 2.14 skips a NUL that follows a number).
  * Does not: validate UTF-8 (callers check the whole body first: sy_utf8_valid), keep key order
  * beyond what jansson objects keep, or stream.
  * Thread-safety: reentrant; no shared state.

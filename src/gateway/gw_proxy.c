@@ -14,6 +14,7 @@
 #include "gateway/gw_proxy.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -27,6 +28,8 @@
 
 #define GW_MAX_RESPONSE (64u << 20) /* largest non-streaming upstream body relayed */
 #define GW_MAX_VALIDATORS 256       /* distinct served model names */
+#define GW_FREE_EXCHANGES 1024      /* finished exchanges kept for reuse */
+#define GW_STATUS_CACHE 16          /* (model, status) -> request-counter series cached */
 
 typedef enum gwx_state {
     GWX_PICK = 0,
@@ -53,7 +56,7 @@ typedef struct gwx {
     uint64_t start_ns, first_byte_ns;
     uint32_t predicted_cached_blocks, best_cached_blocks;
     int64_t delivered_cached; /* -1 unknown */
-    struct gwx *prev, *next;
+    struct gwx *prev, *next;  /* in-flight list, or the free list (next only) */
 } gwx_t;
 
 /* One served model name and the engine's validator for it (its context length). */
@@ -71,13 +74,28 @@ struct gw_proxy {
     bool draining;
     size_t inflight;
     gwx_t *list;
+    gwx_t *free_list; /* finished exchanges, their buffers kept (at most GW_FREE_EXCHANGES) */
+    size_t n_free;
     sy_buf_t out;
     gws_decision_t decision;
     uint32_t match_precise[GW_MAX_ENDPOINTS];
     /* metrics */
     mx_family_t *f_requests, *f_picks, *f_ttft, *f_e2e, *f_decision, *f_retries, *f_regret,
         *f_ejections;
-    mx_series_t *s_decision, *s_retries, *s_ejections;
+    mx_series_t *s_decision, *s_retries, *s_ejections, *s_ttft, *s_e2e;
+    /* series looked up once instead of per request: picks per endpoint slot (valid while the
+     * slot holds the endpoint of that name) and requests by (model, status) */
+    struct {
+        const gw_endpoint_t *ep;
+        char name[sizeof(((gw_endpoint_t *)0)->name)];
+        mx_series_t *s;
+    } pick_series[GW_MAX_ENDPOINTS];
+    struct {
+        char *model; /* owned; NULL = unused */
+        int status;
+        mx_series_t *s;
+    } status_series[GW_STATUS_CACHE];
+    unsigned status_next; /* round-robin replacement */
     mx_series_t *s_regret_available, *s_regret_predicted, *s_regret_delivered;
 };
 
@@ -121,6 +139,8 @@ static void metrics_init(gw_proxy_t *p)
     p->s_decision = mx_series_get(p->f_decision, NULL, 0);
     p->s_retries = mx_series_get(p->f_retries, NULL, 0);
     p->s_ejections = mx_series_get(p->f_ejections, NULL, 0);
+    p->s_ttft = mx_series_get(p->f_ttft, NULL, 0);
+    p->s_e2e = mx_series_get(p->f_e2e, NULL, 0);
     const char *k;
     k = "available";
     p->s_regret_available = mx_series_get(p->f_regret, &k, 1);
@@ -148,6 +168,9 @@ gw_proxy_t *gw_proxy_create(const gw_proxy_config_t *cfg)
     return p;
 }
 
+static void gwx_release(gw_proxy_t *p, gwx_t *x);
+
+/* Unlinks a finished exchange, returns its load to its endpoint and releases it. */
 static void gwx_free(gwx_t *x)
 {
     gw_proxy_t *p = x->p;
@@ -164,10 +187,41 @@ static void gwx_free(gwx_t *x)
         x->ep->inflight_tokens =
             x->ep->inflight_tokens > x->q.est_tokens ? x->ep->inflight_tokens - x->q.est_tokens : 0;
     }
+    gwx_release(p, x);
+}
+
+/* Frees x's prepared request and keeps x for reuse (or frees it). x is on no list. */
+static void gwx_release(gw_proxy_t *p, gwx_t *x)
+{
     gw_prep_deinit(&x->q);
+    if (p->n_free < GW_FREE_EXCHANGES && x->resp.cap <= 65536 && x->decision.cap <= 65536) {
+        x->next = p->free_list; /* kept with its buffers for the next request */
+        p->free_list = x;
+        p->n_free++;
+        return;
+    }
     sy_buf_deinit(&x->resp);
     sy_buf_deinit(&x->decision);
     sy_free(x);
+}
+
+/* A zeroed exchange (its buffers empty but with their storage kept when recycled), or NULL. */
+static gwx_t *gwx_new(gw_proxy_t *p)
+{
+    gwx_t *x = p->free_list;
+    if (!x)
+        return sy_calloc(1, sizeof(gwx_t));
+    p->free_list = x->next;
+    p->n_free--;
+    sy_buf_t resp = x->resp, decision = x->decision;
+    sy_buf_reset(&resp);
+    sy_buf_reset(&decision);
+    /* q is zeroed by gw_proxy_prepare; everything before it here */
+    memset(x, 0, offsetof(gwx_t, q));
+    memset(&x->tried, 0, sizeof *x - offsetof(gwx_t, tried));
+    x->resp = resp;
+    x->decision = decision;
+    return x;
 }
 
 void gw_proxy_destroy(gw_proxy_t *p)
@@ -180,6 +234,15 @@ void gw_proxy_destroy(gw_proxy_t *p)
             http_call_cancel(x->call);
         gwx_free(x);
     }
+    while (p->free_list) {
+        gwx_t *x = p->free_list;
+        p->free_list = x->next;
+        sy_buf_deinit(&x->resp);
+        sy_buf_deinit(&x->decision);
+        sy_free(x);
+    }
+    for (size_t i = 0; i < GW_STATUS_CACHE; i++)
+        sy_free(p->status_series[i].model);
     for (size_t i = 0; i < p->n_models; i++) {
         api_destroy(p->models[i].api);
         sy_free(p->models[i].name);
@@ -203,12 +266,45 @@ void gw_proxy_set_draining(gw_proxy_t *p, bool draining)
 
 static void count_request(gw_proxy_t *p, const char *model, int status)
 {
+    if (!model)
+        model = "";
+    for (size_t i = 0; i < GW_STATUS_CACHE; i++) {
+        if (p->status_series[i].model && p->status_series[i].status == status &&
+            strcmp(p->status_series[i].model, model) == 0) {
+            mx_counter_inc(p->status_series[i].s);
+            return;
+        }
+    }
     char st[8];
     snprintf(st, sizeof st, "%d", status);
-    const char *lv[] = {model ? model : "", st};
+    const char *lv[] = {model, st};
     mx_series_t *s = mx_series_get(p->f_requests, lv, 2);
-    if (s)
-        mx_counter_inc(s);
+    if (!s)
+        return;
+    mx_counter_inc(s);
+    char *copy = sy_strdup(model);
+    if (!copy)
+        return;
+    unsigned k = p->status_next++ % GW_STATUS_CACHE;
+    sy_free(p->status_series[k].model);
+    p->status_series[k].model = copy;
+    p->status_series[k].status = status;
+    p->status_series[k].s = s;
+}
+
+/* The picks counter of ep, looked up once per endpoint slot. */
+static mx_series_t *pick_series(gw_proxy_t *p, const gw_endpoint_t *ep)
+{
+    if (ep->id >= GW_MAX_ENDPOINTS)
+        return NULL;
+    typeof(p->pick_series[0]) *c = &p->pick_series[ep->id];
+    if (c->ep == ep && c->s && strcmp(c->name, ep->name) == 0)
+        return c->s;
+    const char *lv[] = {ep->name};
+    c->s = mx_series_get(p->f_picks, lv, 1);
+    c->ep = ep;
+    memcpy(c->name, ep->name, sizeof c->name);
+    return c->s;
 }
 
 static void answer_error(gw_proxy_t *p, http_req_t *req, const char *model, int status,
@@ -301,8 +397,11 @@ static const char *response_headers(gwx_t *x)
 {
     sy_buf_t *b = &x->p->out;
     sy_buf_reset(b);
-    sy_buf_appendf(b, "x-switchyard-endpoint: %s\r\nx-session-token: ", x->ep->name);
-    b64_encode(x->ep->name, strlen(x->ep->name), b);
+    size_t nl = strlen(x->ep->name);
+    sy_buf_append_str(b, "x-switchyard-endpoint: ");
+    sy_buf_append(b, x->ep->name, nl);
+    sy_buf_append_str(b, "\r\nx-session-token: ");
+    b64_encode(x->ep->name, nl, b);
     sy_buf_append_str(b, "\r\n");
     if (x->decision.len) {
         sy_buf_append_str(b, "x-switchyard-decision: ");
@@ -328,12 +427,14 @@ static void up_on_head(http_call_t *c, int status, const http_header_t *hs, size
     x->status = status;
     x->first_byte_ns = sy_mono_ns();
     x->ctype[0] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if (header_is(&hs[i], "Content-Type"))
-            snprintf(x->ctype, sizeof x->ctype, "%.*s", (int)hs[i].value.len, hs[i].value.ptr);
-    mx_series_t *t = mx_series_get(p->f_ttft, NULL, 0);
-    if (t)
-        mx_hist_observe(t, (double)(x->first_byte_ns - x->start_ns) / 1e9);
+    for (size_t i = 0; i < n; i++) {
+        if (header_is(&hs[i], "Content-Type")) {
+            size_t l = hs[i].value.len < sizeof x->ctype - 1 ? hs[i].value.len : 0;
+            memcpy(x->ctype, hs[i].value.ptr, l); /* an absurdly long type is dropped */
+            x->ctype[l] = '\0';
+        }
+    }
+    mx_hist_observe(p->s_ttft, (double)(x->first_byte_ns - x->start_ns) / 1e9);
     if (status == 200 && strncasecmp(x->ctype, "text/event-stream", 17) == 0) {
         x->state = GWX_STREAMING;
         http_req_sse_start(x->req, response_headers(x));
@@ -388,9 +489,7 @@ static void finish_metrics(gwx_t *x, int status)
 {
     gw_proxy_t *p = x->p;
     count_request(p, x->q.model, status);
-    mx_series_t *e = mx_series_get(p->f_e2e, NULL, 0);
-    if (e)
-        mx_hist_observe(e, (double)(sy_mono_ns() - x->start_ns) / 1e9);
+    mx_hist_observe(p->s_e2e, (double)(sy_mono_ns() - x->start_ns) / 1e9);
     uint32_t bs = p->cfg.block_size;
     if (status == 200) {
         mx_counter_add(p->s_regret_available, (double)x->best_cached_blocks * bs);
@@ -527,19 +626,24 @@ static void start_attempt(gwx_t *x)
         precise ? p->decision.cached_blocks_best : p->decision.cached_chunks_best;
     ep->inflight_requests++;
     ep->inflight_tokens += x->q.est_tokens;
-    const char *lv[] = {ep->name};
-    mx_series_t *s = mx_series_get(p->f_picks, lv, 1);
-    if (s)
-        mx_counter_inc(s);
+    mx_counter_inc(pick_series(p, ep));
     if (p->cfg.aidx && x->q.n_chunks)
         aidx_record(p->cfg.aidx, ep->id, x->q.chunks, x->q.n_chunks);
 
+    static const char ct[] = "Content-Type: application/json\r\n", ri[] = "X-Request-Id: ";
     char hdrs[320];
     sy_slice_t rid;
-    int hl = snprintf(hdrs, sizeof hdrs, "Content-Type: application/json\r\n");
-    if (http_req_header(x->req, "X-Request-Id", &rid) && rid.len < 200)
-        snprintf(hdrs + hl, sizeof hdrs - (size_t)hl, "X-Request-Id: %.*s\r\n", (int)rid.len,
-                 rid.ptr);
+    size_t hl = sizeof ct - 1;
+    memcpy(hdrs, ct, hl);
+    if (http_req_header(x->req, "X-Request-Id", &rid) && rid.len < 200) {
+        memcpy(hdrs + hl, ri, sizeof ri - 1);
+        hl += sizeof ri - 1;
+        memcpy(hdrs + hl, rid.ptr, rid.len);
+        hl += rid.len;
+        memcpy(hdrs + hl, "\r\n", 2);
+        hl += 2;
+    }
+    hdrs[hl] = '\0';
     x->state = GWX_UPSTREAM;
     int rc = http_call_start(t->ups[ep->id], "POST", x->path, hdrs, x->body.ptr, x->body.len,
                              &k_cbs, x, &x->call);
@@ -768,7 +872,7 @@ static void handle_generate(gw_proxy_t *p, http_req_t *req, const char *path, bo
         return;
     }
     sy_slice_t body = http_req_body(req);
-    gwx_t *x = sy_calloc(1, sizeof *x);
+    gwx_t *x = gwx_new(p);
     if (!x) {
         answer_error(p, req, NULL, 503, "ServiceUnavailable", "out of memory", NULL);
         return;
@@ -778,7 +882,7 @@ static void handle_generate(gw_proxy_t *p, http_req_t *req, const char *path, bo
         /* refused before any endpoint is touched, with the engine's own answer */
         count_request(p, NULL, err.status);
         http_req_respond_error(req, err.status, err.type, err.msg, err.param);
-        sy_free(x);
+        gwx_release(p, x);
         return;
     }
     x->p = p;
@@ -786,7 +890,9 @@ static void handle_generate(gw_proxy_t *p, http_req_t *req, const char *path, bo
     x->body = body;
     x->start_ns = http_req_start_ns(req);
     x->delivered_cached = -1;
-    snprintf(x->path, sizeof x->path, "%s", path);
+    size_t pl = strlen(path) < sizeof x->path - 1 ? strlen(path) : sizeof x->path - 1;
+    memcpy(x->path, path, pl);
+    x->path[pl] = '\0';
     x->next = p->list;
     if (p->list)
         p->list->prev = x;
