@@ -262,3 +262,13 @@ void sy_buf_reset(sy_buf_t *b)
     if (b->data)
         b->data[0] = '\0';
 }
+
+void sy_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}

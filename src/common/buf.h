@@ -40,6 +40,9 @@ int sy_buf_reserve(sy_buf_t *b, size_t extra);
 int sy_buf_append(sy_buf_t *b, const void *data, size_t len);
 int sy_buf_append_str(sy_buf_t *b, const char *s);
 int sy_buf_append_char(sy_buf_t *b, char c);
+/* Formats an error message into err[0..errlen) (err NULL or errlen 0: nothing). */
+void sy_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 int sy_buf_appendf(sy_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sy_buf_vappendf(sy_buf_t *b, const char *fmt, va_list ap);
 /* Appends s as the body of a JSON string (no quotes added): escapes ", \, control characters.

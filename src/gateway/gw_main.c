@@ -8,10 +8,15 @@
  *
  * Threads: the main thread runs the event loop (proxy, scraper, prober, models refresh); the
  * KV-event subscriber runs its own thread and writes only into the (locked) precise index.
- * Endpoints come from --endpoint arguments and an optional --endpoints-file (gw_endpoints.h),
- * re-read on SIGHUP: unchanged endpoints keep their state, removed ones drain (never picked,
- * torn down by the tick once their in-flight requests finish), new ones take free slots.
- * Does not: discover endpoints through DNS (see docs/architecture.md).
+ * Endpoints come from --endpoint arguments, an optional --endpoints-file (gw_endpoints.h),
+ * re-read on SIGHUP, and DNS discovery targets (--discover or the file's `discovery:`, gw_dns.h,
+ * re-resolved on the gwdns thread): each change applies the wanted set (apply_wanted): unchanged
+ * endpoints keep their state, removed ones drain (never picked, torn down by the tick once their
+ * in-flight requests finish), new ones take free slots.
+ * Hash parity: with KV events, the tick drives gw_parity.h, which probes every subscribed
+ * endpoint once its models are known (at start-up and whenever one is added) and exports
+ * switchyard_gateway_hash_parity; ep_remove tells it before the slot's upstream goes.
+ * Does not: re-read the file's `discovery:` entries on SIGHUP (they are read at start).
  * Thread-safety: process entry, main thread.
  */
 #include "gateway/gw_main.h"
@@ -35,7 +40,9 @@
 #include "engine/kv_hash.h"
 #include "engine/tokenizer.h"
 #include "gateway/approx_index.h"
+#include "gateway/gw_dns.h"
 #include "gateway/gw_endpoints.h"
+#include "gateway/gw_parity.h"
 #include "gateway/gw_proxy.h"
 #include "gateway/gw_sched.h"
 #include "gateway/gw_scrape.h"
@@ -48,6 +55,7 @@
 #define GW_TICK_MS 50
 #define GW_MODELS_REFRESH_MS 2000
 #define GW_MAX_SCRAPERS 8 /* distinct metrics paths */
+#define GW_MAX_DISC 64    /* --discover arguments plus the file's discovery entries */
 
 typedef struct gw_ctx {
     ev_loop_t *loop;
@@ -66,7 +74,12 @@ typedef struct gw_ctx {
     const gw_ep_spec_t *flag_specs;             /* --endpoint arguments (fixed across reloads) */
     size_t n_flag_specs;
     const char *endpoints_file; /* --endpoints-file, re-read on SIGHUP; NULL = none */
+    gw_ep_list_t file;          /* the file as last loaded (its discovery entries: as at start) */
+    gw_disc_spec_t *disc;       /* discovery entries (owned): --discover, then the file's */
+    size_t n_disc;
+    gwdns_t *dns; /* resolves disc[i] as its target i; NULL = no discovery */
     kvsub_t *kvsub;
+    gwpar_t *par; /* active hash-parity probes; NULL without KV events */
     pidx_t *pidx;
     aidx_t *aidx;
     gws_sched_t *sched;
@@ -205,6 +218,7 @@ static void ep_remove(gw_ctx_t *ctx, uint32_t id)
     if (ctx->scraper_of[id])
         gw_scraper_remove(ctx->scraper_of[id], ep);
     ctx->scraper_of[id] = NULL;
+    gwpar_remove_endpoint(ctx->par, id); /* before the upstream goes: cancels its probe */
     if (ctx->kvsub)
         kvsub_remove_endpoint(ctx->kvsub, id); /* drops its precise entries */
     if (ctx->pidx)
@@ -305,44 +319,111 @@ fail:
     return st != ST_OK ? st : ST_INVAL;
 }
 
-/* Startup and reload: the wanted set is the --endpoint arguments plus the file's entries.
- * ST_OK with *out owned, or an error (duplicate host:port, file error) with err set. */
-static int wanted_specs(gw_ctx_t *ctx, gw_ep_list_t *out, char *err, size_t errlen)
+/* Startup, reload and discovery: the wanted set is the --endpoint arguments, the file's entries,
+ * then the endpoints the discovery targets currently resolve to (a discovered host:port that is
+ * already listed is skipped). ST_OK with *out owned (the discovery entries are not copied), or an
+ * error (duplicate listed host:port, ST_NOMEM) with err set. */
+static int wanted_specs(gw_ctx_t *ctx, const gw_ep_list_t *file, gw_ep_list_t *out, char *err,
+                        size_t errlen)
 {
-    gw_ep_list_t file = {0};
     memset(out, 0, sizeof *out);
-    if (ctx->endpoints_file) {
-        int rc = gw_ep_list_load_file(ctx->endpoints_file, &file, err, errlen);
-        if (rc != ST_OK)
-            return rc;
+    size_t n_listed = ctx->n_flag_specs + file->n, n_found = 0;
+    gwdns_addr_t *found = NULL;
+    size_t per[GW_MAX_DISC];
+    if (ctx->dns && ctx->n_disc) {
+        found = sy_malloc(ctx->n_disc * GWDNS_MAX_ADDRS * sizeof *found);
+        if (!found)
+            goto oom;
+        for (size_t d = 0; d < ctx->n_disc; d++) {
+            per[d] = gwdns_get(ctx->dns, d, found + n_found, GWDNS_MAX_ADDRS);
+            n_found += per[d];
+        }
     }
-    size_t n = ctx->n_flag_specs + file.n;
+    size_t n = n_listed + n_found;
     out->v = n ? sy_calloc(n, sizeof *out->v) : NULL;
-    if (n && !out->v) {
-        gw_ep_list_deinit(&file);
-        snprintf(err, errlen, "out of memory");
-        return ST_NOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
+    if (n && !out->v)
+        goto oom;
+    for (size_t i = 0; i < n_listed; i++) {
         const gw_ep_spec_t *sp =
-            i < ctx->n_flag_specs ? &ctx->flag_specs[i] : &file.v[i - ctx->n_flag_specs];
+            i < ctx->n_flag_specs ? &ctx->flag_specs[i] : &file->v[i - ctx->n_flag_specs];
         for (size_t j = 0; j < out->n; j++) {
             if (strcmp(out->v[j].host, sp->host) == 0 && out->v[j].port == sp->port) {
                 snprintf(err, errlen, "endpoint %s:%d is given twice", sp->host, sp->port);
-                gw_ep_list_deinit(&file);
+                sy_free(found);
                 gw_ep_list_deinit(out);
                 return ST_INVAL;
             }
         }
         out->v[out->n++] = *sp;
     }
-    gw_ep_list_deinit(&file);
+    const gwdns_addr_t *a = found;
+    for (size_t d = 0; d < ctx->n_disc && found; d++) {
+        for (size_t k = 0; k < per[d]; k++, a++) {
+            bool dup = false;
+            for (size_t j = 0; j < out->n && !dup; j++)
+                dup = out->v[j].port == a->port && strcmp(out->v[j].host, a->host) == 0;
+            if (!dup)
+                gw_disc_spec_endpoint(&ctx->disc[d], a->host, a->port, &out->v[out->n++]);
+        }
+    }
+    sy_free(found);
+    return ST_OK;
+oom:
+    sy_free(found);
+    gw_ep_list_deinit(out);
+    snprintf(err, errlen, "out of memory");
+    return ST_NOMEM;
+}
+
+typedef struct apply_counts {
+    size_t kept, added, removed, failed;
+} apply_counts_t;
+
+/* Makes the table match want (borrowed): keeps endpoints whose spec is unchanged (and their
+ * state), drains the ones no longer wanted (tick removes them once their in-flight requests
+ * finish), adds new ones. Used by SIGHUP and by discovery updates. */
+static int apply_wanted(gw_ctx_t *ctx, const gw_ep_list_t *want, apply_counts_t *c)
+{
+    char err[512];
+    memset(c, 0, sizeof *c);
+    bool *matched = sy_calloc(want->n ? want->n : 1, sizeof *matched);
+    if (!matched)
+        return ST_NOMEM;
+    for (size_t i = 0; i < ctx->table.n; i++) {
+        if (!ctx->table.eps[i])
+            continue;
+        bool found = false;
+        for (size_t j = 0; j < want->n && !found; j++)
+            if (!matched[j] && gw_ep_spec_equal(ctx->spec[i], &want->v[j]))
+                found = matched[j] = true;
+        if (found) {
+            ctx->table.draining[i] = false; /* also takes back one that was draining */
+            c->kept++;
+        } else if (!ctx->table.draining[i]) {
+            ctx->table.draining[i] = true;
+            c->removed++;
+            sy_info("gateway.endpoint_draining", "endpoint=%s inflight=%u", ctx->table.eps[i]->name,
+                    ctx->table.eps[i]->inflight_requests);
+        }
+    }
+    for (size_t j = 0; j < want->n; j++) {
+        if (matched[j])
+            continue;
+        if (ep_add(ctx, &want->v[j], err, sizeof err) == ST_OK) {
+            c->added++;
+            sy_info("gateway.endpoint_added", "endpoint=%s:%d", want->v[j].host, want->v[j].port);
+        } else {
+            c->failed++;
+            sy_error("gateway.endpoint_add_failed", "error=\"%s\"", err);
+        }
+    }
+    sy_free(matched);
+    models_refresh(ctx);
     return ST_OK;
 }
 
-/* SIGHUP: re-reads --endpoints-file; keeps unchanged endpoints (and their state), drains the ones
- * no longer listed (tick removes them once their in-flight requests finish), adds new ones. A
- * config error keeps the current set. */
+/* SIGHUP: re-reads --endpoints-file and applies the wanted set. A config error keeps the current
+ * set. The file's `discovery:` entries are read at start only. */
 static void reload(gw_ctx_t *ctx)
 {
     if (!ctx->endpoints_file) {
@@ -350,52 +431,62 @@ static void reload(gw_ctx_t *ctx)
         return;
     }
     char err[512];
-    gw_ep_list_t want;
-    int rc = wanted_specs(ctx, &want, err, sizeof err);
-    if (rc == ST_OK && want.n == 0) {
+    gw_ep_list_t file, want = {0};
+    int rc = gw_ep_list_load_file(ctx->endpoints_file, &file, err, sizeof err);
+    if (rc == ST_OK)
+        rc = wanted_specs(ctx, &file, &want, err, sizeof err);
+    if (rc == ST_OK && want.n == 0 && ctx->n_disc == 0) {
         snprintf(err, sizeof err, "no endpoints left");
         rc = ST_INVAL;
-        gw_ep_list_deinit(&want);
     }
     if (rc != ST_OK) {
         sy_error("gateway.reload_failed", "file=\"%s\" error=\"%s\" kept=%zu", ctx->endpoints_file,
                  err, ctx->table.n);
+        gw_ep_list_deinit(&file);
+        gw_ep_list_deinit(&want);
         return;
     }
-    size_t kept = 0, added = 0, removed = 0, failed = 0;
-    bool matched[GW_SPEC_MAX + GW_MAX_SPECS] = {0};
-    for (size_t i = 0; i < ctx->table.n; i++) {
-        if (!ctx->table.eps[i])
-            continue;
-        bool found = false;
-        for (size_t j = 0; j < want.n && !found; j++)
-            if (!matched[j] && gw_ep_spec_equal(ctx->spec[i], &want.v[j]))
-                found = matched[j] = true;
-        if (found) {
-            ctx->table.draining[i] = false; /* also takes back one that was draining */
-            kept++;
-        } else if (!ctx->table.draining[i]) {
-            ctx->table.draining[i] = true;
-            removed++;
-            sy_info("gateway.endpoint_draining", "endpoint=%s inflight=%u", ctx->table.eps[i]->name,
-                    ctx->table.eps[i]->inflight_requests);
-        }
-    }
-    for (size_t j = 0; j < want.n; j++) {
-        if (matched[j])
-            continue;
-        if (ep_add(ctx, &want.v[j], err, sizeof err) == ST_OK) {
-            added++;
-            sy_info("gateway.endpoint_added", "endpoint=%s:%d", want.v[j].host, want.v[j].port);
-        } else {
-            failed++;
-            sy_error("gateway.endpoint_add_failed", "error=\"%s\"", err);
-        }
-    }
+    bool disc_same = file.n_disc == ctx->file.n_disc;
+    for (size_t i = 0; disc_same && i < file.n_disc; i++)
+        disc_same = gw_disc_spec_equal(&file.disc[i], &ctx->file.disc[i]);
+    if (!disc_same)
+        sy_warn("gateway.reload_discovery_ignored",
+                "file=\"%s\" msg=\"discovery entries changed; they take effect on restart\"",
+                ctx->endpoints_file);
+    gw_ep_list_t old = ctx->file;
+    ctx->file = file;
+    ctx->file.disc = old.disc; /* the running discovery entries stay */
+    ctx->file.n_disc = old.n_disc;
+    old.disc = file.disc;
+    gw_ep_list_deinit(&old);
+    apply_counts_t c;
+    if (apply_wanted(ctx, &want, &c) != ST_OK)
+        sy_error("gateway.reload_failed", "file=\"%s\" error=\"out of memory\"",
+                 ctx->endpoints_file);
+    else
+        sy_info("gateway.reload", "file=\"%s\" kept=%zu added=%zu removed=%zu failed=%zu",
+                ctx->endpoints_file, c.kept, c.added, c.removed, c.failed);
     gw_ep_list_deinit(&want);
-    models_refresh(ctx);
-    sy_info("gateway.reload", "file=\"%s\" kept=%zu added=%zu removed=%zu failed=%zu",
-            ctx->endpoints_file, kept, added, removed, failed);
+}
+
+/* Discovery (loop thread, from gwdns' ev_async): a target's set changed; apply the wanted set. */
+static void on_discovery(void *udata)
+{
+    gw_ctx_t *ctx = udata;
+    if (ctx->draining)
+        return;
+    char err[512];
+    gw_ep_list_t want;
+    apply_counts_t c = {0};
+    int rc = wanted_specs(ctx, &ctx->file, &want, err, sizeof err);
+    if (rc == ST_OK)
+        rc = apply_wanted(ctx, &want, &c);
+    gw_ep_list_deinit(&want);
+    if (rc != ST_OK)
+        sy_error("gateway.discovery_apply_failed", "error=\"%s\"", st_str(rc));
+    else if (c.added || c.removed || c.failed)
+        sy_info("gateway.discovery_applied", "kept=%zu added=%zu removed=%zu failed=%zu", c.kept,
+                c.added, c.removed, c.failed);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -427,6 +518,8 @@ static void tick(ev_loop_t *loop, uint64_t id, void *udata)
         models_refresh(ctx);
         ctx->next_models_ms = now + GW_MODELS_REFRESH_MS;
     }
+    if (!ctx->draining)
+        gwpar_tick(ctx->par, &ctx->table, now); /* probes subscribed endpoints once models known */
     if (ctx->draining) {
         size_t inflight = gw_proxy_inflight(ctx->proxy);
         if (inflight == 0 || now >= ctx->drain_deadline_ms) {
@@ -550,8 +643,8 @@ int gateway_main(int argc, char **argv)
     double drain_timeout = 30;
     bool debug_scores = false;
     /* --endpoint is repeatable: collected here, the rest goes to cli_parse */
-    const char *endpoint_args[GW_MAX_SPECS];
-    size_t n_endpoint_args = 0;
+    const char *endpoint_args[GW_MAX_SPECS], *discover_args[GW_MAX_DISC], *dns_server = NULL;
+    size_t n_endpoint_args = 0, n_discover_args = 0;
     char **rest = sy_calloc((size_t)argc + 1, sizeof *rest);
     int n_rest = 0;
     if (!rest)
@@ -567,6 +660,16 @@ int gateway_main(int argc, char **argv)
                 endpoint_args[n_endpoint_args++] = argv[i] + 11;
             continue;
         }
+        if (i > 0 && strcmp(argv[i], "--discover") == 0 && i + 1 < argc) {
+            if (n_discover_args < GW_MAX_DISC)
+                discover_args[n_discover_args++] = argv[++i];
+            continue;
+        }
+        if (i > 0 && strncmp(argv[i], "--discover=", 11) == 0) {
+            if (n_discover_args < GW_MAX_DISC)
+                discover_args[n_discover_args++] = argv[i] + 11;
+            continue;
+        }
         rest[n_rest++] = argv[i];
     }
     const cli_opt_t opts[] = {
@@ -576,8 +679,15 @@ int gateway_main(int argc, char **argv)
          "a model server (repeat for each); models are read from its /v1/models", NULL},
         {"endpoints-file", "FILE", CLI_STRING, &endpoints_file,
          "YAML list of endpoints (url, models, role, kv_events, replay, metrics_path), re-read "
-         "on SIGHUP",
+         "on SIGHUP, and of discovery targets (target, kv_events_port, role, models, "
+         "interval_ms)",
          NULL},
+        {"discover", "TARGET[,kv-events-port=N][,role=R][,model=M][,interval=MS]", CLI_STRING, NULL,
+         "find endpoints in DNS (repeatable): dns://NAME:PORT (every A/AAAA address) or "
+         "srv://_http._tcp.NAME (every SRV record), re-resolved every interval (default 5000 ms)",
+         NULL},
+        {"dns-server", "IPV4:PORT", CLI_STRING, &dns_server,
+         "send discovery queries to this DNS server instead of the system resolver", NULL},
         {"scheduler", "NAME", CLI_STRING, &scheduler,
          "built-in scheduler: round-robin, random, load, prefix-approx, prefix-precise, default",
          "default"},
@@ -608,7 +718,7 @@ int gateway_main(int argc, char **argv)
          "on SIGTERM, time given to in-flight requests", "30"},
         {"log-level", "LEVEL", CLI_STRING, &log_level, "debug, info, warn or error", "info"},
     };
-    /* the --endpoint row documents the option; it was consumed above */
+    /* the --endpoint and --discover rows document the options; they were consumed above */
     cli_opt_t parse_opts[sizeof opts / sizeof opts[0]];
     size_t n_parse = 0;
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
@@ -650,8 +760,13 @@ int gateway_main(int argc, char **argv)
         }
         sy_log_set_level((sy_log_level_t)lvl);
     }
-    if (n_endpoint_args == 0 && !endpoints_file) {
-        fprintf(stderr, "switchyard gateway: no --endpoint or --endpoints-file given\n");
+    if (n_endpoint_args == 0 && !endpoints_file && n_discover_args == 0) {
+        fprintf(stderr,
+                "switchyard gateway: no --endpoint, --discover or --endpoints-file given\n");
+        return 2;
+    }
+    if (dns_server && gwdns_server_check(dns_server, err, sizeof err) != ST_OK) {
+        fprintf(stderr, "switchyard gateway: %s\n", err);
         return 2;
     }
     if (port > 65535 || block_size == 0 || block_size > 1024 || n_endpoint_args > GW_MAX_SPECS) {
@@ -676,10 +791,16 @@ int gateway_main(int argc, char **argv)
     ctx.n_flag_specs = n_endpoint_args;
     ctx.endpoints_file = endpoints_file;
     gw_ep_list_t want = {0};
+    ctx.disc = sy_calloc(GW_MAX_DISC, sizeof *ctx.disc);
+    if (!ctx.disc) {
+        sy_free(specs);
+        return 1;
+    }
     ctx.drain_timeout = drain_timeout;
     ctx.block_size = (uint32_t)block_size;
     tok_t *tok = NULL;
     sigset_t mask;
+    sy_proc_tune_malloc();
     sy_proc_block_signals(&mask, true); /* SIGHUP reloads --endpoints-file */
 
     rc = config ? gws_config_load_file(config, &ctx.sched, err, sizeof err)
@@ -692,8 +813,27 @@ int gateway_main(int argc, char **argv)
     gws_sched_approx_params(ctx.sched, &ap);
     ctx.approx_chunk_chars = ap.chunk_chars;
     unsigned needs = gws_sched_needs(ctx.sched);
-    rc = wanted_specs(&ctx, &want, err, sizeof err);
-    if (rc == ST_OK && want.n == 0) {
+    rc = endpoints_file ? gw_ep_list_load_file(endpoints_file, &ctx.file, err, sizeof err) : ST_OK;
+    for (size_t i = 0; rc == ST_OK && i < n_discover_args + ctx.file.n_disc; i++) {
+        if (ctx.n_disc == GW_MAX_DISC) {
+            snprintf(err, sizeof err, "more than %d discovery targets", GW_MAX_DISC);
+            rc = ST_INVAL;
+        } else if (i < n_discover_args) {
+            rc = gw_disc_spec_parse_arg(discover_args[i], &ctx.disc[ctx.n_disc], err, sizeof err);
+        } else {
+            ctx.disc[ctx.n_disc] = ctx.file.disc[i - n_discover_args];
+        }
+        for (size_t j = 0; rc == ST_OK && j < ctx.n_disc; j++) {
+            if (strcmp(ctx.disc[j].target, ctx.disc[ctx.n_disc].target) == 0) {
+                snprintf(err, sizeof err, "discovery target %s is given twice", ctx.disc[j].target);
+                rc = ST_INVAL;
+            }
+        }
+        ctx.n_disc += rc == ST_OK;
+    }
+    if (rc == ST_OK)
+        rc = wanted_specs(&ctx, &ctx.file, &want, err, sizeof err);
+    if (rc == ST_OK && want.n == 0 && ctx.n_disc == 0) {
         snprintf(err, sizeof err, "no endpoints");
         rc = ST_INVAL;
     }
@@ -703,6 +843,8 @@ int gateway_main(int argc, char **argv)
     }
     /* a reloadable file may add KV-event endpoints later: subscribe-ready from the start */
     bool any_events = endpoints_file != NULL;
+    for (size_t i = 0; i < ctx.n_disc; i++)
+        any_events |= ctx.disc[i].kv_events_port != 0;
     for (size_t i = 0; i < want.n; i++)
         any_events |= want.v[i].kv_events[0] != '\0';
 
@@ -777,6 +919,17 @@ int gateway_main(int argc, char **argv)
             if (gw_proxy_add_model(ctx.proxy, ctx.table.eps[i]->models[m], 0) != ST_OK)
                 goto oom;
     metrics_init(&ctx);
+    if (ctx.kvsub) {
+        gwpar_config_t parc;
+        gwpar_config_default(&parc);
+        parc.none_hash = pcfg.none_hash;
+        parc.hash_seed = getenv("PYTHONHASHSEED");
+        parc.block_size = (uint32_t)block_size;
+        parc.metrics = ctx.reg;
+        int st = ST_OK;
+        if (!(ctx.par = gwpar_create(ctx.kvsub, &parc, &st)))
+            goto oom;
+    }
     http_server_config_t hcfg;
     http_server_config_default(&hcfg);
     hcfg.max_body_bytes = (size_t)max_body;
@@ -794,16 +947,30 @@ int gateway_main(int argc, char **argv)
     ctx.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (ctx.sigfd < 0 || ev_fd_add(ctx.loop, ctx.sigfd, EV_READ, on_signal, &ctx) != ST_OK)
         goto fail;
+    if (ctx.n_disc) { /* resolved on the gwdns thread; changes arrive through on_discovery */
+        gwdns_config_t dcfg = {.server = dns_server, .metrics = ctx.reg};
+        int st = ST_OK;
+        ctx.dns = gwdns_create(ctx.loop, &dcfg, on_discovery, &ctx, &st);
+        for (size_t i = 0; ctx.dns && st == ST_OK && i < ctx.n_disc; i++) {
+            int ix =
+                gwdns_add(ctx.dns, ctx.disc[i].target, ctx.disc[i].interval_ms, err, sizeof err);
+            st = ix < 0 ? ix : ST_OK;
+        }
+        if (!ctx.dns || st != ST_OK || (st = gwdns_start(ctx.dns)) != ST_OK) {
+            fprintf(stderr, "switchyard gateway: discovery: %s\n", st_str(st));
+            goto fail;
+        }
+    }
     models_refresh(&ctx);
     ctx.next_models_ms = ev_now_ms(ctx.loop) + GW_MODELS_REFRESH_MS;
     ev_timer_add(ctx.loop, GW_TICK_MS, tick, &ctx);
     sy_info("gateway.start",
-            "addr=%s:%d endpoints=%zu file=%s scheduler=%s precise=%s approx=%s kv_events=%s "
-            "block_size=%llu",
-            host, http_server_port(ctx.srv), ctx.table.n, endpoints_file ? endpoints_file : "none",
-            config ? config : scheduler, (needs & GWS_NEEDS_PRECISE) ? "on" : "off",
-            (needs & GWS_NEEDS_APPROX) ? "on" : "off", any_events ? "on" : "off",
-            (unsigned long long)block_size);
+            "addr=%s:%d endpoints=%zu discovery=%zu file=%s scheduler=%s precise=%s approx=%s "
+            "kv_events=%s block_size=%llu",
+            host, http_server_port(ctx.srv), ctx.table.n, ctx.n_disc,
+            endpoints_file ? endpoints_file : "none", config ? config : scheduler,
+            (needs & GWS_NEEDS_PRECISE) ? "on" : "off", (needs & GWS_NEEDS_APPROX) ? "on" : "off",
+            any_events ? "on" : "off", (unsigned long long)block_size);
     ev_run(ctx.loop);
     exit_code = 0;
     goto cleanup;
@@ -816,10 +983,12 @@ cleanup:
         ev_fd_del(ctx.loop, ctx.sigfd);
         close(ctx.sigfd);
     }
+    gwdns_destroy(ctx.dns);       /* joins its thread */
     http_server_destroy(ctx.srv); /* client exchanges end: their upstream calls are cancelled */
     gw_proxy_destroy(ctx.proxy);
     while (ctx.table.n) /* endpoints first: they unregister from the scrapers and kvsub */
         ep_remove(&ctx, (uint32_t)(ctx.table.n - 1));
+    gwpar_destroy(ctx.par);
     for (size_t i = 0; i < ctx.n_scrapers; i++)
         gw_scraper_destroy(ctx.scrapers[i].s);
     kvsub_destroy(ctx.kvsub);
@@ -833,6 +1002,8 @@ cleanup:
     mx_registry_destroy(ctx.reg);
     ev_loop_destroy(ctx.loop);
     gw_ep_list_deinit(&want);
+    gw_ep_list_deinit(&ctx.file);
+    sy_free(ctx.disc);
     sy_free(specs);
     return exit_code;
 }

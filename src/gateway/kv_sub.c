@@ -5,7 +5,9 @@
  * thread and publishes the record into `eps` under `mu`; the mutex is the full memory barrier ZMQ
  * asks for when a socket changes threads. From then on only the subscriber thread touches the
  * sockets. Removal is a request (`removing` + wake-up); the thread closes the sockets, clears the
- * index entries, frees the record and signals `cv`.
+ * index entries, frees the record and signals `cv`. Armed parity probes (kv_sub.h) are under a
+ * second mutex, `probe_mu`, because apply() also runs under `mu` (replay timeout); the lock order
+ * is mu -> probe_mu.
  *
  * Thread loop: under mu, reap removed endpoints and snapshot the poll set (wake eventfd, every
  * SUB, and every DEALER); then zmq_poll for at most poll_ms; drain up to KVSUB_BURST messages per
@@ -53,6 +55,13 @@ typedef struct kvsub_held {
     size_t len;
 } kvsub_held_t;
 
+/* An armed parity probe (kvsub_probe_arm); guarded by probe_mu. */
+typedef struct kvsub_probe {
+    int32_t *tokens; /* owned */
+    size_t n;
+    kvsub_probe_result_t res;
+} kvsub_probe_t;
+
 typedef struct kvsub_ep {
     uint32_t id;
     char *endpoint;
@@ -61,6 +70,8 @@ typedef struct kvsub_ep {
     void *dealer;
     bool removing; /* guarded by mu */
     atomic_bool stale;
+    atomic_bool probe_armed; /* probe != NULL, readable without mu */
+    kvsub_probe_t *probe;    /* guarded by probe_mu; NULL = none armed */
 
     /* thread-owned */
     kvsub_state_t state;
@@ -88,6 +99,9 @@ struct kvsub {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    /* Guards every ep->probe. Taken after mu when both are held (apply() may run under mu, in
+     * a replay timeout), never before it. */
+    pthread_mutex_t probe_mu;
     bool sync_init;
     kvsub_ep_t **eps; /* guarded by mu; records freed only by the thread (or destroy) */
     size_t n_eps;
@@ -144,10 +158,19 @@ static void held_clear(kvsub_ep_t *ep)
     ep->n_held = 0;
 }
 
+static void probe_free(kvsub_probe_t *p)
+{
+    if (!p)
+        return;
+    sy_free(p->tokens);
+    sy_free(p);
+}
+
 static void ep_free(kvsub_ep_t *ep)
 {
     if (!ep)
         return;
+    probe_free(ep->probe);
     if (ep->sub)
         zmq_close(ep->sub);
     if (ep->dealer)
@@ -221,6 +244,39 @@ static void parity_check(kvsub_t *s, kvsub_ep_t *ep, const kvd_event_t *ev)
     }
 }
 
+/* Records ev into ep's armed probe when its token ids continue the probe (kv_sub.h). */
+static void probe_observe(kvsub_t *s, kvsub_ep_t *ep, const kvd_event_t *ev)
+{
+    if (!ev->has_tokens || ev->n_tokens == 0 || ev->n_hashes == 0)
+        return;
+    pthread_mutex_lock(&s->probe_mu);
+    kvsub_probe_t *p = ep->probe;
+    if (!p)
+        goto out;
+    kvsub_probe_result_t *r = &p->res;
+    size_t off = 0;
+    if (ev->has_parent) {
+        if (!r->seen || r->n_hashes == 0 || ev->parent != r->hashes[r->n_hashes - 1])
+            goto out;
+        off = r->n_tokens;
+    }
+    if (ev->n_tokens > p->n - off ||
+        memcmp(p->tokens + off, ev->token_ids, ev->n_tokens * sizeof(int32_t)) != 0)
+        goto out;
+    if (!ev->has_parent) { /* a root: (re)starts the record */
+        memset(r, 0, sizeof(*r));
+        r->seen = true;
+        r->block_size = ev->block_size ? ev->block_size : (uint32_t)(ev->n_tokens / ev->n_hashes);
+        r->has_extra = ev->has_extra0 || ev->lora_name.ptr != NULL;
+    }
+    for (size_t i = 0; i < ev->n_hashes && r->n_hashes < KVSUB_PROBE_MAX_HASHES; i++)
+        r->hashes[r->n_hashes++] = ev->hashes[i];
+    r->n_tokens = off + ev->n_tokens;
+    r->n_events++;
+out:
+    pthread_mutex_unlock(&s->probe_mu);
+}
+
 /* Decodes one payload and applies it to the index. */
 static void apply(kvsub_t *s, kvsub_ep_t *ep, const void *data, size_t len)
 {
@@ -245,6 +301,8 @@ static void apply(kvsub_t *s, kvsub_ep_t *ep, const void *data, size_t len)
         switch (ev->type) {
         case KVD_BLOCK_STORED:
             parity_check(s, ep, ev);
+            if (atomic_load_explicit(&ep->probe_armed, memory_order_acquire))
+                probe_observe(s, ep, ev);
             pidx_add(s->index, ep->id, ev->hashes, ev->n_hashes);
             ep->w.blocks_stored += ev->n_hashes;
             break;
@@ -593,6 +651,7 @@ static void sub_free(kvsub_t *s)
     if (s->sync_init) {
         for (size_t i = 0; i < s->n_eps; i++)
             ep_free(s->eps[i]);
+        pthread_mutex_destroy(&s->probe_mu);
         pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);
     }
@@ -645,6 +704,11 @@ kvsub_t *kvsub_create(pidx_t *index, const kvsub_config_t *cfg, int *status)
     if (pthread_mutex_init(&s->mu, NULL) != 0)
         goto fail;
     if (pthread_cond_init(&s->cv, NULL) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        goto fail;
+    }
+    if (pthread_mutex_init(&s->probe_mu, NULL) != 0) {
+        pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);
         goto fail;
     }
@@ -702,6 +766,7 @@ int kvsub_add_endpoint(kvsub_t *s, uint32_t ep_id, const char *zmq_endpoint,
         return ST_NOMEM;
     ep->id = ep_id;
     atomic_init(&ep->stale, false);
+    atomic_init(&ep->probe_armed, false);
     if (!(ep->endpoint = sy_strdup(zmq_endpoint)) ||
         (replay_endpoint && !(ep->replay_endpoint = sy_strdup(replay_endpoint))))
         goto fail;
@@ -797,4 +862,75 @@ bool kvsub_is_stale(kvsub_t *s, uint32_t ep_id)
     bool v = ep && atomic_load(&ep->stale);
     pthread_mutex_unlock(&s->mu);
     return v;
+}
+
+/* ------------------------------------------------------------ parity probe */
+
+int kvsub_probe_arm(kvsub_t *s, uint32_t ep_id, const int32_t *tokens, size_t n)
+{
+    if (!s || !tokens || n == 0 || n > KVSUB_PROBE_MAX_TOKENS)
+        return ST_INVAL;
+    kvsub_probe_t *p = sy_calloc(1, sizeof(*p));
+    if (!p || !(p->tokens = sy_malloc(n * sizeof(int32_t)))) {
+        probe_free(p);
+        return ST_NOMEM;
+    }
+    memcpy(p->tokens, tokens, n * sizeof(int32_t));
+    p->n = n;
+    pthread_mutex_lock(&s->mu);
+    kvsub_ep_t *ep = ep_find_locked(s, ep_id);
+    kvsub_probe_t *old = NULL;
+    if (ep) {
+        pthread_mutex_lock(&s->probe_mu);
+        old = ep->probe;
+        ep->probe = p;
+        atomic_store_explicit(&ep->probe_armed, true, memory_order_release);
+        pthread_mutex_unlock(&s->probe_mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    probe_free(old);
+    if (!ep) {
+        probe_free(p);
+        return ST_NOTFOUND;
+    }
+    return ST_OK;
+}
+
+int kvsub_probe_get(kvsub_t *s, uint32_t ep_id, kvsub_probe_result_t *out)
+{
+    if (!s)
+        return ST_NOTFOUND;
+    int st = ST_NOTFOUND;
+    pthread_mutex_lock(&s->mu);
+    kvsub_ep_t *ep = ep_find_locked(s, ep_id);
+    if (ep) {
+        pthread_mutex_lock(&s->probe_mu);
+        if (ep->probe) {
+            *out = ep->probe->res;
+            st = ST_OK;
+        } else {
+            st = ST_STATE;
+        }
+        pthread_mutex_unlock(&s->probe_mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+void kvsub_probe_disarm(kvsub_t *s, uint32_t ep_id)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    kvsub_ep_t *ep = ep_find_locked(s, ep_id);
+    kvsub_probe_t *p = NULL;
+    if (ep) {
+        pthread_mutex_lock(&s->probe_mu);
+        atomic_store_explicit(&ep->probe_armed, false, memory_order_release);
+        p = ep->probe;
+        ep->probe = NULL;
+        pthread_mutex_unlock(&s->probe_mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    probe_free(p);
 }

@@ -32,6 +32,14 @@
  * block_size different from cfg.block_size when that is set) are counted and warned about once
  * per endpoint, since the gateway's request hashes will then never hit that endpoint.
  *
+ * Active parity probe (gw_parity.h drives it): kvsub_probe_arm registers, for one endpoint, the
+ * token ids of a probe request the gateway is about to send. The thread then records the block
+ * hashes of a BlockStored (GPU / nil medium) whose parent is nil and whose token_ids are a prefix
+ * of the armed ids, and of BlockStored events chained to it (parent = the last recorded hash,
+ * token_ids = the next armed ids). Matching on token_ids keeps unrelated traffic out. The loop
+ * thread polls the record with kvsub_probe_get. The check is cheap when nothing is armed (one
+ * atomic load per BlockStored).
+ *
  * Does not: discover endpoints, bind (the SUB always connects: the engine's PUB binds, the
  * default), key entries by group_idx or data-parallel rank, or request an initial replay.
  * Thread-safety: every kvsub_* function is thread-safe. One background thread owns the sockets
@@ -83,6 +91,21 @@ typedef struct kvsub_stats {
     bool stale;            /* a gap is being repaired: precise entries unsure */
 } kvsub_stats_t;
 
+/* Caps of an armed probe. */
+#define KVSUB_PROBE_MAX_TOKENS 4096
+#define KVSUB_PROBE_MAX_HASHES 256
+
+/* What the subscriber saw of an armed probe (see kvsub_probe_get). */
+typedef struct kvsub_probe_result {
+    bool seen;           /* a root BlockStored carrying the probe's first token ids arrived */
+    uint32_t block_size; /* the event's block_size, else n_tokens / n_hashes of the root event */
+    bool has_extra;      /* the root event had extra keys or a lora_name (hashes include them) */
+    size_t n_events;     /* matching events recorded (root + chained) */
+    size_t n_hashes;     /* recorded block hashes, in chain order (<= KVSUB_PROBE_MAX_HASHES) */
+    size_t n_tokens;     /* probe token ids covered by the recorded events */
+    uint64_t hashes[KVSUB_PROBE_MAX_HASHES];
+} kvsub_probe_result_t;
+
 /* Fills defaults (no parity check). */
 void kvsub_config_default(kvsub_config_t *c);
 
@@ -110,5 +133,15 @@ int kvsub_get_stats(kvsub_t *s, uint32_t ep_id, kvsub_stats_t *out);
 /* True while ep_id's index entries are being repaired after a gap (gw_endpoint.kv_index_stale).
  * Live value, not a snapshot. False for unknown ids. */
 bool kvsub_is_stale(kvsub_t *s, uint32_t ep_id);
+
+/* Arms the parity probe of ep_id with tokens[0..n) (copied; 1 <= n <= KVSUB_PROBE_MAX_TOKENS),
+ * replacing (and resetting) a probe already armed there. Call before sending the probe request.
+ * Returns ST_OK, ST_NOTFOUND (no such endpoint), ST_INVAL or ST_NOMEM. */
+int kvsub_probe_arm(kvsub_t *s, uint32_t ep_id, const int32_t *tokens, size_t n);
+/* Copies what was recorded for ep_id's armed probe into out (out->seen false while nothing
+ * matched yet). Returns ST_OK, ST_NOTFOUND (no such endpoint) or ST_STATE (no probe armed). */
+int kvsub_probe_get(kvsub_t *s, uint32_t ep_id, kvsub_probe_result_t *out);
+/* Disarms ep_id's probe (no-op when none is armed or the endpoint is unknown). */
+void kvsub_probe_disarm(kvsub_t *s, uint32_t ep_id);
 
 #endif

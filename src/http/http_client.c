@@ -80,6 +80,7 @@
 #include "common/status.h"
 
 #define UC_READ_CHUNK 16384
+#define HC_FREE_CALLS 1024 /* finished calls kept for reuse */
 
 typedef enum uc_state {
     UC_CONNECTING,
@@ -108,6 +109,7 @@ struct http_call {
     bool done; /* on_done delivered or running */
     bool dead; /* cancelled inside one of its callbacks: freed when the callback returns */
     unsigned in_cb;
+    http_call_t *free_next; /* on the client's free list */
 };
 
 struct uconn {
@@ -156,6 +158,8 @@ struct http_client {
     http_upstream_t *ups;
     uconn_t *pend_head, *pend_tail;
     uint64_t pend_timer;
+    http_call_t *free_calls; /* finished calls kept for reuse (at most HC_FREE_CALLS) */
+    size_t n_free_calls;
     http_response_head_t scratch; /* one head parse at a time (see the file comment) */
 };
 
@@ -419,10 +423,34 @@ static int conn_open(http_upstream_t *up, http_call_t *call)
 
 /* ---- calls ---- */
 
+/* Keeps a finished call (and its request buffer, when small) for the next http_call_start. */
 static void call_free(http_call_t *call)
 {
+    http_client_t *cl = call->up ? call->up->cl : NULL;
+    if (cl && cl->n_free_calls < HC_FREE_CALLS && call->req.cap <= 65536) {
+        sy_buf_t req = call->req;
+        sy_buf_reset(&req);
+        memset(call, 0, sizeof *call);
+        call->req = req;
+        call->free_next = cl->free_calls;
+        cl->free_calls = call;
+        cl->n_free_calls++;
+        return;
+    }
     sy_buf_deinit(&call->req);
     sy_free(call);
+}
+
+/* A zeroed call (with a kept request buffer when recycled), or NULL. */
+static http_call_t *call_new(http_client_t *cl)
+{
+    http_call_t *call = cl->free_calls;
+    if (!call)
+        return sy_calloc(1, sizeof *call);
+    cl->free_calls = call->free_next;
+    cl->n_free_calls--;
+    call->free_next = NULL;
+    return call;
 }
 
 /* Runs on_done and frees the call. The call is already detached from its connection. */
@@ -685,7 +713,9 @@ static void conn_read(uconn_t *c)
     conn_process(c);
 }
 
-static void conn_write(uconn_t *c)
+/* Sends what the socket takes of the call's request. ST_OK (all sent, or it would block) or
+ * -errno. */
+static int conn_send(uconn_t *c)
 {
     http_call_t *call = c->call;
     while (c->out_off < call->req.len) {
@@ -696,10 +726,19 @@ static void conn_write(uconn_t *c)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            conn_fail(c, -errno);
-            return;
+            return -errno;
         }
         c->out_off += (size_t)n;
+    }
+    return ST_OK;
+}
+
+static void conn_write(uconn_t *c)
+{
+    int rc = conn_send(c);
+    if (rc != ST_OK) {
+        conn_fail(c, rc);
+        return;
     }
     conn_update_mask(c);
 }
@@ -711,20 +750,11 @@ static void conn_write(uconn_t *c)
  * on a fresh one there). */
 static void conn_write_now(uconn_t *c)
 {
-    http_call_t *call = c->call;
-    while (c->out_off < call->req.len) {
-        ssize_t n =
-            send(c->fd, call->req.data + c->out_off, call->req.len - c->out_off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            c->connect_err = -errno;
-            conn_pend(c, PEND_FAIL);
-            return;
-        }
-        c->out_off += (size_t)n;
+    int rc = conn_send(c);
+    if (rc != ST_OK) {
+        c->connect_err = rc;
+        conn_pend(c, PEND_FAIL);
+        return;
     }
     conn_update_mask(c);
 }
@@ -848,6 +878,12 @@ void http_client_destroy(http_client_t *cl)
         sy_buf_deinit(&c->in);
         sy_free(c);
     }
+    while (cl->free_calls) {
+        http_call_t *call = cl->free_calls;
+        cl->free_calls = call->free_next;
+        sy_buf_deinit(&call->req);
+        sy_free(call);
+    }
     sy_free(cl);
 }
 
@@ -956,11 +992,22 @@ static int call_serialize(http_call_t *call, const http_upstream_t *up, const ch
     if (sy_buf_reserve(b, strlen(method) + strlen(path) + strlen(up->host_hdr) + extra_len +
                               body_len + 96) != ST_OK)
         return ST_NOMEM;
-    int rc = sy_buf_appendf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, path, up->host_hdr);
+    /* reserved above: none of these appends can fail */
+    sy_buf_append_str(b, method);
+    sy_buf_append_char(b, ' ');
+    sy_buf_append_str(b, path);
+    sy_buf_append_str(b, " HTTP/1.1\r\nHost: ");
+    sy_buf_append_str(b, up->host_hdr);
+    int rc = sy_buf_append(b, "\r\n", 2);
     if (rc == ST_OK && extra_len)
         rc = sy_buf_append(b, extra, extra_len);
-    if (rc == ST_OK && body)
-        rc = sy_buf_appendf(b, "Content-Length: %zu\r\n", body_len);
+    if (rc == ST_OK && body) {
+        rc = sy_buf_append_str(b, "Content-Length: ");
+        if (rc == ST_OK)
+            rc = sy_buf_append_i64(b, (int64_t)body_len);
+        if (rc == ST_OK)
+            rc = sy_buf_append(b, "\r\n", 2);
+    }
     if (rc == ST_OK)
         rc = sy_buf_append_str(b, "Connection: keep-alive\r\n\r\n");
     if (rc == ST_OK && body_len)
@@ -981,7 +1028,7 @@ int http_call_start(http_upstream_t *up, const char *method, const char *path,
         if (el < 2 || memcmp(extra_headers + el - 2, "\r\n", 2) != 0)
             return ST_INVAL;
     }
-    http_call_t *call = sy_calloc(1, sizeof *call);
+    http_call_t *call = call_new(up->cl);
     if (!call)
         return ST_NOMEM;
     call->up = up;

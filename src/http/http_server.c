@@ -172,6 +172,7 @@ struct http_server {
     http_conn_t *pend_head, *pend_tail;
     uint64_t pend_timer;
     http_request_head_t scratch; /* parse target; copied into the req once complete */
+    sy_buf_t head_scratch;       /* response heads are built here (http_req_respond) */
 };
 
 static void conn_process(http_conn_t *c);
@@ -1287,6 +1288,7 @@ void http_server_destroy(http_server_t *srv)
     srv->pend_head = srv->pend_tail = NULL;
     while (srv->conns)
         conn_reap(srv->conns);
+    sy_buf_deinit(&srv->head_scratch);
     sy_free(srv);
 }
 
@@ -1401,12 +1403,29 @@ int http_req_respond(http_req_t *req, int status, const char *content_type, cons
     }
     bool no_body = status < 200 || status == 204 || status == 304;
     bool close = !req->keep_alive || c->srv->draining || c->peer_eof;
-    sy_buf_t h = SY_BUF_INIT;
-    rc = sy_buf_appendf(&h, "HTTP/1.1 %d %s\r\n", status, http_status_reason(status));
-    if (rc == ST_OK && content_type)
-        rc = sy_buf_appendf(&h, "Content-Type: %s\r\n", content_type);
-    if (rc == ST_OK && !no_body)
-        rc = sy_buf_appendf(&h, "Content-Length: %zu\r\n", body_len);
+    /* the head is built in the server's scratch buffer: conn_write copies what it cannot send */
+    sy_buf_t h = c->srv->head_scratch;
+    c->srv->head_scratch = (sy_buf_t)SY_BUF_INIT; /* taken: nested use would allocate its own */
+    sy_buf_reset(&h);
+    rc = sy_buf_append_str(&h, "HTTP/1.1 ");
+    if (rc == ST_OK)
+        rc = sy_buf_append_i64(&h, status);
+    if (rc == ST_OK)
+        rc = sy_buf_append_char(&h, ' ');
+    if (rc == ST_OK)
+        rc = sy_buf_append_str(&h, http_status_reason(status));
+    if (rc == ST_OK && content_type) {
+        rc = sy_buf_append_str(&h, "\r\nContent-Type: ");
+        if (rc == ST_OK)
+            rc = sy_buf_append_str(&h, content_type);
+    }
+    if (rc == ST_OK && !no_body) {
+        rc = sy_buf_append_str(&h, "\r\nContent-Length: ");
+        if (rc == ST_OK)
+            rc = sy_buf_append_i64(&h, (int64_t)body_len);
+    }
+    if (rc == ST_OK)
+        rc = sy_buf_append(&h, "\r\n", 2);
     if (rc == ST_OK)
         rc = append_connection_header(&h, req, close);
     if (rc == ST_OK && extra_headers)
@@ -1429,7 +1448,10 @@ int http_req_respond(http_req_t *req, int status, const char *content_type, cons
     rc = conn_write(c, iov, iovcnt);
     c->req = r;
     exchange_end(c);
-    sy_buf_deinit(&h);
+    if (h.cap <= 65536 && c->srv->head_scratch.cap == 0)
+        c->srv->head_scratch = h; /* given back for the next response */
+    else
+        sy_buf_deinit(&h);
     if (c->state == CS_WRITING && out_pending(c) == 0)
         conn_response_done(c);
     return rc == ST_OK ? ST_OK : ST_CLOSED;

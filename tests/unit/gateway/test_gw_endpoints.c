@@ -1,7 +1,9 @@
 /*
  * test_gw_endpoints.c - unit tests of the gateway's endpoint specifications (gw_endpoints.h):
  * the endpoints YAML file (every key, defaults, an empty list, each class of error with its line)
- * and the --endpoint argument form, plus spec equality used by the SIGHUP reload.
+ * and the --endpoint argument form, plus spec equality used by the SIGHUP reload; the
+ * `discovery:` entries and the --discover argument form, and the endpoint spec a discovered
+ * address gets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -160,13 +162,139 @@ static void test_arg(void **state)
     assert_non_null(strstr(err, "unknown key 'k'"));
 }
 
+static void test_discovery_file(void **state)
+{
+    (void)state;
+    const char *y = "discovery:\n"
+                    "  - target: srv://_http._tcp.vllm.ns.svc.cluster.local\n"
+                    "    kv_events_port: 5557\n"
+                    "    role: decode\n"
+                    "    models: [sim/a, sim/b]\n"
+                    "    interval_ms: 250\n"
+                    "  - target: dns://vllm.ns:8000\n"
+                    "endpoints:\n"
+                    "  - url: http://127.0.0.1:8001\n";
+    gw_ep_list_t l;
+    char err[256];
+    assert_int_equal(parse(y, &l, err, sizeof err), ST_OK);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.n_disc, 2);
+    assert_string_equal(l.disc[0].target, "srv://_http._tcp.vllm.ns.svc.cluster.local");
+    assert_int_equal(l.disc[0].kv_events_port, 5557);
+    assert_int_equal(l.disc[0].role, GW_ROLE_DECODE);
+    assert_int_equal(l.disc[0].n_models, 2);
+    assert_string_equal(l.disc[0].models[1], "sim/b");
+    assert_int_equal(l.disc[0].interval_ms, 250);
+    /* defaults */
+    assert_string_equal(l.disc[1].target, "dns://vllm.ns:8000");
+    assert_int_equal(l.disc[1].kv_events_port, 0);
+    assert_int_equal(l.disc[1].role, GW_ROLE_BOTH);
+    assert_int_equal(l.disc[1].n_models, 0);
+    assert_int_equal(l.disc[1].interval_ms, 0);
+    assert_false(gw_disc_spec_equal(&l.disc[0], &l.disc[1]));
+    assert_true(gw_disc_spec_equal(&l.disc[0], &l.disc[0]));
+    /* the spec of a discovered address */
+    gw_ep_spec_t e;
+    gw_disc_spec_endpoint(&l.disc[0], "10.0.0.7", 8000, &e);
+    assert_string_equal(e.host, "10.0.0.7");
+    assert_int_equal(e.port, 8000);
+    assert_int_equal(e.role, GW_ROLE_DECODE);
+    assert_string_equal(e.kv_events, "tcp://10.0.0.7:5557");
+    assert_int_equal(e.n_models, 2);
+    assert_string_equal(e.models[0], "sim/a");
+    gw_disc_spec_endpoint(&l.disc[0], "fd00::7", 8000, &e);
+    assert_string_equal(e.kv_events, "tcp://[fd00::7]:5557");
+    gw_disc_spec_endpoint(&l.disc[1], "10.0.0.7", 8000, &e);
+    assert_string_equal(e.kv_events, "");
+    assert_int_equal(e.n_models, 0);
+    gw_ep_list_deinit(&l);
+    assert_null(l.disc);
+
+    /* discovery only: no endpoints needed */
+    assert_int_equal(
+        parse("discovery:\n  - target: srv://_http._tcp.sim.test\n", &l, err, sizeof err), ST_OK);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(l.n_disc, 1);
+    gw_ep_list_deinit(&l);
+    assert_int_equal(parse("discovery: []\nendpoints: []\n", &l, err, sizeof err), ST_OK);
+    assert_int_equal(l.n_disc, 0);
+    gw_ep_list_deinit(&l);
+
+    struct {
+        const char *yaml;
+        const char *needle;
+    } bad[] = {
+        {"discovery: {target: srv://a}\n", "'discovery' must be a list"},
+        {"discovery:\n  - srv://a\n", "line 2: discovery[0] must be a mapping"},
+        {"discovery:\n  - role: both\n", "'target' is required"},
+        {"discovery:\n  - target: http://a:1\n", "target: bad value"},
+        {"discovery:\n  - target: dns://a\n", "target: bad value"},
+        {"discovery:\n  - target: srv://a\n    kv_events_port: 0\n", "line 3: discovery[0]."
+                                                                     "kv_events_port"},
+        {"discovery:\n  - target: srv://a\n    kv_events_port: x\n", "kv_events_port: bad"},
+        {"discovery:\n  - target: srv://a\n    interval_ms: -5\n", "interval_ms: bad"},
+        {"discovery:\n  - target: srv://a\n    role: leader\n", "discovery[0].role"},
+        {"discovery:\n  - target: srv://a\n    models: m\n", "models must be a list"},
+        {"discovery:\n  - target: srv://a\n    port: 1\n", "unknown key 'port'"},
+        {"discovery:\n  - target: srv://a\n  - target: srv://a\n", "srv://a is listed twice"},
+        {"discovery:\n  - target: srv://a\nendpoints:\n  - url: ftp://x\n", "url: bad value"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        int rc = parse(bad[i].yaml, &l, err, sizeof err);
+        if (rc == ST_OK)
+            fail_msg("accepted: %s", bad[i].yaml);
+        assert_int_equal(rc, ST_INVAL);
+        assert_null(l.v);
+        assert_null(l.disc);
+        assert_int_equal(l.n_disc, 0);
+        if (!strstr(err, bad[i].needle))
+            fail_msg("error '%s' lacks '%s' (yaml %s)", err, bad[i].needle, bad[i].yaml);
+    }
+}
+
+static void test_discover_arg(void **state)
+{
+    (void)state;
+    gw_disc_spec_t d, f;
+    char err[256];
+    assert_int_equal(gw_disc_spec_parse_arg("srv://_http._tcp.sim.test,kv-events-port=5557,"
+                                            "role=prefill,model=m1,model=m2,interval=200",
+                                            &d, err, sizeof err),
+                     ST_OK);
+    assert_string_equal(d.target, "srv://_http._tcp.sim.test");
+    assert_int_equal(d.kv_events_port, 5557);
+    assert_int_equal(d.role, GW_ROLE_PREFILL);
+    assert_int_equal(d.n_models, 2);
+    assert_string_equal(d.models[1], "m2");
+    assert_int_equal(d.interval_ms, 200);
+    /* the same entry from YAML is equal */
+    gw_ep_list_t l;
+    assert_int_equal(parse("discovery:\n  - target: srv://_http._tcp.sim.test\n"
+                           "    kv_events_port: 5557\n    role: prefill\n    models: [m1, m2]\n"
+                           "    interval_ms: 200\n",
+                           &l, err, sizeof err),
+                     ST_OK);
+    assert_true(gw_disc_spec_equal(&d, &l.disc[0]));
+    gw_ep_list_deinit(&l);
+    assert_int_equal(gw_disc_spec_parse_arg("dns://sim.test:8000", &f, err, sizeof err), ST_OK);
+    assert_int_equal(f.interval_ms, 0);
+    assert_false(gw_disc_spec_equal(&d, &f));
+    const char *bad[] = {
+        "sim.test",       "dns://sim.test", "srv://a,interval=0", "srv://a,kv-events-port=70000",
+        "srv://a,role=x", "srv://a,model=", "srv://a,nope",       "srv://a,port=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (gw_disc_spec_parse_arg(bad[i], &f, err, sizeof err) != ST_INVAL)
+            fail_msg("accepted %s", bad[i]);
+    assert_non_null(strstr(err, "unknown key 'port'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_file),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_load_file),
-        cmocka_unit_test(test_arg),
+        cmocka_unit_test(test_full_file),      cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_load_file),      cmocka_unit_test(test_arg),
+        cmocka_unit_test(test_discovery_file), cmocka_unit_test(test_discover_arg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

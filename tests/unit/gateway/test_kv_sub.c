@@ -4,7 +4,9 @@
  * AllBlocksCleared, both encodings), hash parity match and mismatch counting, and with a raw ZMQ
  * PUB (and a hand-driven ROUTER for replay): sequence gaps without replay, gaps repaired by
  * replay (request from last+1, duplicates skipped, stale flag), replay timeout, publisher
- * restart, garbage frames counted as decode errors, and endpoint removal. All waits are bounded.
+ * restart, garbage frames counted as decode errors, and endpoint removal; the active parity
+ * probe hook (arm / get / disarm: a root BlockStored with the armed token ids and its chained
+ * continuation are recorded, unrelated events are not). All waits are bounded.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -508,6 +510,94 @@ static void test_garbage(void **state)
     pidx_destroy(x);
 }
 
+/* Waits (bounded) until the probe of ep has seen at least n_hashes hashes; returns the record. */
+static kvsub_probe_result_t probe_wait(kvsub_t *s, uint32_t ep, size_t n_hashes)
+{
+    kvsub_probe_result_t r;
+    memset(&r, 0, sizeof(r));
+    for (int i = 0; i < WAIT_MS / 5; i++) {
+        assert_int_equal(kvsub_probe_get(s, ep, &r), ST_OK);
+        if (r.seen && r.n_hashes >= n_hashes)
+            break;
+        sleep_ms(5);
+    }
+    return r;
+}
+
+static void test_probe_hook(void **state)
+{
+    pidx_t *x = pidx_create(10000, 8);
+    kvsub_t *s = make_sub(x, "0", BS, 0);
+    kve_pub_t *p = make_pub(false);
+    assert_int_equal(kvsub_add_endpoint(s, 2, kve_endpoint(p), NULL, NULL), ST_OK);
+    join_engine(p, s, 2);
+
+    kvh_digest_t d[4], u[2];
+    int32_t toks[4 * BS], utoks[2 * BS];
+    uint64_t h[4], uh[2];
+    chain("0", 7, 4, d, toks, h);
+    chain("0", 100, 2, u, utoks, uh);
+    kvsub_probe_result_t r;
+    assert_int_equal(kvsub_probe_get(s, 2, &r), ST_STATE); /* nothing armed */
+    assert_int_equal(kvsub_probe_get(s, 9, &r), ST_NOTFOUND);
+    assert_int_equal(kvsub_probe_arm(s, 9, toks, 4 * BS), ST_NOTFOUND);
+    assert_int_equal(kvsub_probe_arm(s, 2, toks, 0), ST_INVAL);
+    assert_int_equal(kvsub_probe_arm(s, 2, toks, KVSUB_PROBE_MAX_TOKENS + 1), ST_INVAL);
+    assert_int_equal(kvsub_probe_arm(s, 2, toks, 4 * BS), ST_OK);
+    assert_int_equal(kvsub_probe_get(s, 2, &r), ST_OK);
+    assert_false(r.seen);
+
+    /* unrelated traffic first: another root, and a continuation of it; then the probe's root
+     * (2 blocks) and its continuation (2 blocks) in separate events */
+    kve_block_stored(p, u, 2, NULL, utoks, BS);
+    kve_block_stored(p, d, 2, NULL, toks, BS);
+    kve_block_stored(p, u + 1, 1, &u[0], utoks + BS, BS); /* chained to the wrong parent */
+    kve_block_stored(p, d + 2, 2, &d[1], toks + 2 * BS, BS);
+    r = probe_wait(s, 2, 4);
+    assert_true(r.seen);
+    assert_int_equal(r.n_hashes, 4);
+    assert_int_equal(r.n_events, 2);
+    assert_int_equal(r.n_tokens, 4 * BS);
+    assert_int_equal(r.block_size, BS);
+    assert_false(r.has_extra);
+    for (int i = 0; i < 4; i++)
+        assert_true(r.hashes[i] == h[i]);
+    WAIT_FOR(s, 2, st.blocks_stored == 2 + 2 + 1 + 2); /* the index still got everything */
+
+    /* re-arming resets the record; a root with the same first block but other later tokens does
+     * not match the armed ids */
+    assert_int_equal(kvsub_probe_arm(s, 2, toks, 4 * BS), ST_OK);
+    assert_int_equal(kvsub_probe_get(s, 2, &r), ST_OK);
+    assert_false(r.seen);
+    int32_t other[2 * BS];
+    memcpy(other, toks, sizeof(other));
+    other[BS + 3] = 99;
+    kvh_digest_t od[2], none;
+    kvh_none_hash("0", &none);
+    kvh_block(&none, other, BS, NULL, 0, &od[0]);
+    kvh_block(&od[0], other + BS, BS, NULL, 0, &od[1]);
+    kve_block_stored(p, od, 2, NULL, other, BS);
+    /* a root with only the first block of the probe matches (a prefix of the armed ids) */
+    kve_block_stored(p, d, 1, NULL, toks, BS);
+    r = probe_wait(s, 2, 1);
+    assert_true(r.seen);
+    assert_int_equal(r.n_hashes, 1);
+    assert_true(r.hashes[0] == h[0]);
+    assert_int_equal(r.n_tokens, BS);
+
+    kvsub_probe_disarm(s, 2);
+    kvsub_probe_disarm(s, 2);
+    kvsub_probe_disarm(s, 77);
+    assert_int_equal(kvsub_probe_get(s, 2, &r), ST_STATE);
+    /* armed at removal: freed with the endpoint (ASan checks) */
+    assert_int_equal(kvsub_probe_arm(s, 2, toks, 4 * BS), ST_OK);
+    assert_int_equal(kvsub_remove_endpoint(s, 2), ST_OK);
+    assert_int_equal(kvsub_probe_get(s, 2, &r), ST_NOTFOUND);
+    kvsub_destroy(s);
+    kve_destroy(p);
+    pidx_destroy(x);
+}
+
 static void test_api_misuse(void **state)
 {
     pidx_t *x = pidx_create(10, 2);
@@ -539,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_gap_with_replay),
         cmocka_unit_test(test_replay_timeout),
         cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_probe_hook),
         cmocka_unit_test(test_api_misuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
