@@ -81,6 +81,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/sy-benchgw.XXXXXX")
 PIDS=()
 cleanup() {
     local pid
+    for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for _ in $(seq 50); do
         local alive=0
@@ -245,8 +246,27 @@ PYEOF
 
 RESULTS=$TMP/results.jsonl
 : >"$RESULTS"
+# Each front is measured alone: every gateway but the one under test is paused (SIGSTOP), so
+# the idle gateways' 50 ms scrapes of their backends do not take the shared core from the
+# front being measured (an idle nginx costs nothing either). A resumed gateway gets 0.5 s to
+# scrape its backend again before the load starts.
+solo() { # backend/front
+    local k
+    for k in "${!GW_PID[@]}"; do
+        [ "$k" = "$1" ] || kill -STOP "${GW_PID[$k]}" 2>/dev/null || true
+    done
+    if [ -n "${GW_PID[$1]:-}" ]; then
+        kill -CONT "${GW_PID[$1]}" 2>/dev/null || true
+        sleep 0.5
+    fi
+}
+resume_all() {
+    local k
+    for k in "${!GW_PID[@]}"; do kill -CONT "${GW_PID[$k]}" 2>/dev/null || true; done
+}
 run_wrk() { # test backend front conns rep body duration
     local url="http://127.0.0.1:${PORT[$2/$3]}/v1/completions" line
+    solo "$2/$3"
     line=$(SY_BODY_FILE=$6 taskset -c $CLI_CPU timeout $(($7 + 30)) wrk -t1 -c"$4" -d"${7}s" \
         --timeout 10s -s "$TMP/post.lua" "$url" 2>&1 | sed -n 's/^JSON //p' || true)
     [ -n "$line" ] || line='{"requests":0,"duration_us":1,"p50_us":0,"p99_us":0,"max_us":0,"status_errors":-1,"connect_errors":0,"read_errors":0,"write_errors":0,"timeouts":0}'
@@ -275,6 +295,8 @@ echo "bench_gateway: B (${BIG_KB} KB prompt): $REPS reps x ${BIG_DUR}s" >&2
 for rep in $(seq "$REPS"); do
     for fr in $FRONTS; do run_wrk bigprompt static "$fr" 1 "$rep" "$TMP/big.json" "$BIG_DUR"; done
 done
+
+resume_all
 
 # ---- C: idle keep-alive connections (gateway, then nginx) ----
 cat >"$TMP/hold.py" <<'PYEOF'
