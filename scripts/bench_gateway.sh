@@ -281,10 +281,19 @@ done
 
 # ---- A: proxy overhead, interleaved repetitions ----
 echo "bench_gateway: A (proxy overhead): $BACKENDS x {$CONNS} conns x $REPS reps x ${DUR}s" >&2
+# The order of the fronts rotates with each repetition (a backend whose state drifts during a
+# repetition, as the engine's may, then favours no front).
+rotated() { # rep: FRONTS rotated left by rep-1
+    local -a f=($FRONTS)
+    local i k=$((($1 - 1) % ${#f[@]}))
+    for ((i = 0; i < ${#f[@]}; i++)); do printf '%s ' "${f[(i + k) % ${#f[@]}]}"; done
+}
 for rep in $(seq "$REPS"); do
     for be in $BACKENDS; do
         for c in $CONNS; do
-            for fr in $FRONTS; do run_wrk overhead "$be" "$fr" "$c" "$rep" "$TMP/small.json" "$DUR"; done
+            for fr in $(rotated "$rep"); do
+                run_wrk overhead "$be" "$fr" "$c" "$rep" "$TMP/small.json" "$DUR"
+            done
         done
     done
 done
@@ -293,7 +302,7 @@ done
 BIG_DUR=$(((DUR + 1) / 2))
 echo "bench_gateway: B (${BIG_KB} KB prompt): $REPS reps x ${BIG_DUR}s" >&2
 for rep in $(seq "$REPS"); do
-    for fr in $FRONTS; do run_wrk bigprompt static "$fr" 1 "$rep" "$TMP/big.json" "$BIG_DUR"; done
+    for fr in $(rotated "$rep"); do run_wrk bigprompt static "$fr" 1 "$rep" "$TMP/big.json" "$BIG_DUR"; done
 done
 
 resume_all

@@ -9,6 +9,7 @@
 #include "common/buf.h"
 #include "common/cli.h"
 #include "engine/engine_main.h"
+#include "engine/gguf_tools.h"
 #include "gateway/gw_main.h"
 
 #define SY_VERSION "0.1.0"
@@ -26,6 +27,9 @@ static const cli_cmd_t commands[] = {
      engine_main},
     {"gateway", "LLM-aware inference gateway: KV-cache- and load-aware endpoint picking",
      gateway_main},
+    {"gguf-info", "print a GGUF file's metadata and tensor table", gguf_info_main},
+    {"gguf-synth", "write a synthetic llama GGUF with random weights (benchmarks, tests)",
+     gguf_synth_main},
     {"version", "print the version", version_main},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

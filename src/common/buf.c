@@ -110,12 +110,16 @@ int sy_buf_append_i64(sy_buf_t *b, int64_t v)
     return sy_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
-/* Returns the length of the valid UTF-8 sequence starting at s (1..4), or 0 if invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t len)
+size_t sy_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp_out)
 {
+    if (len == 0)
+        return 0;
     unsigned char c = s[0];
-    if (c < 0x80)
+    if (c < 0x80) {
+        if (cp_out)
+            *cp_out = c;
         return 1;
+    }
     size_t n;
     uint32_t cp;
     if (c >= 0xC2 && c <= 0xDF) {
@@ -141,7 +145,14 @@ static size_t utf8_seq_len(const unsigned char *s, size_t len)
         return 0;
     if (cp >= 0xD800 && cp <= 0xDFFF)
         return 0;
+    if (cp_out)
+        *cp_out = cp;
     return n;
+}
+
+static size_t utf8_seq_len(const unsigned char *s, size_t len)
+{
+    return sy_utf8_decode(s, len, NULL);
 }
 
 bool sy_utf8_valid(const char *s, size_t len)

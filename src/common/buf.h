@@ -47,6 +47,10 @@ int sy_buf_appendf(sy_buf_t *b, const char *fmt, ...) __attribute__((format(prin
 int sy_buf_vappendf(sy_buf_t *b, const char *fmt, va_list ap);
 /* Appends s as the body of a JSON string (no quotes added): escapes ", \, control characters.
  * Invalid UTF-8 bytes are replaced with U+FFFD. */
+/* Decodes the UTF-8 sequence at s[0..len): its length (1..4) with *cp set (cp may be NULL), or
+ * 0 when it is invalid (overlong, surrogate, past U+10FFFF, truncated, stray continuation). */
+size_t sy_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
+
 int sy_buf_append_json_str(sy_buf_t *b, const char *s, size_t len);
 /* Appends a decimal integer (faster than appendf). */
 int sy_buf_append_i64(sy_buf_t *b, int64_t v);

@@ -37,7 +37,9 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "engine/chat_tmpl.h"
+#include "engine/gguf.h"
 #include "engine/kv_hash.h"
+#include "engine/tok_gguf.h"
 #include "engine/tokenizer.h"
 #include "gateway/approx_index.h"
 #include "gateway/gw_dns.h"
@@ -695,8 +697,10 @@ int gateway_main(int argc, char **argv)
          "EndpointPickerConfig YAML file (overrides --scheduler)", NULL},
         {"block-size", "N", CLI_UINT, &block_size, "the engines' --block-size (precise hashes)",
          "16"},
-        {"tokenizer", "NAME", CLI_STRING, &tokenizer,
-         "tokenizer for precise hashes: builtin (the sim engine's) or none", "builtin"},
+        {"tokenizer", "NAME|FILE", CLI_STRING, &tokenizer,
+         "tokenizer for validation and precise hashes: builtin (the sim engine's), none, or a "
+         "GGUF file whose tokenizer.ggml.* metadata the engines' model uses",
+         "builtin"},
         {"chat-template", "NAME", CLI_STRING, &chat_template, "chat template of the engines",
          "chatml"},
         {"index-blocks", "N", CLI_UINT, &index_blocks, "precise index capacity in blocks",
@@ -876,8 +880,21 @@ int gateway_main(int argc, char **argv)
         if (!tok)
             goto oom;
     } else if (strcmp(tokenizer, "none") != 0) {
-        fprintf(stderr, "switchyard gateway: --tokenizer: builtin or none\n");
-        goto fail;
+        /* a GGUF file (a model or a vocab-only file): the model's own tokenizer, so precise
+         * hashes match engines serving that model; the file is closed once it is copied */
+        gguf_t *g = NULL;
+        char gerr[256];
+        int grc = gguf_open(tokenizer, &g, gerr, sizeof gerr);
+        if (grc == ST_OK) {
+            tok = tok_gguf_create(g, gerr, sizeof gerr);
+            gguf_close(g);
+        }
+        if (!tok) {
+            fprintf(stderr, "switchyard gateway: --tokenizer %s: %s\n", tokenizer, gerr);
+            goto fail;
+        }
+        sy_info("gateway.tokenizer", "file=\"%s\" vocab=%d bos=%d", tokenizer, tok_vocab_size(tok),
+                tok_bos(tok));
     }
     const chat_tmpl_t *tmpl = chat_tmpl_find(chat_template);
     if (!tmpl) {

@@ -3,7 +3,8 @@
  * lazily computed precise block hashes equal the engine's full chain (kvh_chain_low64) as far as
  * they go, stop after the first batch nobody holds, extend in doubling batches while an endpoint
  * holds the whole computed prefix, honour cache_salt, and cap at GW_MAX_HASHES; refusals come
- * with the engine's status.
+ * with the engine's status; with a GGUF tokenizer (Llama 2's vocabulary) the hashes are those of
+ * that tokenizer's ids.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,7 +24,10 @@
 #include "engine/tokenizer.h"
 #include "gateway/gw_proxy.h"
 #include "gateway/gw_proxy_int.h"
+#include "engine/gguf.h"
+#include "engine/tok_gguf.h"
 #include "gateway/prefix_index.h"
+#include "../models_testutil.h"
 
 #define BS 4
 
@@ -203,6 +207,60 @@ static void test_cap_and_refusals(void **state)
     assert_int_equal(err.status, 404);
 }
 
+static void test_gguf_tokenizer_hashes(void **state)
+{
+    (void)state;
+    char path[1024];
+    models_testutil_path(path, sizeof path, "vocab/ggml-vocab-llama-spm.gguf");
+    gguf_t *g = NULL;
+    char err[256];
+    if (gguf_open(path, &g, err, sizeof err) != ST_OK)
+        MODELS_TESTUTIL_MISSING(path);
+    tok_t *tok = tok_gguf_create(g, err, sizeof err);
+    gguf_close(g);
+    assert_non_null(tok);
+    mx_registry_t *reg = mx_registry_create();
+    pidx_t *pidx = pidx_create(1 << 12, 4);
+    gw_table_t table = {0};
+    gw_endpoint_t ep = {.id = 0};
+    table.eps[0] = &ep;
+    table.n = 1;
+    gw_proxy_config_t cfg = {.table = &table,
+                             .pidx = pidx,
+                             .tok = tok,
+                             .tmpl = chat_tmpl_find("chatml"),
+                             .block_size = BS,
+                             .metrics = reg};
+    kvh_none_hash("0", &cfg.none_hash);
+    gw_proxy_t *p = gw_proxy_create(&cfg);
+    assert_non_null(p);
+    assert_int_equal(gw_proxy_add_model(p, "m", 0), ST_OK);
+    const char *prompt = "The quick brown fox jumps over the lazy dog, again and again and again.";
+    int32_t ids[256];
+    size_t n = 0;
+    assert_int_equal(tok_encode(tok, prompt, strlen(prompt), true, false, ids, 256, &n), ST_OK);
+    assert_true(n / BS >= 2 && n < 100); /* Llama 2 ids, not one per byte */
+    uint64_t want[64];
+    size_t nb = kvh_chain_low64(&cfg.none_hash, BS, ids, n, NULL, 0, want, 64);
+    pidx_add(pidx, 0, want, nb); /* held: every block is computed */
+    char body[512];
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"prompt\":\"%s\",\"max_tokens\":1}", prompt);
+    gw_prep_t q;
+    api_err_t e;
+    assert_int_equal(gw_proxy_prepare(p, body, strlen(body), false, &q, &e), ST_OK);
+    assert_int_equal(q.n_hashes, nb);
+    assert_memory_equal(q.hashes, want, nb * sizeof *want);
+    gw_prep_deinit(&q);
+    /* ids beyond the vocabulary are refused by the gateway itself, as the engine would */
+    const char *bad = "{\"model\":\"m\",\"prompt\":[1, 32000],\"max_tokens\":1}";
+    assert_int_not_equal(gw_proxy_prepare(p, bad, strlen(bad), false, &q, &e), ST_OK);
+    assert_int_equal(e.status, 400);
+    gw_proxy_destroy(p);
+    pidx_destroy(pidx);
+    mx_registry_destroy(reg);
+    tok_destroy(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +269,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_salt_changes_every_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cap_and_refusals, setup, teardown),
+        cmocka_unit_test(test_gguf_tokenizer_hashes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,10 +58,9 @@ typedef struct srv_app {
 static void held_close(http_req_t *req, void *udata)
 {
     srv_app_t *a = udata;
-    if (a->held == req) {
+    if (a->held == req)
         a->held = NULL;
-        a->inflight--;
-    }
+    a->inflight--; /* every held request counts until its connection closes */
 }
 
 static void slow_answer(ev_loop_t *loop, uint64_t id, void *udata)
@@ -75,6 +74,7 @@ static void slow_answer(ev_loop_t *loop, uint64_t id, void *udata)
     http_req_t *req = a->held;
     a->held = NULL;
     a->inflight--;
+    http_req_set_on_close(req, NULL, NULL); /* answered: no longer held */
     assert_int_equal(http_req_respond(req, 200, "text/plain", body, (size_t)n, NULL), ST_OK);
 }
 
