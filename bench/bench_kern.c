@@ -1,0 +1,389 @@
+/*
+ * bench_kern.c - compute-kernel micro-benchmark (sy-bench-kern). First measures this machine's
+ * bounds: read bandwidth (4 streams per thread, 1 and 2 threads) and FMA peak (a register-only
+ * FMA loop, AVX-512 when present, else AVX2), then
+ * - matvec (n_tok 1) for 110M-like (768x768, 2048x768, 768x2048) and 1B-like (2048x2048,
+ *   5632x2048) shapes (n_out x n_in) per weight type, as GB/s of weights streamed and as a
+ *   fraction of the bandwidth bound; enough copies of each matrix are cycled through that the
+ *   weights come from DRAM, as in a forward pass (activation quantization is included);
+ * - F32 GEMM at n_tok 512 for the 110M shapes in GFLOP/s and as a fraction of the FMA peak;
+ * each with 1 and 2 threads (tpool), medians over repetitions (bounds: the best repetition,
+ * measured again at the end to show drift on the shared host). Prints a table.
+ * Usage: sy-bench-kern [--quick] [--isa scalar|avx2|avx512]
+ * Does not: assert anything (the machine is shared and noisy; compare ratios side by side).
+ * Thread-safety: n/a (program).
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/status.h"
+#include "common/tpool.h"
+#include "engine/kern.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+static uint64_t g_rng = 88172645463325252ull;
+static uint32_t rnd(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 16);
+}
+
+static void *xalloc(size_t n)
+{
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "sy-bench-kern: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* ---- bounds ---- */
+
+typedef struct bw_ctx {
+    const uint8_t *buf;
+    size_t per_thread; /* bytes */
+    int n_threads;
+    uint64_t sink[64];
+} bw_ctx_t;
+
+__attribute__((target("avx2"))) static uint64_t read4_avx2(const uint8_t *p, size_t bytes)
+{
+    size_t q = bytes / 4;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < q; i += 64) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + q + i)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + 2 * q + i)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + 3 * q + i)));
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + q + i + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + 2 * q + i + 32)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + 3 * q + i + 32)));
+    }
+    __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    return (uint64_t)_mm256_extract_epi64(s, 0);
+}
+
+__attribute__((target("avx512f"))) static uint64_t read4_avx512(const uint8_t *p, size_t bytes)
+{
+    size_t q = bytes / 4;
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < q; i += 64) {
+        a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
+        a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + q + i)));
+        a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + 2 * q + i)));
+        a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + 3 * q + i)));
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(
+        _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+}
+
+static bool g_avx512;
+
+static void on_bw(void *arg, size_t task, int thread)
+{
+    bw_ctx_t *c = arg;
+    const uint8_t *p = c->buf + task * c->per_thread;
+    c->sink[task] += g_avx512 ? read4_avx512(p, c->per_thread) : read4_avx2(p, c->per_thread);
+}
+
+#define FMA_ITERS 20000000
+
+__attribute__((target("avx512f"))) static float fma_avx512(void)
+{
+    __m512 a[16], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 16; i++)
+        a[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < FMA_ITERS; it++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            a[i] = _mm512_fmadd_ps(a[i], b, c);
+    }
+    __m512 s = a[0];
+    for (int i = 1; i < 16; i++)
+        s = _mm512_add_ps(s, a[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2,fma"))) static float fma_avx2(void)
+{
+    __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++)
+        a[i] = _mm256_set1_ps((float)i);
+    for (long it = 0; it < FMA_ITERS; it++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++)
+            a[i] = _mm256_fmadd_ps(a[i], b, c);
+    }
+    __m256 s = a[0];
+    for (int i = 1; i < 12; i++)
+        s = _mm256_add_ps(s, a[i]);
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0];
+}
+
+static volatile float g_fsink;
+
+static void on_fma(void *arg, size_t task, int thread)
+{
+    g_fsink += g_avx512 ? fma_avx512() : fma_avx2();
+}
+
+static double fma_flops_per_call(void)
+{
+    return g_avx512 ? (double)FMA_ITERS * 16 * 16 * 2 : (double)FMA_ITERS * 12 * 8 * 2;
+}
+
+/* ---- matmul ---- */
+
+typedef struct mm_ctx {
+    kern_type_t type;
+    const void *W;
+    size_t n_out, n_in, n_tok;
+    const float *X;
+    const void *act;
+    float *Y;
+    size_t rows_per_task;
+} mm_ctx_t;
+
+static void on_mm(void *arg, size_t task, int thread)
+{
+    mm_ctx_t *c = arg;
+    size_t o0 = task * c->rows_per_task;
+    size_t o1 = o0 + c->rows_per_task < c->n_out ? o0 + c->rows_per_task : c->n_out;
+    if (o0 < o1)
+        kern_matmul_rows(c->type, c->W, c->n_out, c->n_in, c->X, c->act, c->n_tok, c->Y, o0, o1);
+}
+
+/* Random weights with sane (finite, small) block scales. */
+static void fill_weights(kern_type_t t, uint8_t *w, size_t bytes)
+{
+    for (size_t i = 0; i < bytes; i += 4) {
+        uint32_t r = rnd();
+        memcpy(w + i, &r, bytes - i < 4 ? bytes - i : 4);
+    }
+    size_t bb = kern_block_bytes(t), nb = bytes / bb;
+    uint16_t h = kern_f32_to_f16(0.01f);
+    for (size_t k = 0; k < nb; k++) {
+        uint8_t *b = w + k * bb;
+        if (t == KERN_F32) {
+            float f = (float)(int32_t)rnd() * 1e-10f;
+            memcpy(b, &f, 4);
+        } else if (t == KERN_F16) {
+            uint16_t v = kern_f32_to_f16((float)(int32_t)rnd() * 1e-10f);
+            memcpy(b, &v, 2);
+        } else if (t == KERN_BF16) {
+            uint16_t v = kern_f32_to_bf16((float)(int32_t)rnd() * 1e-10f);
+            memcpy(b, &v, 2);
+        } else if (t == KERN_Q6_K) {
+            memcpy(b + 208, &h, 2);
+        } else {
+            memcpy(b, &h, 2);
+            if (t == KERN_Q4_K)
+                memcpy(b + 2, &h, 2);
+        }
+    }
+}
+
+/* Seconds per matmul (median), cycling over copies of W. */
+static double time_matmul(tpool_t *pool, kern_type_t t, size_t n_out, size_t n_in, size_t n_tok,
+                          size_t target_bytes, int reps)
+{
+    size_t wbytes = kern_row_bytes(t, n_in) * n_out;
+    size_t n_copies = target_bytes / wbytes + 1;
+    if (n_copies > 64)
+        n_copies = 64;
+    uint8_t *W = xalloc(wbytes * n_copies);
+    fill_weights(t, W, wbytes * n_copies);
+    float *X = xalloc(n_in * n_tok * sizeof(float));
+    for (size_t i = 0; i < n_in * n_tok; i++)
+        X[i] = (float)(int32_t)rnd() * 1e-9f;
+    float *Y = xalloc(n_out * n_tok * sizeof(float));
+    size_t ab = kern_act_bytes(t, n_in, n_tok);
+    void *act = ab ? xalloc(ab) : NULL;
+    int nt = tpool_threads(pool);
+    mm_ctx_t c = {
+        .type = t, .n_out = n_out, .n_in = n_in, .n_tok = n_tok, .X = X, .act = act, .Y = Y};
+    /* matvec: one contiguous share per thread (rows aligned to 16); GEMM: 64-row tasks */
+    size_t per = n_tok == 1 ? (n_out + (size_t)nt - 1) / (size_t)nt : 64;
+    per = (per + 15) / 16 * 16;
+    c.rows_per_task = per;
+    size_t n_tasks = (n_out + per - 1) / per;
+    double *v = malloc(sizeof(double) * (size_t)reps);
+    for (int r = -1; r < reps; r++) {
+        double t0 = now_s();
+        for (size_t k = 0; k < n_copies; k++) {
+            c.W = W + k * wbytes;
+            kern_act_prepare(t, X, n_in, n_tok, act);
+            tpool_run(pool, n_tasks, on_mm, &c);
+        }
+        if (r >= 0)
+            v[r] = (now_s() - t0) / (double)n_copies;
+    }
+    double m = median(v, reps);
+    free(v);
+    free(W);
+    free(X);
+    free(Y);
+    free(act);
+    return m;
+}
+
+static void measure_bounds(tpool_t **pools, const int *threads, int reps, double *bw, double *peak)
+{
+    size_t per_thread = (size_t)256 << 20;
+    uint8_t *buf = xalloc(per_thread * 2);
+    memset(buf, 1, per_thread * 2);
+    for (int i = 0; i < 2; i++) {
+        bw_ctx_t c = {.buf = buf, .per_thread = per_thread, .n_threads = threads[i]};
+        bw[i] = 0;
+        for (int r = 0; r < reps; r++) {
+            double t0 = now_s();
+            tpool_run(pools[i], (size_t)threads[i], on_bw, &c);
+            double v = (double)per_thread * threads[i] / (now_s() - t0) / 1e9;
+            bw[i] = v > bw[i] ? v : bw[i];
+        }
+        peak[i] = 0;
+        for (int r = 0; r < 3; r++) {
+            double t0 = now_s();
+            tpool_run(pools[i], (size_t)threads[i], on_fma, NULL);
+            double v = fma_flops_per_call() * threads[i] / (now_s() - t0) / 1e9;
+            peak[i] = v > peak[i] ? v : peak[i];
+        }
+    }
+    free(buf);
+}
+
+int main(int argc, char **argv)
+{
+    bool quick = false;
+    kern_isa_t isa = KERN_ISA_AUTO;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            const char *s = argv[++i];
+            isa = !strcmp(s, "scalar") ? KERN_ISA_SCALAR
+                  : !strcmp(s, "avx2") ? KERN_ISA_AVX2
+                                       : KERN_ISA_AVX512;
+        } else {
+            fprintf(stderr, "usage: sy-bench-kern [--quick] [--isa scalar|avx2|avx512]\n");
+            return 2;
+        }
+    }
+    if (kern_init(isa) != ST_OK) {
+        fprintf(stderr, "sy-bench-kern: ISA not supported on this CPU\n");
+        return 2;
+    }
+    __builtin_cpu_init();
+    g_avx512 = __builtin_cpu_supports("avx512f");
+    int reps = quick ? 3 : 7;
+    int threads[2] = {1, 2};
+    tpool_t *pools[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++)
+        if (tpool_create(threads[i], &pools[i]) != ST_OK) {
+            fprintf(stderr, "sy-bench-kern: tpool_create failed\n");
+            return 1;
+        }
+    printf("sy-bench-kern: kernels %s, %d online CPUs, medians of %d\n", kern_isa_name(),
+           tpool_default_threads(), reps);
+
+    /* bounds (the best of the repetitions: a bound is what the machine can do) */
+    double bw[2], peak[2];
+    measure_bounds(pools, threads, reps, bw, peak);
+    printf("\n%-34s %12s %12s\n", "bound", "1 thread", "2 threads");
+    printf("%-34s %12.1f %12.1f\n", "read bandwidth, 4 streams (GB/s)", bw[0], bw[1]);
+    printf("%-34s %12.1f %12.1f\n",
+           g_avx512 ? "FMA peak, AVX-512 FP32 (GFLOP/s)" : "FMA peak, AVX2 FP32 (GFLOP/s)", peak[0],
+           peak[1]);
+
+    /* matvec */
+    static const size_t shapes[][2] = {
+        {768, 768}, {2048, 768}, {768, 2048}, {2048, 2048}, {5632, 2048}};
+    static const kern_type_t types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
+                                        KERN_Q4_0, KERN_Q4_K, KERN_Q6_K};
+    printf("\nmatvec (n_tok 1): GB/s of weights streamed (fraction of the bandwidth bound)\n");
+    printf("%-6s %-11s %10s %18s %18s\n", "type", "n_out x n_in", "MB", "1 thread", "2 threads");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            if (quick && si != 0 && si != 4)
+                continue;
+            kern_type_t t = types[ti];
+            size_t n_out = shapes[si][0], n_in = shapes[si][1];
+            double mb = (double)(kern_row_bytes(t, n_in) * n_out) / 1e6;
+            char shape[32];
+            snprintf(shape, sizeof shape, "%zux%zu", n_out, n_in);
+            printf("%-6s %-11s %10.2f", kern_type_name(t), shape, mb);
+            for (int i = 0; i < 2; i++) {
+                double s = time_matmul(pools[i], t, n_out, n_in, 1, (size_t)256 << 20, reps);
+                double gbs = mb / 1e3 / s;
+                printf("   %7.1f (%4.0f%%)", gbs, 100.0 * gbs / bw[i]);
+            }
+            printf("\n");
+            fflush(stdout);
+        }
+    }
+
+    /* F32 GEMM */
+    printf("\nF32 GEMM, n_tok 512: GFLOP/s (fraction of the FMA peak)\n");
+    printf("%-6s %-11s %18s %18s\n", "type", "n_out x n_in", "1 thread", "2 threads");
+    for (size_t si = 0; si < 3; si++) {
+        size_t n_out = shapes[si][0], n_in = shapes[si][1];
+        char shape[32];
+        snprintf(shape, sizeof shape, "%zux%zu", n_out, n_in);
+        printf("%-6s %-11s", "F32", shape);
+        for (int i = 0; i < 2; i++) {
+            double s = time_matmul(pools[i], KERN_F32, n_out, n_in, 512, 0, quick ? 3 : 5);
+            double gf = 2.0 * (double)n_out * (double)n_in * 512 / s / 1e9;
+            printf("   %7.1f (%4.0f%%)", gf, 100.0 * gf / peak[i]);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    /* quantized GEMM for reference */
+    printf("\nquantized GEMM, n_tok 512, 2048x768: GOP/s (2 per weight x token)\n");
+    static const kern_type_t qtypes[] = {KERN_F16, KERN_Q8_0, KERN_Q4_0};
+    for (size_t ti = 0; ti < 3; ti++) {
+        printf("%-6s %-11s", kern_type_name(qtypes[ti]), "2048x768");
+        for (int i = 0; i < 2; i++) {
+            double s = time_matmul(pools[i], qtypes[ti], 2048, 768, 512, 0, 3);
+            printf("   %7.1f        ", 2.0 * 2048 * 768 * 512 / s / 1e9);
+        }
+        printf("\n");
+    }
+    /* the host is shared: show the bounds again so drift during the run is visible */
+    double bw2[2], peak2[2];
+    measure_bounds(pools, threads, reps, bw2, peak2);
+    printf("\nbounds again at the end: read %.1f / %.1f GB/s, FMA %.1f / %.1f GFLOP/s "
+           "(1 / 2 threads)\n",
+           bw2[0], bw2[1], peak2[0], peak2[1]);
+    for (int i = 0; i < 2; i++)
+        tpool_destroy(pools[i]);
+    return 0;
+}
