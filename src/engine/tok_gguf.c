@@ -891,8 +891,8 @@ static const char *const k_eog_texts[] = {
     "<EOT>",
     "_<EOT>",
     "<end_of_utterance>",
-    "<\xEF\xBD\x9C"
-    "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+    ("<\xEF\xBD\x9C" /* split so that \x9C does not swallow "end" */
+     "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"),
 };
 
 static bool is_numeric_vtype(gguf_vtype_t t)

@@ -1,0 +1,752 @@
+/*
+ * cpu_exec.c - the llama forward pass on the CPU, one scheduler step at a time.
+ *
+ * One step (cpux_execute), for the T tokens of all plan items together:
+ *   embed      x[T][dim] = rows of token_embd (dequantized)
+ *   per layer  xb = rmsnorm(x) ; q,k,v = xb Wq, Wk, Wv (one GEMM each over all T tokens)
+ *              RoPE on q and k ("normal" layout, adjacent pairs: GGUF llama files from HF have
+ *              q/k rows permuted for it) ; k,v -> pool slot (block_table[pos / bs], pos % bs)
+ *              attention per item and token: causal over positions 0..pos read through the
+ *              block table (prefix-cached blocks are read as they are), GQA head h -> kv head
+ *              h / (n_heads / n_kv_heads) ; x += att Wo
+ *              xb = rmsnorm(x) ; x += (silu(xb Wgate) * (xb Wup)) Wdown
+ *   logits     only for items that sample: rmsnorm(x[last]) Wout, then argmax (ties: lowest id)
+ *
+ * KV pool layout: k_pool[layer][block][slot][kv_head][head_dim] (F32 or F16), v_pool the same.
+ * Everything is allocated in cpux_create; execute only reads the plan, the sequences' tokens and
+ * block tables and writes into the pool and scratch. A token's arithmetic does not depend on the
+ * other tokens of the step (each matmul row and each attention row is computed on its own), so a
+ * sequence's result does not depend on batching or chunking, up to the kernels' own guarantees.
+ * Not yet: the vLLM sampler (non-greedy params are ignored: smp_sample needs a per-sequence
+ * smp_state_t, which should be created with the request, outside execute), threaded attention
+ * (only the matmuls use the pool), rope scaling other than linear.
+ * Thread-safety: the engine core thread calls execute; the pool's workers only run row ranges
+ * of one matmul at a time (disjoint outputs).
+ */
+#include "engine/cpu_exec.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/tpool.h"
+#include "engine/kern.h"
+
+/* A weight matrix W[n_out][n_in] in the mapping. */
+typedef struct cpux_mat {
+    kern_type_t type;
+    const void *data;
+    size_t n_out, n_in;
+} cpux_mat_t;
+
+typedef struct cpux_layer {
+    const float *attn_norm; /* (dim) */
+    cpux_mat_t wq;          /* (n_heads * head_dim, dim) */
+    cpux_mat_t wk;          /* (n_kv_heads * head_dim, dim) */
+    cpux_mat_t wv;          /* (n_kv_heads * head_dim, dim) */
+    cpux_mat_t wo;          /* (dim, n_heads * head_dim) */
+    const float *ffn_norm;  /* (dim) */
+    cpux_mat_t w_gate;      /* (n_ff, dim) */
+    cpux_mat_t w_up;        /* (n_ff, dim) */
+    cpux_mat_t w_down;      /* (dim, n_ff) */
+} cpux_layer_t;
+
+typedef struct cpux_weights {
+    cpux_mat_t tok_embd;   /* (vocab, dim) */
+    const float *out_norm; /* (dim) */
+    cpux_mat_t output;     /* (vocab, dim); token_embd when tied */
+    cpux_layer_t *layers;  /* (n_layers) */
+} cpux_weights_t;
+
+typedef struct cpux_run {
+    float *x;      /* (T, dim) residual stream */
+    float *xb;     /* (T, dim) normed input of a sublayer */
+    float *q;      /* (T, n_heads * head_dim) */
+    float *k;      /* (T, kv_dim) */
+    float *v;      /* (T, kv_dim) */
+    float *att;    /* (T, n_heads * head_dim) attention output */
+    float *tmp;    /* (T, dim) sublayer output before the residual add */
+    float *hb;     /* (T, n_ff) gate, then silu(gate) * up */
+    float *hb2;    /* (T, n_ff) up */
+    float *cs;     /* (T, n_rot) RoPE (cos, sin) pairs per token */
+    float *scores; /* (ctx_max) attention scores of one head */
+    float *xs;     /* (S, dim) final-normed hidden of sampling items */
+    float *logits; /* (S, vocab) */
+    void *act;     /* activation quantization scratch (act_bytes) */
+    size_t act_bytes;
+    uint32_t *pos;     /* (T) position of each batch token */
+    uint32_t n_logits; /* sampled items of the last step */
+} cpux_run_t;
+
+typedef struct cpux {
+    exec_t super;
+    cpux_model_info_t cfg;
+    cpux_weights_t w;
+    cpux_run_t r;
+    uint32_t num_blocks, block_size, max_tok, max_seqs;
+    size_t kv_dim;
+    bool kv_f16;
+    void *k_pool; /* (n_layers, num_blocks, block_size, n_kv_heads, head_dim) */
+    void *v_pool; /* same */
+    tpool_t *pool;
+} cpux_t;
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------ loading */
+
+/* Looks up a matrix stored as GGUF ne = [n_in, n_out]. */
+static int load_mat(const gguf_t *g, const char *name, size_t n_out, size_t n_in, cpux_mat_t *m,
+                    char *err, size_t errlen)
+{
+    const gguf_tensor_t *t = gguf_find_tensor(g, name);
+    if (!t) {
+        set_err(err, errlen, "tensor '%s' is missing", name);
+        return ST_PROTO;
+    }
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out) {
+        set_err(err, errlen,
+                "tensor '%s' has shape [%llu, %llu, %llu, %llu] (%u dims), expected [%zu, %zu]",
+                name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], t->n_dims, n_in, n_out);
+        return ST_PROTO;
+    }
+    kern_type_t kt = (kern_type_t)t->type;
+    if (kern_block_elems(kt) == 0 || n_in % kern_block_elems(kt) != 0) {
+        set_err(err, errlen, "tensor '%s' has type %s, which the CPU kernels do not support", name,
+                gguf_ttype_name(t->type));
+        return ST_PROTO;
+    }
+    m->type = kt;
+    m->data = t->data;
+    m->n_out = n_out;
+    m->n_in = n_in;
+    return ST_OK;
+}
+
+static int load_norm(const gguf_t *g, const char *name, size_t n, const float **out, char *err,
+                     size_t errlen)
+{
+    const gguf_tensor_t *t = gguf_find_tensor(g, name);
+    if (!t) {
+        set_err(err, errlen, "tensor '%s' is missing", name);
+        return ST_PROTO;
+    }
+    if (t->n_elems != n || t->ne[0] != n) {
+        set_err(err, errlen, "tensor '%s' has %llu elements (ne0 %llu), expected %zu", name,
+                (unsigned long long)t->n_elems, (unsigned long long)t->ne[0], n);
+        return ST_PROTO;
+    }
+    if (t->type != GGUF_TT_F32) {
+        set_err(err, errlen, "tensor '%s' has type %s; norm weights must be F32", name,
+                gguf_ttype_name(t->type));
+        return ST_PROTO;
+    }
+    if (((uintptr_t)t->data & 3u) != 0) {
+        set_err(err, errlen, "tensor '%s' is not 4-byte aligned", name);
+        return ST_PROTO;
+    }
+    *out = t->data;
+    return ST_OK;
+}
+
+static int need_u32(const gguf_t *g, const char *key, uint32_t *out, char *err, size_t errlen)
+{
+    if (!gguf_get_u32(g, key, out) || *out == 0) {
+        set_err(err, errlen, "metadata '%s' is missing or not a positive integer", key);
+        return ST_PROTO;
+    }
+    return ST_OK;
+}
+
+static int read_config(const gguf_t *g, cpux_model_info_t *c, char *err, size_t errlen)
+{
+    sy_slice_t arch;
+    if (!gguf_get_str(g, "general.architecture", &arch)) {
+        set_err(err, errlen, "metadata 'general.architecture' is missing");
+        return ST_PROTO;
+    }
+    if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0) {
+        set_err(err, errlen, "unsupported architecture '%.*s' (the CPU executor runs 'llama')",
+                (int)(arch.len > 64 ? 64 : arch.len), (const char *)arch.ptr);
+        return ST_PROTO;
+    }
+    int rc;
+    if ((rc = need_u32(g, "llama.block_count", &c->n_layers, err, errlen)) ||
+        (rc = need_u32(g, "llama.embedding_length", &c->dim, err, errlen)) ||
+        (rc = need_u32(g, "llama.feed_forward_length", &c->n_ff, err, errlen)) ||
+        (rc = need_u32(g, "llama.attention.head_count", &c->n_heads, err, errlen)))
+        return rc;
+    if (!gguf_get_u32(g, "llama.attention.head_count_kv", &c->n_kv_heads))
+        c->n_kv_heads = c->n_heads;
+    if (c->n_kv_heads == 0 || c->n_heads % c->n_kv_heads != 0) {
+        set_err(err, errlen, "head_count %u is not a multiple of head_count_kv %u", c->n_heads,
+                c->n_kv_heads);
+        return ST_PROTO;
+    }
+    if (c->dim % c->n_heads != 0) {
+        set_err(err, errlen, "embedding_length %u is not a multiple of head_count %u", c->dim,
+                c->n_heads);
+        return ST_PROTO;
+    }
+    c->head_dim = c->dim / c->n_heads;
+    uint32_t kl;
+    if (gguf_get_u32(g, "llama.attention.key_length", &kl) && kl != c->head_dim) {
+        set_err(err, errlen, "attention.key_length %u != embedding_length / head_count %u", kl,
+                c->head_dim);
+        return ST_PROTO;
+    }
+    if (!gguf_get_u32(g, "llama.rope.dimension_count", &c->n_rot))
+        c->n_rot = c->head_dim;
+    if (c->n_rot == 0 || c->n_rot % 2 != 0 || c->n_rot > c->head_dim) {
+        set_err(err, errlen, "rope.dimension_count %u must be even and <= head_dim %u", c->n_rot,
+                c->head_dim);
+        return ST_PROTO;
+    }
+    if (!gguf_get_f32(g, "llama.rope.freq_base", &c->rope_base))
+        c->rope_base = 10000.0f;
+    if (!(c->rope_base > 0.0f) || !isfinite(c->rope_base)) {
+        set_err(err, errlen, "rope.freq_base %g is not positive", (double)c->rope_base);
+        return ST_PROTO;
+    }
+    c->rope_scale = 1.0f;
+    sy_slice_t st;
+    if (gguf_get_str(g, "llama.rope.scaling.type", &st) &&
+        !(st.len == 4 && memcmp(st.ptr, "none", 4) == 0)) {
+        float f;
+        if (!(st.len == 6 && memcmp(st.ptr, "linear", 6) == 0)) {
+            set_err(err, errlen, "rope scaling type '%.*s' is not supported (none, linear)",
+                    (int)(st.len > 32 ? 32 : st.len), (const char *)st.ptr);
+            return ST_PROTO;
+        }
+        if (gguf_get_f32(g, "llama.rope.scaling.factor", &f)) {
+            if (!(f > 0.0f) || !isfinite(f)) {
+                set_err(err, errlen, "rope.scaling.factor %g is not positive", (double)f);
+                return ST_PROTO;
+            }
+            c->rope_scale = f;
+        }
+    }
+    if (gguf_find_tensor(g, "rope_freqs.weight")) {
+        set_err(err, errlen,
+                "tensor 'rope_freqs.weight' (per-frequency RoPE factors, Llama 3.1 "
+                "style) is not supported");
+        return ST_PROTO;
+    }
+    if (!gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &c->rms_eps))
+        c->rms_eps = 1e-5f;
+    if (!(c->rms_eps > 0.0f) || !isfinite(c->rms_eps)) {
+        set_err(err, errlen, "attention.layer_norm_rms_epsilon %g is not positive",
+                (double)c->rms_eps);
+        return ST_PROTO;
+    }
+    gguf_vtype_t et;
+    uint64_t nv = 0;
+    if (!gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nv)) {
+        const gguf_tensor_t *t = gguf_find_tensor(g, "output.weight");
+        if (!t)
+            t = gguf_find_tensor(g, "token_embd.weight");
+        if (!t) {
+            set_err(err, errlen, "tensor 'token_embd.weight' is missing");
+            return ST_PROTO;
+        }
+        nv = t->ne[1];
+    }
+    if (nv == 0 || nv > INT32_MAX) {
+        set_err(err, errlen, "vocabulary size %llu is out of range", (unsigned long long)nv);
+        return ST_PROTO;
+    }
+    c->vocab = (int32_t)nv;
+    return ST_OK;
+}
+
+static int load_weights(cpux_t *x, const gguf_t *g, char *err, size_t errlen)
+{
+    const cpux_model_info_t *c = &x->cfg;
+    size_t dim = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = x->kv_dim;
+    size_t V = (size_t)c->vocab;
+    int rc;
+    if ((rc = load_mat(g, "token_embd.weight", V, dim, &x->w.tok_embd, err, errlen)) ||
+        (rc = load_norm(g, "output_norm.weight", dim, &x->w.out_norm, err, errlen)))
+        return rc;
+    if (gguf_find_tensor(g, "output.weight")) {
+        if ((rc = load_mat(g, "output.weight", V, dim, &x->w.output, err, errlen)))
+            return rc;
+    } else {
+        x->w.output = x->w.tok_embd; /* tied embeddings */
+    }
+    x->w.layers = sy_calloc(c->n_layers, sizeof *x->w.layers);
+    if (!x->w.layers) {
+        set_err(err, errlen, "out of memory");
+        return ST_NOMEM;
+    }
+    char name[96];
+#define LNAME(s) (snprintf(name, sizeof name, "blk.%u." s ".weight", l), name)
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        cpux_layer_t *L = &x->w.layers[l];
+        if ((rc = load_norm(g, LNAME("attn_norm"), dim, &L->attn_norm, err, errlen)) ||
+            (rc = load_mat(g, LNAME("attn_q"), qd, dim, &L->wq, err, errlen)) ||
+            (rc = load_mat(g, LNAME("attn_k"), kvd, dim, &L->wk, err, errlen)) ||
+            (rc = load_mat(g, LNAME("attn_v"), kvd, dim, &L->wv, err, errlen)) ||
+            (rc = load_mat(g, LNAME("attn_output"), dim, qd, &L->wo, err, errlen)) ||
+            (rc = load_norm(g, LNAME("ffn_norm"), dim, &L->ffn_norm, err, errlen)) ||
+            (rc = load_mat(g, LNAME("ffn_gate"), c->n_ff, dim, &L->w_gate, err, errlen)) ||
+            (rc = load_mat(g, LNAME("ffn_up"), c->n_ff, dim, &L->w_up, err, errlen)) ||
+            (rc = load_mat(g, LNAME("ffn_down"), dim, c->n_ff, &L->w_down, err, errlen)))
+            return rc;
+    }
+#undef LNAME
+    return ST_OK;
+}
+
+/* a * b into *out; false on overflow. */
+static bool mul_ok(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return false;
+    *out = a * b;
+    return true;
+}
+
+static size_t act_need(const cpux_mat_t *m, size_t n_tok)
+{
+    return kern_act_bytes(m->type, m->n_in, n_tok);
+}
+
+static int alloc_run(cpux_t *x, char *err, size_t errlen)
+{
+    const cpux_model_info_t *c = &x->cfg;
+    cpux_run_t *r = &x->r;
+    size_t T = x->max_tok, S = x->max_seqs;
+    size_t qd = (size_t)c->n_heads * c->head_dim;
+    size_t ctx = (size_t)x->num_blocks * x->block_size;
+    struct {
+        float **p;
+        size_t a, b;
+    } bufs[] = {
+        {&r->x, T, c->dim},
+        {&r->xb, T, c->dim},
+        {&r->q, T, qd},
+        {&r->k, T, x->kv_dim},
+        {&r->v, T, x->kv_dim},
+        {&r->att, T, qd},
+        {&r->tmp, T, c->dim},
+        {&r->hb, T, c->n_ff},
+        {&r->hb2, T, c->n_ff},
+        {&r->cs, T, c->n_rot},
+        {&r->scores, ctx, 1},
+        {&r->xs, S, c->dim},
+        {&r->logits, S, (size_t)c->vocab},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        size_t n, bytes;
+        if (!mul_ok(bufs[i].a, bufs[i].b, &n) || !mul_ok(n, sizeof(float), &bytes)) {
+            set_err(err, errlen, "scratch size overflows (max_batch_tokens %u)", x->max_tok);
+            return ST_LIMIT;
+        }
+        *bufs[i].p = sy_malloc(bytes ? bytes : sizeof(float));
+        if (!*bufs[i].p) {
+            set_err(err, errlen, "out of memory for scratch (%zu bytes)", bytes);
+            return ST_NOMEM;
+        }
+    }
+    r->pos = sy_malloc(T * sizeof *r->pos);
+    if (!r->pos) {
+        set_err(err, errlen, "out of memory");
+        return ST_NOMEM;
+    }
+    size_t ab = act_need(&x->w.output, S);
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        const cpux_layer_t *L = &x->w.layers[l];
+        const cpux_mat_t *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+            size_t n = act_need(ms[i], T);
+            if (n > ab)
+                ab = n;
+        }
+    }
+    r->act_bytes = ab;
+    if (ab) {
+        r->act = sy_malloc(ab + 64);
+        if (!r->act) {
+            set_err(err, errlen, "out of memory for activation scratch (%zu bytes)", ab);
+            return ST_NOMEM;
+        }
+    }
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------ step */
+
+typedef struct mm_job {
+    const cpux_mat_t *m;
+    const float *X;
+    const void *act;
+    size_t n_tok;
+    float *Y;
+    size_t chunk; /* rows per task */
+} mm_job_t;
+
+static void mm_task(void *ctx, size_t task, int thread)
+{
+    (void)thread;
+    const mm_job_t *j = ctx;
+    size_t b = task * j->chunk, e = b + j->chunk;
+    if (e > j->m->n_out)
+        e = j->m->n_out;
+    if (b < e)
+        kern_matmul_rows(j->m->type, j->m->data, j->m->n_out, j->m->n_in, j->X, j->act, j->n_tok,
+                         j->Y, b, e);
+}
+
+static void *act_buf(cpux_t *x)
+{
+    uintptr_t p = (uintptr_t)x->r.act;
+    return (void *)((p + 63u) & ~(uintptr_t)63u);
+}
+
+/* Y[n_tok][m->n_out] = X[n_tok][m->n_in] W^T, rows split over the pool. */
+static void matmul(cpux_t *x, const cpux_mat_t *m, const float *X, size_t n_tok, float *Y)
+{
+    void *act = x->r.act ? act_buf(x) : NULL;
+    SY_ASSERT(act_need(m, n_tok) <= x->r.act_bytes);
+    kern_act_prepare(m->type, X, m->n_in, n_tok, act);
+    int nth = x->pool ? tpool_threads(x->pool) : 1;
+    if (nth <= 1 || m->n_out < 2 * KERN_ROW_ALIGN) {
+        kern_matmul_rows(m->type, m->data, m->n_out, m->n_in, X, act, n_tok, Y, 0, m->n_out);
+        return;
+    }
+    size_t chunk = (m->n_out + (size_t)nth - 1) / (size_t)nth;
+    chunk = (chunk + KERN_ROW_ALIGN - 1) / KERN_ROW_ALIGN * KERN_ROW_ALIGN;
+    mm_job_t j = {m, X, act, n_tok, Y, chunk};
+    size_t n_tasks = (m->n_out + chunk - 1) / chunk;
+    if (tpool_run(x->pool, n_tasks, mm_task, &j) != ST_OK)
+        kern_matmul_rows(m->type, m->data, m->n_out, m->n_in, X, act, n_tok, Y, 0, m->n_out);
+}
+
+/* Address of (layer, block, slot) in a pool: kv_dim elements. */
+static size_t kv_index(const cpux_t *x, uint32_t layer, uint32_t block, uint32_t slot)
+{
+    return (((size_t)layer * x->num_blocks + block) * x->block_size + slot) * x->kv_dim;
+}
+
+static void kv_store(cpux_t *x, void *pool, size_t at, const float *src)
+{
+    if (x->kv_f16) {
+        uint16_t *d = (uint16_t *)pool + at;
+        for (size_t i = 0; i < x->kv_dim; i++)
+            d[i] = kern_f32_to_f16(src[i]);
+    } else {
+        memcpy((float *)pool + at, src, x->kv_dim * sizeof(float));
+    }
+}
+
+/* Attention of one token at position pos of a sequence with block table bt, all heads. Walks the
+ * table block by block: inside a block the slots are kv_dim elements apart. */
+static void attend(cpux_t *x, uint32_t layer, const uint32_t *bt, uint32_t pos, const float *q,
+                   float *out)
+{
+    const cpux_model_info_t *c = &x->cfg;
+    size_t hd = c->head_dim, kvd = x->kv_dim, bs = x->block_size;
+    uint32_t group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *sc = x->r.scores;
+    size_t n_ctx = (size_t)pos + 1;
+    for (uint32_t h = 0; h < c->n_heads; h++) {
+        const float *qh = q + (size_t)h * hd;
+        size_t hoff = (size_t)(h / group) * hd;
+        float *oh = out + (size_t)h * hd;
+        /* scores over positions 0..pos */
+        for (size_t p0 = 0, b = 0; p0 < n_ctx; p0 += bs, b++) {
+            size_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+            size_t at = kv_index(x, layer, bt[b], 0) + hoff;
+            if (x->kv_f16) {
+                const uint16_t *k = (const uint16_t *)x->k_pool + at;
+                for (size_t j = 0; j < n; j++)
+                    sc[p0 + j] = kern_dot_f16(k + j * kvd, qh, hd) * scale;
+            } else {
+                const float *k = (const float *)x->k_pool + at;
+                for (size_t j = 0; j < n; j++)
+                    sc[p0 + j] = kern_dot_f32(k + j * kvd, qh, hd) * scale;
+            }
+        }
+        kern_softmax(sc, n_ctx);
+        /* weighted sum of values */
+        memset(oh, 0, hd * sizeof(float));
+        for (size_t p0 = 0, b = 0; p0 < n_ctx; p0 += bs, b++) {
+            size_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+            size_t at = kv_index(x, layer, bt[b], 0) + hoff;
+            if (x->kv_f16) {
+                const uint16_t *v = (const uint16_t *)x->v_pool + at;
+                for (size_t j = 0; j < n; j++)
+                    kern_axpy_f16(oh, sc[p0 + j], v + j * kvd, hd);
+            } else {
+                const float *v = (const float *)x->v_pool + at;
+                for (size_t j = 0; j < n; j++)
+                    kern_axpy_f32(oh, sc[p0 + j], v + j * kvd, hd);
+            }
+        }
+    }
+}
+
+static int32_t argmax(const float *v, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+/* Checks the plan against the executor's limits and the sequences' tokens and block tables. */
+static int check_plan(const cpux_t *x, const sched_plan_t *plan, uint32_t *n_tok_out)
+{
+    uint64_t n_tok = 0;
+    uint32_t n_s = 0;
+    for (uint32_t i = 0; i < plan->n_items; i++) {
+        const sched_plan_item_t *it = &plan->items[i];
+        const sched_seq_t *s = it->seq;
+        uint64_t end = (uint64_t)it->start + it->n_tokens;
+        if (it->n_tokens == 0 || end > s->n_tokens)
+            return ST_INVAL;
+        uint32_t nb;
+        const uint32_t *bt = kvb_seq_blocks(&s->kv, &nb);
+        if ((uint64_t)nb * x->block_size < end)
+            return ST_STATE;
+        if (end > (uint64_t)x->num_blocks * x->block_size)
+            return ST_LIMIT; /* longer than the pool (and the scores scratch) */
+        for (uint32_t b = 0; b < nb; b++)
+            if (bt[b] >= x->num_blocks)
+                return ST_STATE;
+        for (uint32_t j = it->start; j < end; j++)
+            if (s->tokens[j] < 0 || s->tokens[j] >= x->cfg.vocab)
+                return ST_INVAL;
+        n_tok += it->n_tokens;
+        n_s += it->sample ? 1 : 0;
+    }
+    if (n_tok > x->max_tok || n_s > x->max_seqs)
+        return ST_LIMIT;
+    *n_tok_out = (uint32_t)n_tok;
+    return ST_OK;
+}
+
+static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, uint32_t *n_sampled)
+{
+    cpux_t *x = (cpux_t *)e;
+    const cpux_model_info_t *c = &x->cfg;
+    cpux_run_t *r = &x->r;
+    size_t dim = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = x->kv_dim;
+    uint32_t T = 0;
+    *n_sampled = 0;
+    r->n_logits = 0;
+    int rc = check_plan(x, plan, &T);
+    if (rc != ST_OK)
+        return rc;
+    if (T == 0)
+        return ST_OK;
+
+    /* embed: x[t] = token_embd[token]; positions and RoPE tables */
+    size_t erow = kern_row_bytes(x->w.tok_embd.type, dim);
+    uint32_t t = 0;
+    for (uint32_t i = 0; i < plan->n_items; i++) {
+        const sched_plan_item_t *it = &plan->items[i];
+        for (uint32_t j = 0; j < it->n_tokens; j++, t++) {
+            uint32_t p = it->start + j;
+            int32_t tok = it->seq->tokens[p];
+            const uint8_t *row = (const uint8_t *)x->w.tok_embd.data + (size_t)tok * erow;
+            kern_dequant_row(x->w.tok_embd.type, row, r->x + (size_t)t * dim, dim);
+            r->pos[t] = p;
+            kern_rope_table(r->cs + (size_t)t * c->n_rot, c->n_rot, c->rope_base,
+                            (float)p / c->rope_scale);
+        }
+    }
+
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        const cpux_layer_t *L = &x->w.layers[l];
+        /* attention: xb = rmsnorm(x); q, k, v projections over all tokens */
+        for (t = 0; t < T; t++)
+            kern_rmsnorm(r->xb + (size_t)t * dim, r->x + (size_t)t * dim, L->attn_norm, dim,
+                         c->rms_eps);
+        matmul(x, &L->wq, r->xb, T, r->q);
+        matmul(x, &L->wk, r->xb, T, r->k);
+        matmul(x, &L->wv, r->xb, T, r->v);
+        /* RoPE on q and k; k, v into the pool slot of each token */
+        t = 0;
+        for (uint32_t i = 0; i < plan->n_items; i++) {
+            const sched_plan_item_t *it = &plan->items[i];
+            uint32_t nb;
+            const uint32_t *bt = kvb_seq_blocks(&it->seq->kv, &nb);
+            for (uint32_t j = 0; j < it->n_tokens; j++, t++) {
+                const float *cs = r->cs + (size_t)t * c->n_rot;
+                kern_rope(r->q + (size_t)t * qd, c->n_heads, c->head_dim, c->n_rot, cs, false);
+                kern_rope(r->k + (size_t)t * kvd, c->n_kv_heads, c->head_dim, c->n_rot, cs, false);
+                uint32_t p = r->pos[t];
+                size_t at = kv_index(x, l, bt[p / x->block_size], p % x->block_size);
+                kv_store(x, x->k_pool, at, r->k + (size_t)t * kvd);
+                kv_store(x, x->v_pool, at, r->v + (size_t)t * kvd);
+            }
+        }
+        /* causal attention per token over its sequence's block table */
+        t = 0;
+        for (uint32_t i = 0; i < plan->n_items; i++) {
+            const sched_plan_item_t *it = &plan->items[i];
+            uint32_t nb;
+            const uint32_t *bt = kvb_seq_blocks(&it->seq->kv, &nb);
+            for (uint32_t j = 0; j < it->n_tokens; j++, t++)
+                attend(x, l, bt, r->pos[t], r->q + (size_t)t * qd, r->att + (size_t)t * qd);
+        }
+        /* x += att Wo */
+        matmul(x, &L->wo, r->att, T, r->tmp);
+        for (size_t k = 0; k < (size_t)T * dim; k++)
+            r->x[k] += r->tmp[k];
+        /* feed-forward: x += (silu(xb Wgate) * (xb Wup)) Wdown */
+        for (t = 0; t < T; t++)
+            kern_rmsnorm(r->xb + (size_t)t * dim, r->x + (size_t)t * dim, L->ffn_norm, dim,
+                         c->rms_eps);
+        matmul(x, &L->w_gate, r->xb, T, r->hb);
+        matmul(x, &L->w_up, r->xb, T, r->hb2);
+        kern_silu_mul(r->hb, r->hb, r->hb2, (size_t)T * c->n_ff);
+        matmul(x, &L->w_down, r->hb, T, r->tmp);
+        for (size_t k = 0; k < (size_t)T * dim; k++)
+            r->x[k] += r->tmp[k];
+    }
+
+    /* logits for sampling items only: final norm of their last token, then the output head */
+    uint32_t n_s = 0;
+    t = 0;
+    for (uint32_t i = 0; i < plan->n_items; i++) {
+        const sched_plan_item_t *it = &plan->items[i];
+        t += it->n_tokens;
+        if (it->sample) {
+            kern_rmsnorm(r->xs + (size_t)n_s * dim, r->x + (size_t)(t - 1) * dim, x->w.out_norm,
+                         dim, c->rms_eps);
+            n_s++;
+        }
+    }
+    if (n_s > 0)
+        matmul(x, &x->w.output, r->xs, n_s, r->logits);
+    for (uint32_t s = 0; s < n_s; s++)
+        sampled[s] = argmax(r->logits + (size_t)s * (size_t)c->vocab, c->vocab);
+    r->n_logits = n_s;
+    *n_sampled = n_s;
+    return ST_OK;
+}
+
+static void cpux_seq_done(exec_t *e, sched_seq_t *seq)
+{
+    (void)e;
+    (void)seq; /* no per-sequence state: K/V lives in blocks the block manager owns */
+}
+
+static void cpux_destroy(exec_t *e)
+{
+    cpux_t *x = (cpux_t *)e;
+    if (!x)
+        return;
+    tpool_destroy(x->pool);
+    cpux_run_t *r = &x->r;
+    float *bufs[] = {r->x,  r->xb,  r->q,  r->k,      r->v,  r->att,   r->tmp,
+                     r->hb, r->hb2, r->cs, r->scores, r->xs, r->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        sy_free(bufs[i]);
+    sy_free(r->act);
+    sy_free(r->pos);
+    sy_free(x->k_pool);
+    sy_free(x->v_pool);
+    sy_free(x->w.layers);
+    sy_free(x);
+}
+
+static const exec_vtable_t k_cpux_vt = {
+    .name = "cpu",
+    .execute = cpux_execute,
+    .seq_done = cpux_seq_done,
+    .destroy = cpux_destroy,
+};
+
+exec_t *cpux_create(const cpux_config_t *cfg, char *err, size_t errlen)
+{
+    set_err(err, errlen, "%s", "");
+    if (!cfg || !cfg->gguf || cfg->num_blocks == 0 || cfg->block_size == 0 ||
+        cfg->max_batch_tokens == 0) {
+        set_err(err, errlen,
+                "cpux_create: gguf, num_blocks, block_size and max_batch_tokens "
+                "are required");
+        return NULL;
+    }
+    cpux_t *x = sy_calloc(1, sizeof *x);
+    if (!x) {
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    x->super.vt = &k_cpux_vt;
+    x->num_blocks = cfg->num_blocks;
+    x->block_size = cfg->block_size;
+    x->max_tok = cfg->max_batch_tokens;
+    x->max_seqs = cfg->max_seqs ? cfg->max_seqs : cfg->max_batch_tokens;
+    if (x->max_seqs > x->max_tok)
+        x->max_seqs = x->max_tok;
+    x->kv_f16 = cfg->kv_f16;
+
+    if (read_config(cfg->gguf, &x->cfg, err, errlen) != ST_OK)
+        goto fail;
+    x->kv_dim = (size_t)x->cfg.n_kv_heads * x->cfg.head_dim;
+    if (load_weights(x, cfg->gguf, err, errlen) != ST_OK)
+        goto fail;
+
+    /* KV pool: n_layers x num_blocks x block_size x kv_dim, for K and for V */
+    size_t n, bytes;
+    size_t esz = x->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    if (!mul_ok(x->cfg.n_layers, x->num_blocks, &n) || !mul_ok(n, x->block_size, &n) ||
+        !mul_ok(n, x->kv_dim, &n) || !mul_ok(n, esz, &bytes)) {
+        set_err(err, errlen, "KV pool size overflows (num_blocks %u, block_size %u)", x->num_blocks,
+                x->block_size);
+        goto fail;
+    }
+    x->k_pool = sy_calloc(1, bytes);
+    x->v_pool = sy_calloc(1, bytes);
+    if (!x->k_pool || !x->v_pool) {
+        set_err(err, errlen, "out of memory for the KV pool (2 x %zu bytes)", bytes);
+        goto fail;
+    }
+    if (alloc_run(x, err, errlen) != ST_OK)
+        goto fail;
+    if (cfg->threads > 1) {
+        int rc = tpool_create(cfg->threads, &x->pool);
+        if (rc != ST_OK) {
+            set_err(err, errlen, "thread pool: %s", st_str(rc));
+            goto fail;
+        }
+    }
+    return &x->super;
+fail:
+    cpux_destroy(&x->super);
+    return NULL;
+}
+
+const cpux_model_info_t *cpux_info(const exec_t *e)
+{
+    return &((const cpux_t *)e)->cfg;
+}
+
+const float *cpux_logits(const exec_t *e, uint32_t i, int32_t *n)
+{
+    const cpux_t *x = (const cpux_t *)e;
+    if (n)
+        *n = x->cfg.vocab;
+    if (i >= x->r.n_logits)
+        return NULL;
+    return x->r.logits + (size_t)i * (size_t)x->cfg.vocab;
+}
