@@ -440,6 +440,13 @@ static int parse_messages(const api_t *a, json_t *root, api_gen_req_t *out, api_
         rc = get_bool(root, "add_special_tokens", &unused, err);
         goto done;
     }
+    if (!a->cfg.tmpl) { /* a model file without a chat template, and none given */
+        rc = BAD(NULL,
+                 "The model has no chat template and none was given: start the engine with "
+                 "--chat-template NAME (one of %s), or use /v1/completions.",
+                 chat_tmpl_names());
+        goto done;
+    }
     const char *terr = NULL;
     rc = chat_tmpl_render(a->cfg.tmpl, cm, n, add_gen, &rendered, &terr);
     if (rc != ST_OK) {

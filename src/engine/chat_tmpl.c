@@ -168,6 +168,33 @@ const chat_tmpl_t *chat_tmpl_find(const char *name)
     return NULL;
 }
 
+static bool has(const char *s, size_t len, const char *needle)
+{
+    return memmem(s, len, needle, strlen(needle)) != NULL;
+}
+
+const chat_tmpl_t *chat_tmpl_detect(const char *jinja, size_t len)
+{
+    if (!jinja || len == 0)
+        return NULL;
+    const char *name = NULL;
+    if (has(jinja, len, "<|im_start|>"))
+        name = "chatml";
+    else if (has(jinja, len, "<|start_header_id|>"))
+        name = "llama3";
+    else if (has(jinja, len, "<start_of_turn>"))
+        name = "gemma";
+    else if (has(jinja, len, "<|user|>") && has(jinja, len, "<|end|>"))
+        name = "phi3";
+    else if (has(jinja, len, "<|user|>") && has(jinja, len, "</s>"))
+        name = "zephyr";
+    else if (has(jinja, len, "[INST]") && has(jinja, len, "<<SYS>>"))
+        name = "llama2";
+    else if (has(jinja, len, "[INST]"))
+        name = "mistral";
+    return chat_tmpl_find(name);
+}
+
 const char *chat_tmpl_name(const chat_tmpl_t *t)
 {
     return t->name;

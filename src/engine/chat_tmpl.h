@@ -30,6 +30,13 @@ const char *chat_tmpl_name(const chat_tmpl_t *t);
 /* Comma-separated list of built-in names (static string), for --help and error messages. */
 const char *chat_tmpl_names(void);
 
+/* Recognises the family of a Jinja chat template as stored in a GGUF's tokenizer.chat_template
+ * (jinja[0..len), borrowed) by its markers: chatml (<|im_start|>), llama3 (<|start_header_id|>),
+ * gemma (<start_of_turn>), phi3 (<|user|> with <|end|>), zephyr (<|user|> with </s>), llama2
+ * ([INST] with <<SYS>>) and mistral ([INST] without). Returns the built-in template, or NULL when
+ * no family matches (the caller then needs --chat-template). */
+const chat_tmpl_t *chat_tmpl_detect(const char *jinja, size_t len);
+
 /* Renders msgs into out (appended). add_generation_prompt opens an assistant turn.
  * ST_OK, ST_INVAL (e.g. a role the template cannot express; message in *err, static), ST_NOMEM. */
 int chat_tmpl_render(const chat_tmpl_t *t, const chat_msg_t *msgs, size_t n,

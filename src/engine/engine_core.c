@@ -377,6 +377,8 @@ ecore_req_t *ecore_req_create(ecore_t *c, const ecore_req_params_t *p, void *uda
     if (!s->tokens)
         goto fail;
     memcpy(s->tokens, p->prompt, (size_t)p->n_prompt * sizeof(int32_t));
+    if (p->n_prompt)
+        r->ts._prev = p->prompt[p->n_prompt - 1]; /* SentencePiece keeps the first piece's space */
     s->n_prompt = s->n_tokens = p->n_prompt;
     s->cap_tokens = (uint32_t)cap;
     s->sp = p->sp;

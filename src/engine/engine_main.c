@@ -31,6 +31,10 @@
 #include "engine/engine_core.h"
 #include "engine/kv_events.h"
 #include "engine/sim_exec.h"
+#include "engine/cpu_exec.h"
+#include "engine/gguf.h"
+#include "engine/kern.h"
+#include "engine/tok_gguf.h"
 #include "engine/tokenizer.h"
 #include "http/http_server.h"
 
@@ -57,6 +61,7 @@ typedef struct engine_opts {
     uint64_t max_num_seqs;
     uint64_t max_num_batched_tokens;
     uint64_t max_model_len;
+    uint64_t threads;
     uint64_t long_prefill_token_threshold;
     bool enable_prefix_caching;
     bool enable_chunked_prefill;
@@ -152,7 +157,8 @@ int engine_main(int argc, char **argv)
         .enable_prefix_caching = true,
         .enable_chunked_prefill = true,
         .enable_prompt_tokens_details = true,
-        .chat_template = "chatml",
+        .chat_template = NULL, /* chatml for the sim; from the model file otherwise */
+        .threads = 0,
         .max_body_bytes = 8u << 20,
         .max_connections = 100000,
         .drain_timeout = 30,
@@ -165,7 +171,8 @@ int engine_main(int argc, char **argv)
          "model name(s) served, comma-separated; the first is used in metrics",
          "the --model path, or sim-model"},
         {"model", "FILE.gguf", CLI_STRING, &o.model,
-         "GGUF model file (not supported yet: use --sim)", NULL},
+         "GGUF model file (llama architecture) run on the CPU executor", NULL},
+        {"threads", "N", CLI_UINT, &o.threads, "CPU executor threads", "all online CPUs"},
         {"sim", NULL, CLI_FLAG, &o.sim, "use the simulated executor (no model file needed)", NULL},
         {"sim-profile", "NAME", CLI_STRING, &o.sim_profile,
          "timing calibration profile of the sim executor", "a100-llama3-8b"},
@@ -194,7 +201,7 @@ int engine_main(int argc, char **argv)
         {"api-key", "KEY", CLI_STRING, &o.api_key,
          "require 'Authorization: Bearer KEY' on /v1/* (also $VLLM_API_KEY)", NULL},
         {"chat-template", "NAME", CLI_STRING, &o.chat_template, "built-in chat template name",
-         "chatml"},
+         "chatml for --sim; with --model, the family recognised in the file's template"},
         {"max-body-bytes", "N", CLI_UINT, &o.max_body_bytes, "largest request body accepted",
          "8388608"},
         {"max-connections", "N", CLI_UINT, &o.max_connections,
@@ -232,14 +239,13 @@ int engine_main(int argc, char **argv)
         }
         sy_log_set_level((sy_log_level_t)lvl);
     }
-    if (o.model && !o.sim) {
-        fprintf(stderr, "switchyard engine: --model: GGUF models are not supported yet; "
-                        "run with --sim for the simulated executor\n");
+    if (o.model && o.sim) {
+        fprintf(stderr, "switchyard engine: --model and --sim exclude each other\n");
         return 2;
     }
-    if (!o.sim) {
-        fprintf(stderr, "switchyard engine: no executor chosen: pass --sim (simulated executor, "
-                        "no model file needed)\n");
+    if (!o.sim && !o.model) {
+        fprintf(stderr, "switchyard engine: no model: pass --model FILE.gguf, or --sim (simulated "
+                        "executor, no model file needed)\n");
         return 2;
     }
     if (!o.api_key && getenv("VLLM_API_KEY") && *getenv("VLLM_API_KEY"))
@@ -259,17 +265,79 @@ int engine_main(int argc, char **argv)
                 o.sim_profile, sim_profile_names());
         return 2;
     }
-    const chat_tmpl_t *tmpl = chat_tmpl_find(o.chat_template);
-    if (!tmpl) {
+    const chat_tmpl_t *tmpl = NULL;
+    if (o.chat_template && !(tmpl = chat_tmpl_find(o.chat_template))) {
         fprintf(stderr, "switchyard engine: --chat-template: unknown template '%s' (known: %s)\n",
                 o.chat_template, chat_tmpl_names());
         return 2;
     }
+    if (!tmpl && o.sim)
+        tmpl = chat_tmpl_find("chatml");
+    gguf_t *model = NULL;
+    uint32_t model_ctx = 0;
+    uint64_t kv_bytes_per_token = 0;
+    if (o.model) {
+        char gerr[512];
+        int grc = gguf_open(o.model, &model, gerr, sizeof gerr);
+        if (grc != ST_OK) {
+            fprintf(stderr, "switchyard engine: --model %s: %s\n", o.model, gerr);
+            return 1;
+        }
+        uint32_t nl = 0, nkv = 0, nh = 0, dim = 0;
+        sy_slice_t arch = {0};
+        if (!gguf_get_str(model, "general.architecture", &arch) || !sy_slice_eq(arch, "llama")) {
+            fprintf(stderr,
+                    "switchyard engine: --model %s: unsupported architecture '%.*s' (the "
+                    "CPU executor runs llama)\n",
+                    o.model, (int)arch.len, arch.ptr ? arch.ptr : "");
+            gguf_close(model);
+            return 1;
+        }
+        gguf_get_u32(model, "llama.context_length", &model_ctx);
+        if (gguf_get_u32(model, "llama.block_count", &nl) &&
+            gguf_get_u32(model, "llama.embedding_length", &dim) &&
+            gguf_get_u32(model, "llama.attention.head_count", &nh) && nh) {
+            if (!gguf_get_u32(model, "llama.attention.head_count_kv", &nkv))
+                nkv = nh;
+            kv_bytes_per_token = (uint64_t)nl * 2 * nkv * (dim / nh) * sizeof(float);
+        }
+        sy_slice_t jinja = {0};
+        if (!tmpl && gguf_get_str(model, "tokenizer.chat_template", &jinja)) {
+            tmpl = chat_tmpl_detect(jinja.ptr, jinja.len);
+            if (!tmpl) {
+                fprintf(stderr,
+                        "switchyard engine: --model %s: its chat template is not one of the "
+                        "known families; pass --chat-template NAME (known: %s)\n",
+                        o.model, chat_tmpl_names());
+                gguf_close(model);
+                return 2;
+            }
+        }
+        /* no template in the file and none given: chat requests are refused with a 400 */
+    }
     uint32_t num_blocks = o.num_gpu_blocks ? (uint32_t)o.num_gpu_blocks : SIM_DEFAULT_BLOCKS;
+    if (model && !o.num_gpu_blocks) {
+        /* KV pool: room for 4 full contexts (at least 8192 tokens), at most 1 GiB of F32 K/V */
+        uint64_t want = model_ctx ? 4ull * model_ctx : 8192;
+        if (want < 8192)
+            want = 8192;
+        if (kv_bytes_per_token && want * kv_bytes_per_token > (1ull << 30))
+            want = (1ull << 30) / kv_bytes_per_token;
+        num_blocks = (uint32_t)((want + o.block_size - 1) / o.block_size);
+    }
     uint64_t capacity = (uint64_t)num_blocks * o.block_size;
     uint32_t max_model_len = (uint32_t)o.max_model_len;
+    if (model && model_ctx && max_model_len > model_ctx) {
+        fprintf(stderr,
+                "switchyard engine: --max-model-len %u is larger than the model's context length "
+                "(%u)\n",
+                max_model_len, model_ctx);
+        gguf_close(model);
+        return 2;
+    }
     if (max_model_len == 0) {
-        max_model_len = capacity < 8192 ? (uint32_t)capacity : 8192;
+        uint64_t cap = model && model_ctx ? model_ctx : 8192;
+        max_model_len = (uint32_t)(capacity < cap ? capacity : cap);
     } else if (max_model_len > capacity) {
         fprintf(stderr,
                 "switchyard engine: the model's max seq len (%u) is larger than the maximum "
@@ -324,20 +392,46 @@ int engine_main(int argc, char **argv)
             goto fail;
         }
     }
-    tok = tok_byte_create();
     reg = mx_registry_create();
     ctx.loop = ev_loop_create();
-    if (!tok || !reg || !ctx.loop)
+    if (!reg || !ctx.loop)
         goto oom;
-    sim_config_t scfg = {
-        .profile = profile,
-        .speed = o.sim_speed,
-        .tok = tok,
-        .mean_output_tokens = o.sim_mean_output_tokens,
-    };
-    exec = sim_exec_create(&scfg);
-    if (!exec)
-        goto oom;
+    if (model) {
+        char xerr[512];
+        tok = tok_gguf_create(model, xerr, sizeof xerr);
+        if (!tok) {
+            fprintf(stderr, "switchyard engine: --model %s: tokenizer: %s\n", o.model, xerr);
+            goto fail;
+        }
+        kern_init(KERN_ISA_AUTO);
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        cpux_config_t xc = {
+            .gguf = model,
+            .num_blocks = num_blocks,
+            .block_size = (uint32_t)o.block_size,
+            .max_batch_tokens = (uint32_t)o.max_num_batched_tokens,
+            .max_seqs = (uint32_t)o.max_num_seqs,
+            .threads = o.threads ? (int)o.threads : (ncpu > 0 ? (int)ncpu : 1),
+        };
+        exec = cpux_create(&xc, xerr, sizeof xerr);
+        if (!exec) {
+            fprintf(stderr, "switchyard engine: --model %s: %s\n", o.model, xerr);
+            goto fail;
+        }
+    } else {
+        tok = tok_byte_create();
+        if (!tok)
+            goto oom;
+        sim_config_t scfg = {
+            .profile = profile,
+            .speed = o.sim_speed,
+            .tok = tok,
+            .mean_output_tokens = o.sim_mean_output_tokens,
+        };
+        exec = sim_exec_create(&scfg);
+        if (!exec)
+            goto oom;
+    }
     if (kvec.enable && kvec.publisher && strcmp(kvec.publisher, "null") != 0) {
         events = kve_create(&kvec, &status);
         if (!events) {
@@ -416,13 +510,14 @@ int engine_main(int argc, char **argv)
         goto fail;
     }
     sy_info("engine.start",
-            "version=%s addr=%s:%d model=%s executor=sim profile=%s speed=%g block_size=%llu "
+            "version=%s addr=%s:%d model=%s executor=%s profile=%s speed=%g block_size=%llu "
             "num_gpu_blocks=%u max_model_len=%u max_num_seqs=%llu max_num_batched_tokens=%llu "
             "prefix_caching=%s kv_events=%s",
-            SY_VERSION, o.host, http_server_port(ctx.srv), names[0], profile->name, o.sim_speed,
-            (unsigned long long)o.block_size, num_blocks, max_model_len,
-            (unsigned long long)o.max_num_seqs, (unsigned long long)o.max_num_batched_tokens,
-            o.enable_prefix_caching ? "on" : "off", events ? kvec.endpoint : "off");
+            SY_VERSION, o.host, http_server_port(ctx.srv), names[0], model ? "cpu" : "sim",
+            model ? kern_isa_name() : profile->name, o.sim_speed, (unsigned long long)o.block_size,
+            num_blocks, max_model_len, (unsigned long long)o.max_num_seqs,
+            (unsigned long long)o.max_num_batched_tokens, o.enable_prefix_caching ? "on" : "off",
+            events ? kvec.endpoint : "off");
     ev_run(ctx.loop);
     exit_code = 0;
     sy_info("engine.stop", "msg=\"shutting down\"");
@@ -446,6 +541,7 @@ cleanup:
     kve_config_deinit(&kvec);
     mx_registry_destroy(reg);
     tok_destroy(tok);
+    gguf_close(model); /* after the executor: its weights are in the mapping */
     ev_loop_destroy(ctx.loop);
     return exit_code;
 }

@@ -231,6 +231,7 @@ sy_health_ok() { # URL
 }
 
 # sy_start_engine NAME ARGS... : starts "$SY_BIN engine --sim --host 127.0.0.1 --port P ARGS"
+# (without --sim when ARGS hold --model)
 # (P picked here; NAME labels the log file) and waits up to SY_START_TIMEOUT (20 s) for
 # GET /health == 200. Env for the engine: prefix the call, e.g. PYTHONHASHSEED=0 sy_start_engine.
 # Sets SY_PID, SY_PORT, SY_URL, SY_LOG; fails the whole test (sy_fail) with the log tail if the
@@ -243,7 +244,9 @@ sy_start_engine() {
         SY_PORT=$(sy_free_port) || sy_fail "no free port"
         SY_URL=http://127.0.0.1:$SY_PORT
         SY_LOG=$SY_TMP/engine-$name.log
-        "$SY_BIN" engine --sim --host 127.0.0.1 --port "$SY_PORT" "$@" >"$SY_LOG" 2>&1 &
+        local exec_flag=--sim a # the sim executor unless a model file is given
+        for a in "$@"; do [ "$a" == "--model" ] && exec_flag=; done
+        "$SY_BIN" engine $exec_flag --host 127.0.0.1 --port "$SY_PORT" "$@" >"$SY_LOG" 2>&1 &
         SY_PID=$!
         SY_PIDS+=("$SY_PID")
         t0=$SECONDS

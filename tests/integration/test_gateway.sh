@@ -115,11 +115,13 @@ done
 sy_assert_eq "requests sharing the prefix land on the endpoint that holds it" 5 "$same"
 sy_assert_eq "and the engine reports the prefix as cached (>= 512 tokens)" 5 "$hits"
 
-# unrelated load spreads across endpoints
+# unrelated load spreads across endpoints (the prompts differ from their first byte on: a shared
+# first block, as "unrelated prompt number N" had, is a real prefix hit that rightly draws them
+# to its holder)
 declare -A seen
 UPIDS=()
 for i in $(seq 1 24); do
-    (ask "{\"model\":\"$MODEL\",\"prompt\":\"unrelated prompt number $i $RANDOM\",\"max_tokens\":40,\"ignore_eos\":true}" "u$i" >"$SY_TMP/u$i") &
+    (ask "{\"model\":\"$MODEL\",\"prompt\":\"$i-$RANDOM: an unrelated prompt\",\"max_tokens\":40,\"ignore_eos\":true}" "u$i" >"$SY_TMP/u$i") &
     UPIDS+=($!)
 done
 wait "${UPIDS[@]}"

@@ -150,13 +150,57 @@ static void test_lookup(void **state)
     }
 }
 
+static void test_detect_from_jinja(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *jinja, *name;
+    } cases[] = {
+        {"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+         "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}",
+         "chatml"},
+        {"{{ '<|begin_of_text|>' }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + "
+         "'<|end_header_id|>\\n\\n' + m['content'] | trim + '<|eot_id|>' }}{% endfor %}",
+         "llama3"},
+        {"{% for m in messages %}{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + "
+         "'<end_of_turn>\\n' }}{% endfor %}",
+         "gemma"},
+        {"{% for m in messages %}{{'<|' + m['role'] + '|>' + '\\n' + m['content'] + "
+         "'<|end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}"
+         "{% endif %}<|user|>",
+         "phi3"},
+        {"{% for m in messages %}{% if m['role'] == 'user' %}{{ '<|user|>\\n' + m['content'] + "
+         "eos_token }}{% endif %}{% endfor %}</s>",
+         "zephyr"},
+        {"{% if messages[0]['role'] == 'system' %}{% set system_message = '<<SYS>>\\n' + "
+         "messages[0]['content'] + '\\n<</SYS>>\\n\\n' %}{% endif %}{{ bos_token + '[INST] ' }}",
+         "llama2"},
+        {"{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + "
+         "m['content'] + ' [/INST]' }}{% endif %}{% endfor %}",
+         "mistral"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const chat_tmpl_t *t = chat_tmpl_detect(cases[i].jinja, strlen(cases[i].jinja));
+        assert_non_null(t);
+        assert_string_equal(chat_tmpl_name(t), cases[i].name);
+    }
+    const char *odd = "{% for m in messages %}{{ m['content'] }}{% endfor %}";
+    assert_null(chat_tmpl_detect(odd, strlen(odd)));
+    assert_null(chat_tmpl_detect(NULL, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chatml), cmocka_unit_test(test_llama2),
-        cmocka_unit_test(test_llama3), cmocka_unit_test(test_mistral),
-        cmocka_unit_test(test_zephyr), cmocka_unit_test(test_phi3),
-        cmocka_unit_test(test_gemma),  cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_detect_from_jinja),
+        cmocka_unit_test(test_chatml),
+        cmocka_unit_test(test_llama2),
+        cmocka_unit_test(test_llama3),
+        cmocka_unit_test(test_mistral),
+        cmocka_unit_test(test_zephyr),
+        cmocka_unit_test(test_phi3),
+        cmocka_unit_test(test_gemma),
+        cmocka_unit_test(test_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
