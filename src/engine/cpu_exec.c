@@ -10,7 +10,8 @@
  *              block table (prefix-cached blocks are read as they are), GQA head h -> kv head
  *              h / (n_heads / n_kv_heads) ; x += att Wo
  *              xb = rmsnorm(x) ; x += (silu(xb Wgate) * (xb Wup)) Wdown
- *   logits     only for items that sample: rmsnorm(x[last]) Wout, then argmax (ties: lowest id)
+ *   logits     only for items that sample: rmsnorm(x[last]) Wout, then the vLLM sampler
+ *              (sampler.h; greedy = argmax, ties to the lowest id)
  *
  * KV pool layout: k_pool[layer][block][slot][kv_head][head_dim] (F32 or F16), v_pool the same.
  * Everything is allocated in cpux_create; execute only reads the plan, the sequences' tokens and
@@ -24,6 +25,8 @@
  * of one matmul at a time (disjoint outputs).
  */
 #include "engine/cpu_exec.h"
+
+#include "engine/sampler.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -93,6 +96,14 @@ typedef struct cpux {
     void *k_pool; /* (n_layers, num_blocks, block_size, n_kv_heads, head_dim) */
     void *v_pool; /* same */
     tpool_t *pool;
+    /* sampling: one workspace, and a pool of max_seqs sampler states handed to sequences the
+     * first time they sample and taken back in seq_done (no allocation in execute) */
+    smp_ws_t *ws;
+    struct {
+        const sched_seq_t *seq; /* NULL = free */
+        smp_state_t *st;
+    } * smp;
+    uint32_t n_smp;
 } cpux_t;
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -501,13 +512,37 @@ static void attend(cpux_t *x, uint32_t layer, const uint32_t *bt, uint32_t pos, 
     }
 }
 
-static int32_t argmax(const float *v, int32_t n)
+/* Picks seq's next token from its logits (vocab entries; used as scratch) with the vLLM sampler:
+ * greedy below temperature 1e-5 (argmax, ties to the lowest id), else temperature, min-p, top-k,
+ * top-p and a draw from the sequence's own RNG, seeded from its seed or, without one, from the
+ * hash of its request id. The state comes from the pool on the sequence's first sample. */
+static int sample_one(cpux_t *x, const sched_seq_t *seq, float *logits, int32_t *out)
 {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
+    smp_params_t p;
+    smp_params_from_seq(&seq->sp, &p);
+    p.min_tokens = 0; /* the engine core enforces min_tokens and EOS */
+    smp_state_t *st = NULL;
+    uint32_t free_i = x->n_smp;
+    for (uint32_t i = 0; i < x->n_smp && !st; i++) {
+        if (x->smp[i].seq == seq)
+            st = x->smp[i].st;
+        else if (!x->smp[i].seq && free_i == x->n_smp)
+            free_i = i;
+    }
+    if (!st) {
+        if (free_i == x->n_smp)
+            return ST_LIMIT; /* more sampling sequences than max_seqs */
+        if (smp_state_reset(x->smp[free_i].st, &p, seq->id_hash) != ST_OK)
+            return ST_INVAL;
+        x->smp[free_i].seq = seq;
+        st = x->smp[free_i].st;
+    }
+    smp_result_t res = {0};
+    int rc = smp_sample(x->ws, &p, st, logits, x->cfg.vocab, NULL, 0, NULL, 0, &res);
+    if (rc != ST_OK)
+        return rc;
+    *out = res.token;
+    return ST_OK;
 }
 
 /* Checks the plan against the executor's limits and the sequences' tokens and block tables. */
@@ -637,8 +672,17 @@ static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, u
     }
     if (n_s > 0)
         matmul(x, &x->w.output, r->xs, n_s, r->logits);
-    for (uint32_t s = 0; s < n_s; s++)
-        sampled[s] = argmax(r->logits + (size_t)s * (size_t)c->vocab, c->vocab);
+    n_s = 0;
+    for (uint32_t i = 0; i < plan->n_items; i++) {
+        const sched_plan_item_t *it = &plan->items[i];
+        if (!it->sample)
+            continue;
+        float *lg = r->logits + (size_t)n_s * (size_t)c->vocab;
+        int src = sample_one(x, it->seq, lg, &sampled[n_s]);
+        if (src != ST_OK)
+            return src;
+        n_s++;
+    }
     r->n_logits = n_s;
     *n_sampled = n_s;
     return ST_OK;
@@ -646,8 +690,10 @@ static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, u
 
 static void cpux_seq_done(exec_t *e, sched_seq_t *seq)
 {
-    (void)e;
-    (void)seq; /* no per-sequence state: K/V lives in blocks the block manager owns */
+    cpux_t *x = (cpux_t *)e; /* K/V lives in blocks the block manager owns; only the sampler */
+    for (uint32_t i = 0; i < x->n_smp; i++)
+        if (x->smp[i].seq == seq)
+            x->smp[i].seq = NULL;
 }
 
 static void cpux_destroy(exec_t *e)
@@ -656,6 +702,10 @@ static void cpux_destroy(exec_t *e)
     if (!x)
         return;
     tpool_destroy(x->pool);
+    for (uint32_t i = 0; x->smp && i < x->n_smp; i++)
+        smp_state_destroy(x->smp[i].st);
+    sy_free(x->smp);
+    smp_ws_destroy(x->ws);
     cpux_run_t *r = &x->r;
     float *bufs[] = {r->x,  r->xb,  r->q,  r->k,      r->v,  r->att,   r->tmp,
                      r->hb, r->hb2, r->cs, r->scores, r->xs, r->logits};
@@ -727,6 +777,22 @@ exec_t *cpux_create(const cpux_config_t *cfg, char *err, size_t errlen)
         int rc = tpool_create(cfg->threads, &x->pool);
         if (rc != ST_OK) {
             set_err(err, errlen, "thread pool: %s", st_str(rc));
+            goto fail;
+        }
+    }
+    /* sampler: a workspace for the vocab and one penalty-free state per sampling slot */
+    x->ws = smp_ws_create(x->cfg.vocab);
+    x->n_smp = x->max_seqs;
+    x->smp = sy_calloc(x->n_smp, sizeof *x->smp);
+    if (!x->ws || !x->smp) {
+        set_err(err, errlen, "out of memory for the sampler");
+        goto fail;
+    }
+    smp_params_t sp;
+    smp_params_init(&sp);
+    for (uint32_t i = 0; i < x->n_smp; i++) {
+        if (!(x->smp[i].st = smp_state_create(&sp, 0, 0))) {
+            set_err(err, errlen, "out of memory for the sampler");
             goto fail;
         }
     }

@@ -2,10 +2,11 @@
  * cpu_exec.h - the CPU executor for the llama architecture behind executor.h: a batched forward
  * pass over one scheduler step (several sequences, chunked prefill and decode mixed), weights
  * used in place from the mmapped GGUF, K/V kept in a paged pool indexed by the block manager's
- * block ids, greedy (argmax) token selection.
+ * block ids, tokens chosen by the vLLM sampler (sampler.h: greedy, temperature, top-k, top-p,
+ * min-p, per-request seed).
  *
- * Does not: tokenize, open or own the GGUF file, run the vLLM sampler (temperature, top-k/p,
- * penalties: every item is sampled greedily for now), support architectures other than
+ * Does not: tokenize, open or own the GGUF file, apply presence/frequency/repetition penalties or
+ * return logprobs (seq_sampling_t carries neither yet), support architectures other than
  * "llama" (nor Llama 3.1 rope_freqs or YaRN scaling), or allocate after cpux_create.
  * Thread-safety: one thread (the engine core) drives an executor; with threads > 1 the matmuls
  * run on an internal thread pool during execute. Call kern_init() once before creating one
@@ -50,7 +51,9 @@ exec_t *cpux_create(const cpux_config_t *cfg, char *err, size_t errlen);
  * no tokens, past the sequence's tokens, or a token id outside [0, vocab)), ST_STATE (a block
  * table too short for the item or holding a block id >= num_blocks), ST_LIMIT (more tokens than
  * max_batch_tokens, more sampling items than max_seqs, or a sequence longer than the pool).
- * Non-greedy sampling params are not honoured yet: every token is the argmax. */
+ * Sampling follows each sequence's params (temperature, top_k, top_p, min_p, seed; without a
+ * seed the RNG is seeded from the request id's hash); ST_LIMIT also when more sequences sample
+ * at once than max_seqs sampler states exist. */
 
 /* The model's hyper-parameters. e must be a CPU executor. */
 const cpux_model_info_t *cpux_info(const exec_t *e);

@@ -171,8 +171,8 @@ void smp_params_from_seq(const seq_sampling_t *sp, smp_params_t *p)
     smp_params_init(p);
     p->temperature = sp->temperature;
     p->top_k = sp->top_k;
-    p->top_p = sp->top_p;
-    p->min_p = sp->min_p;
+    p->top_p = sp->top_p > 0.0f && sp->top_p <= 1.0f ? sp->top_p : 1.0f; /* 0 = unset: off */
+    p->min_p = sp->min_p > 0.0f && sp->min_p <= 1.0f ? sp->min_p : 0.0f;
     p->has_seed = sp->has_seed;
     p->seed = sp->seed;
     p->min_tokens = sp->min_tokens;
@@ -254,6 +254,18 @@ static void counts_reset(smp_state_t *s)
     s->prompt_done = false;
     s->n_prompt_done = 0;
     s->n_out_done = 0;
+}
+
+int smp_state_reset(smp_state_t *s, const smp_params_t *p, uint64_t fallback_seed)
+{
+    if (!s || smp_params_check(p) != ST_OK)
+        return ST_INVAL;
+    if (smp_params_has_penalties(p) && !s->penalties)
+        return ST_STATE;
+    rng_seed(s->rng, p->has_seed ? p->seed : fallback_seed);
+    if (s->penalties)
+        counts_reset(s);
+    return ST_OK;
 }
 
 /* Records one occurrence of tok (in the prompt, or in the output). ST_LIMIT when full. */

@@ -71,7 +71,8 @@ typedef struct smp_ws smp_ws_t;
 void smp_params_init(smp_params_t *p);
 
 /* Maps the engine's sequence sampling params onto *p (defaults first, then temperature, top_k,
- * top_p, min_p, seed and min_tokens). seq_sampling_t carries neither penalties nor logprobs yet:
+ * top_p and min_p (outside their ranges, e.g. 0 in a zeroed struct: off), seed and min_tokens).
+ * seq_sampling_t carries neither penalties nor logprobs yet:
  * the caller sets those fields, and ban_ids, afterwards. */
 void smp_params_from_seq(const seq_sampling_t *sp, smp_params_t *p);
 
@@ -93,6 +94,10 @@ uint64_t smp_entropy_u64(void);
 smp_state_t *smp_state_create(const smp_params_t *p, uint32_t max_distinct, uint64_t fallback_seed);
 /* Accepts NULL. */
 void smp_state_destroy(smp_state_t *s);
+/* Makes s the state of a new sequence without allocating: reseeds the RNG as smp_state_create
+ * would and forgets every counted token. ST_OK, ST_INVAL (bad params), or ST_STATE (p has
+ * penalties but s was created without them). For executors that keep a pool of states. */
+int smp_state_reset(smp_state_t *s, const smp_params_t *p, uint64_t fallback_seed);
 
 /* Creates a workspace for vocabularies of up to max_vocab entries (17 bytes per entry).
  * Returns owned (free with smp_ws_destroy) or NULL. */

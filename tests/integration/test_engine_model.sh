@@ -2,7 +2,7 @@
 # test_engine_model.sh - `switchyard engine --model stories260K.gguf` (the CPU executor on a real
 # GGUF model) end to end on 127.0.0.1: greedy completions reproduce stories260K.expected.json
 # byte for byte (from BOS as token ids, and from "Once upon a time"), streaming gives the same
-# text, /tokenize uses the model's SentencePiece vocabulary, out-of-range token ids and chat
+# text, seeded sampling is reproducible, /tokenize uses the model's SentencePiece vocabulary, out-of-range token ids and chat
 # without a template get 400, the official openai npm client works, SIGTERM exits 0.
 # The model comes from $SY_MODELS_DIR (default <repo>/../shared/models): missing, the test fails
 # when $CI is set and is skipped otherwise.
@@ -69,6 +69,22 @@ sys.exit(0 if done and text == open(sys.argv[2], encoding="utf-8").read() else 1
 # 4. the model's tokenizer behind /tokenize
 sy_post /tokenize "{\"model\":\"$MODEL\",\"prompt\":\"Once upon a time\"}"
 sy_json_check "/tokenize uses the model's vocabulary" "$SY_BODY" "j['tokens'] == [1, 403, 407, 261, 378]"
+
+# 4b. sampling: a seeded request is reproducible, another seed differs
+for k in a b c; do
+    seed=7
+    [ $k == c ] && seed=8
+    sy_post /v1/completions "{\"model\":\"$MODEL\",\"prompt\":\"Once upon a time\",\"max_tokens\":48,\"temperature\":0.8,\"seed\":$seed}"
+    cp "$SY_BODY" "$SY_TMP/seed_$k.json"
+done
+sy_check "temperature 0.8 with the same seed: the same text twice" "$SY_PY" -c '
+import json, sys
+t = [json.load(open(f))["choices"][0]["text"] for f in sys.argv[1:]]
+sys.exit(0 if t[0] == t[1] and len(t[0]) > 0 else 1)' "$SY_TMP/seed_a.json" "$SY_TMP/seed_b.json"
+sy_check "another seed draws another text" "$SY_PY" -c '
+import json, sys
+t = [json.load(open(f))["choices"][0]["text"] for f in sys.argv[1:]]
+sys.exit(0 if t[0] != t[1] else 1)' "$SY_TMP/seed_a.json" "$SY_TMP/seed_c.json"
 
 # 5. bad input
 sy_post /v1/completions "{\"model\":\"$MODEL\",\"prompt\":[1, 512],\"max_tokens\":1}"

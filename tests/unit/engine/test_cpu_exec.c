@@ -196,8 +196,10 @@ static int core_run(core_t *c)
             }
             assert_true(q->n_tokens < q->cap_tokens);
             q->tokens[q->n_tokens++] = sampled[k++];
-            if (q->n_tokens - q->n_prompt >= c->n_gen[si])
+            if (q->n_tokens - q->n_prompt >= c->n_gen[si]) {
                 sched_finish(c->s, q, SEQ_FINISH_LENGTH);
+                exec_seq_done(c->e, q); /* as the engine core does: its sampler state goes */
+            }
         }
         assert_int_equal(k, ns);
         assert_null(cpux_logits(c->e, ns, NULL));
@@ -740,6 +742,50 @@ static int setup(void **state)
     return 0;
 }
 
+/* The sampler is wired in: at temperature 0.8 a seeded request draws the same tokens on every
+ * run and however it is batched, another seed draws others, and temperature 0 stays greedy. */
+static void test_seeded_sampling(void **state)
+{
+    (void)state;
+    gguf_t *g = NULL;
+    if (!open_model("stories260K.gguf", &g))
+        MODELS_TESTUTIL_MISSING("stories260K.gguf");
+    static const int32_t prompt[] = {1, 403, 407, 261, 378};
+    int32_t out[3][48];
+    const uint64_t seeds[3] = {7, 7, 8};
+    for (int run = 0; run < 3; run++) {
+        core_t c;
+        core_init(&c, g, &k_default);
+        if (run == 1) /* a neighbour in the batch changes nothing */
+            core_add(&c, prompt, 5, 20);
+        sched_seq_t *q = core_add(&c, prompt, 5, 48);
+        q->sp.temperature = 0.8f;
+        q->sp.top_p = 0.95f;
+        q->sp.has_seed = true;
+        q->sp.seed = seeds[run];
+        core_run(&c);
+        memcpy(out[run], q->tokens + 5, sizeof out[run]);
+        core_deinit(&c);
+    }
+    assert_memory_equal(out[0], out[1], sizeof out[0]);
+    assert_memory_not_equal(out[0], out[2], sizeof out[0]);
+    /* temperature 0 with a seed: the greedy reference */
+    json_t *root = load_json("stories260K.expected.json");
+    int32_t expect[64];
+    size_t ne = json_ints(json_object_get(find_case(root, "once_upon_a_time_64"), "generated_ids"),
+                          expect, 64);
+    core_t c;
+    core_init(&c, g, &k_default);
+    sched_seq_t *q = core_add(&c, prompt, 5, (uint32_t)ne);
+    q->sp.has_seed = true;
+    q->sp.seed = 7;
+    core_run(&c);
+    assert_memory_equal(q->tokens + 5, expect, ne * sizeof(int32_t));
+    core_deinit(&c);
+    json_decref(root);
+    gguf_close(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -747,7 +793,7 @@ int main(void)
         cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_scalar_and_kv_f16),
         cmocka_unit_test(test_tiny_random_f16),  cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_tied_embeddings),  cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_bad_token),
+        cmocka_unit_test(test_bad_token),        cmocka_unit_test(test_seeded_sampling),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
