@@ -26,17 +26,13 @@
 #include "engine/gguf.h"
 #include "engine/gguf_tools.h"
 #include "engine/gguf_write.h"
+#include "../models_testutil.h"
 
 /* ---- model files ---- */
 
 static bool model_path(const char *name, char *out, size_t cap)
 {
-    const char *dir = getenv("SY_MODELS_DIR");
-    const char *src = getenv("SY_SOURCE_DIR");
-    if (dir && dir[0])
-        snprintf(out, cap, "%s/%s", dir, name);
-    else
-        snprintf(out, cap, "%s/../shared/models/%s", src && src[0] ? src : ".", name);
+    models_testutil_path(out, cap, name);
     if (access(out, R_OK) == 0)
         return true;
     const char *ci = getenv("CI");

@@ -28,21 +28,12 @@
 #include "engine/gguf_write.h"
 #include "engine/tokenizer.h"
 
+#include "../models_testutil.h"
+
 /* the implementation itself, to reach its statics (the SPM segmentation switch) */
 #include "engine/tok_gguf.c"
 
 /* ---- files ---- */
-
-static void models_path(char *out, size_t cap, const char *rel)
-{
-    const char *dir = getenv("SY_MODELS_DIR");
-    if (dir && *dir) {
-        snprintf(out, cap, "%s/%s", dir, rel);
-        return;
-    }
-    const char *src = getenv("SY_SOURCE_DIR");
-    snprintf(out, cap, "%s/../shared/models/%s", src && *src ? src : ".", rel);
-}
 
 /* Reads a whole file into *buf (NUL-terminated). False when it cannot be read. */
 static bool read_file(const char *path, sy_buf_t *buf)
@@ -67,22 +58,14 @@ static bool read_file(const char *path, sy_buf_t *buf)
     return ok;
 }
 
-/* A missing model file: failure under CI, skip otherwise. */
-#define MISSING(path)                                                                              \
-    do {                                                                                           \
-        const char *ci_ = getenv("CI");                                                            \
-        if (ci_ && *ci_)                                                                           \
-            fail_msg("model file %s is missing (set SY_MODELS_DIR)", (path));                      \
-        print_message("[ SKIPPED  ] model file %s is missing (set SY_MODELS_DIR)\n", (path));      \
-        skip();                                                                                    \
-    } while (0)
+#define MISSING(path) MODELS_TESTUTIL_MISSING(path)
 
 /* Opens rel under the models dir and builds its tokenizer; the gguf is closed before returning,
  * so every test also checks that the tokenizer does not depend on the file. NULL when the file
  * is missing (caller skips); a file that exists but fails is a test failure. */
 static tok_t *load(const char *rel, char *path, size_t path_cap)
 {
-    models_path(path, path_cap, rel);
+    models_testutil_path(path, path_cap, rel);
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
@@ -163,7 +146,7 @@ static void run_vectors(const char *name, bool required)
 {
     char rel[256], path[1024], pinp[1100], pout[1100];
     snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf", name);
-    models_path(path, sizeof path, rel);
+    models_testutil_path(path, sizeof path, rel);
     snprintf(pinp, sizeof pinp, "%s.inp", path);
     snprintf(pout, sizeof pout, "%s.out", path);
     FILE *probe = fopen(path, "rb");
@@ -333,7 +316,7 @@ static void test_stories_prompt_and_text(void **state)
     assert_memory_equal(ids, want + 1, 4 * sizeof *ids);
     free(ids);
 
-    models_path(jpath, sizeof jpath, "stories260K.expected.json");
+    models_testutil_path(jpath, sizeof jpath, "stories260K.expected.json");
     json_error_t jerr;
     json_t *root = json_load_file(jpath, 0, &jerr);
     if (!root)
