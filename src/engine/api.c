@@ -56,6 +56,15 @@ typedef struct api_xchg {
     char *echo_text; /* owned, NULL unless echo */
     int64_t created;
     sy_buf_t text; /* non-streaming: accumulated output */
+    /* logprobs (when lp): the request's top_logprobs / logprobs value, the last sampled ids
+     * (context for byte-fallback pieces), the running text_offset, code points streamed so far,
+     * and (non-streaming) the four accumulated JSON arrays' items; chat uses lpj[0] only */
+    bool lp;
+    int32_t lp_n;
+    int32_t lp_ctx[4];
+    uint32_t lp_nctx;
+    uint64_t lp_off, lp_cp;
+    sy_buf_t lpj[4];
     struct api_xchg *prev, *next;
 } api_xchg_t;
 
@@ -66,6 +75,8 @@ struct api {
     size_t inflight;
     api_xchg_t *xchgs; /* in-flight exchanges (doubly linked) */
     sy_buf_t out;      /* scratch for response bodies / SSE frames */
+    sy_buf_t lpj[4];   /* scratch: one chunk's logprobs arrays */
+    sy_buf_t tb, tb2;  /* scratch: token strings */
     uint64_t id_counter;
     uint64_t id_salt;
 };
@@ -529,6 +540,84 @@ static int parse_stop(json_t *root, api_gen_req_t *out, api_err_t *err)
     return ST_OK;
 }
 
+/* The largest top-logprobs count a request may ask for (vLLM's max_logprobs, -1 = vocab), or
+ * -1 when the vocabulary is unknown (no tokenizer: the gateway) and the limit is the vocab. */
+static int64_t max_logprobs(const api_t *a)
+{
+    int64_t vocab = a->cfg.tok ? tok_vocab_size(a->cfg.tok) : -1;
+    if (!a->cfg.max_logprobs_set)
+        return 20;
+    return a->cfg.max_logprobs < 0 ? vocab : a->cfg.max_logprobs;
+}
+
+/* logprobs / top_logprobs / prompt_logprobs, with vLLM's checks (protocol.py check_logprobs,
+ * then the engine's _validate_logprobs). Sets sp->logprobs, sp->n_logprobs, out->top_logprobs. */
+static int parse_logprobs(const api_t *a, json_t *root, api_gen_req_t *out, api_err_t *err)
+{
+    seq_sampling_t *sp = &out->sp;
+    int rc;
+    json_t *plp = json_object_get(root, "prompt_logprobs");
+    if (plp && !json_is_null(plp)) {
+        int64_t n = 0;
+        if ((rc = get_int(root, "prompt_logprobs", NULL, &n, err)) != ST_OK)
+            return rc;
+        if (out->stream && (n > 0 || n == -1))
+            return BAD("prompt_logprobs",
+                       "`prompt_logprobs` are not available when `stream=True`.");
+        if (n < 0 && n != -1)
+            return BAD("prompt_logprobs", "`prompt_logprobs` must be a positive value or -1.");
+        return set_err(err, 501, "NotImplementedError", "prompt_logprobs",
+                       "prompt_logprobs are not supported by this server.");
+    }
+    bool want = false, present = false;
+    int64_t n = 0;
+    if (out->kind == API_COMPLETION) {
+        if ((rc = get_int(root, "logprobs", &present, &n, err)) != ST_OK)
+            return rc;
+        if (present && n < 0 && n != -1)
+            return BAD("logprobs", "`logprobs` must be a positive value or -1.");
+        want = present;
+    } else {
+        bool lp = false;
+        json_t *tl = json_object_get(root, "top_logprobs");
+        if ((rc = get_bool(root, "logprobs", &lp, err)) != ST_OK ||
+            (rc = get_int(root, "top_logprobs", &present, &n, err)) != ST_OK)
+            return rc;
+        if (present && n < 0 && n != -1)
+            return BAD("top_logprobs", "`top_logprobs` must be a positive value or -1.");
+        if (present && (n == -1 || n > 0) && !lp)
+            return BAD("top_logprobs",
+                       "when using `top_logprobs`, `logprobs` must be set to true.");
+        /* logprobs: true with an explicit "top_logprobs": null asks for nothing (vLLM passes
+         * logprobs=None to the engine and answers "logprobs": null) */
+        want = lp && !(tl && json_is_null(tl));
+    }
+    if (!want)
+        return ST_OK;
+    if (a->cfg.no_logprobs)
+        return set_err(err, 501, "NotImplementedError", "logprobs",
+                       "logprobs need a model: start the engine with --model FILE.gguf (the "
+                       "simulated executor has no token distribution).");
+    if (out->echo)
+        return set_err(err, 501, "NotImplementedError", "echo",
+                       "echo with logprobs needs prompt_logprobs, which this server does not "
+                       "support.");
+    int64_t vocab = a->cfg.tok ? tok_vocab_size(a->cfg.tok) : -1;
+    int64_t lim = max_logprobs(a);
+    int64_t num = n == -1 ? vocab : n;
+    if (lim >= 0 && (num > lim || num < 0))
+        return BAD("logprobs",
+                   "Requested sample logprobs of %lld, which is greater than max "
+                   "allowed: %lld",
+                   (long long)(num < 0 ? n : num), (long long)lim);
+    if (num < 0 || (vocab >= 0 && num > vocab))
+        num = vocab >= 0 ? vocab : 0; /* unknown vocab (gateway): nothing is sampled here */
+    sp->logprobs = true;
+    sp->n_logprobs = num > UINT32_MAX ? UINT32_MAX : (uint32_t)num;
+    out->top_logprobs = (int32_t)(n < INT32_MIN ? INT32_MIN : n > INT32_MAX ? INT32_MAX : n);
+    return ST_OK;
+}
+
 static int parse_sampling(const api_t *a, json_t *root, api_gen_req_t *out, api_err_t *err)
 {
     seq_sampling_t *sp = &out->sp;
@@ -571,14 +660,11 @@ static int parse_sampling(const api_t *a, json_t *root, api_gen_req_t *out, api_
     if (min_tokens < 0)
         return BAD("min_tokens", "min_tokens must be greater than or equal to 0, got %lld.",
                    (long long)min_tokens);
-    json_t *lp = json_object_get(root, "logprobs");
-    if (lp && !json_is_null(lp) && !json_is_false(lp))
-        return set_err(err, 501, "NotImplementedError", "logprobs",
-                       "logprobs are not supported by the simulated executor.");
-    json_t *plp = json_object_get(root, "prompt_logprobs");
-    if (plp && !json_is_null(plp))
-        return set_err(err, 501, "NotImplementedError", "prompt_logprobs",
-                       "prompt_logprobs are not supported by the simulated executor.");
+    if ((rc = parse_logprobs(a, root, out, err)) != ST_OK)
+        return rc;
+    sp->presence_penalty = (float)pres;
+    sp->frequency_penalty = (float)freq;
+    sp->repetition_penalty = (float)rep;
     sp->temperature = (float)temperature;
     sp->top_p = (float)top_p;
     sp->min_p = (float)min_p;
@@ -765,6 +851,8 @@ static void xchg_unlink_free(api_xchg_t *x)
     a->inflight--;
     ecore_req_release(x->er);
     sy_buf_deinit(&x->text);
+    for (int i = 0; i < 4; i++)
+        sy_buf_deinit(&x->lpj[i]);
     sy_free(x->model);
     sy_free(x->echo_text);
     sy_free(x);
@@ -781,6 +869,10 @@ void api_destroy(api_t *a)
         xchg_unlink_free(x);
     }
     sy_buf_deinit(&a->out);
+    for (int i = 0; i < 4; i++)
+        sy_buf_deinit(&a->lpj[i]);
+    sy_buf_deinit(&a->tb);
+    sy_buf_deinit(&a->tb2);
     sy_free(a);
 }
 
@@ -852,16 +944,295 @@ static void put_head(sy_buf_t *b, const api_xchg_t *x, const char *object)
     put_str(b, x->model, strlen(x->model));
 }
 
+/* ---- logprobs ----
+ * Token strings follow vLLM's LogprobsProcessor: each token decoded on its own
+ * (convert_ids_list_to_tokens: decode([id]) with SentencePiece's stripped leading space put back,
+ * special tokens rendered), and a string ending in U+FFFD (a byte-fallback piece that leaves
+ * UTF-8 incomplete) corrected with up to 4 previous sampled tokens (_correct_decoded_token): the
+ * text the joined bytes complete, minus the text of the clean tokens before them, or "" when
+ * they complete nothing yet. Logprobs are clamped to -9999.0 (vLLM's max(lp, -9999.0)) and
+ * printed as the shortest decimal that reads back as the same double (Python's repr). */
+
+static bool ends_fffd(const sy_buf_t *b, size_t from)
+{
+    return b->len >= from + 3 && memcmp(b->data + b->len - 3, "\xEF\xBF\xBD", 3) == 0;
+}
+
+/* Appends the repaired text of ids[0..n) (raw pieces joined) to out. */
+static int pieces_text(const tok_t *t, const int32_t *ids, size_t n, sy_buf_t *raw, sy_buf_t *out)
+{
+    sy_buf_reset(raw);
+    for (size_t i = 0; i < n; i++) {
+        int rc = tok_piece(t, ids[i], raw);
+        if (rc != ST_OK)
+            return rc;
+    }
+    return tok_utf8_repair(raw->data ? raw->data : "", raw->len, out);
+}
+
+/* Appends vLLM's decoded string of id, given the previous sampled ids ctx[0..n_ctx). */
+static int token_text(api_t *a, const int32_t *ctx, uint32_t n_ctx, int32_t id, sy_buf_t *out)
+{
+    const tok_t *t = a->cfg.tok;
+    size_t start = out->len;
+    int rc = pieces_text(t, &id, 1, &a->tb, out);
+    if (rc != ST_OK || !ends_fffd(out, start))
+        return rc;
+    out->len = start;
+    int32_t ids[5];
+    for (uint32_t k = 1; k <= n_ctx && k <= 4; k++) {
+        const int32_t *c = ctx + n_ctx - k;
+        memcpy(ids, c, k * sizeof *ids);
+        ids[k] = id;
+        sy_buf_reset(&a->tb2);
+        if ((rc = pieces_text(t, ids, k + 1, &a->tb, &a->tb2)) != ST_OK)
+            return rc;
+        if (ends_fffd(&a->tb2, 0))
+            continue;
+        /* context tokens that alone end in U+FFFD belong to the same character */
+        uint32_t clean_end = k;
+        for (uint32_t j = k; j-- > 0;) {
+            sy_buf_t one = SY_BUF_INIT;
+            rc = pieces_text(t, &c[j], 1, &a->tb, &one);
+            bool bad = ends_fffd(&one, 0);
+            sy_buf_deinit(&one);
+            if (rc != ST_OK)
+                return rc;
+            if (!bad)
+                break;
+            clean_end = j;
+        }
+        sy_buf_t prefix = SY_BUF_INIT;
+        if (clean_end > 0 && (rc = pieces_text(t, c, clean_end, &a->tb, &prefix)) != ST_OK) {
+            sy_buf_deinit(&prefix);
+            return rc;
+        }
+        size_t common = 0;
+        while (common < prefix.len && common < a->tb2.len &&
+               prefix.data[common] == a->tb2.data[common])
+            common++;
+        while (common > 0 && common < a->tb2.len &&
+               ((unsigned char)a->tb2.data[common] & 0xC0) == 0x80)
+            common--; /* a common prefix ends on a character boundary */
+        sy_buf_deinit(&prefix);
+        return sy_buf_append(out, a->tb2.data + common, a->tb2.len - common);
+    }
+    return ST_OK; /* nothing complete yet: "" */
+}
+
+static void put_logprob(sy_buf_t *b, float lp)
+{
+    double v = lp;
+    if (!(v > -9999.0)) { /* -inf, NaN, or below the clamp */
+        sy_buf_append_str(b, "-9999.0");
+        return;
+    }
+    char tmp[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    sy_buf_append_str(b, tmp);
+    if (!strpbrk(tmp, ".e"))
+        sy_buf_append_str(b, ".0");
+}
+
+static size_t utf8_chars(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+static void put_bytes(sy_buf_t *b, const char *s, size_t len)
+{
+    sy_buf_append_char(b, '[');
+    for (size_t i = 0; i < len; i++) {
+        if (i)
+            sy_buf_append_char(b, ',');
+        sy_buf_append_i64(b, (unsigned char)s[i]);
+    }
+    sy_buf_append_char(b, ']');
+}
+
+static void sep(sy_buf_t *b)
+{
+    if (b->len)
+        sy_buf_append_char(b, ',');
+}
+
+/* Appends the items of d's tokens to the logprobs arrays j[0..4): completions text_offset,
+ * token_logprobs, tokens, top_logprobs (dicts keyed by token string: sampled first, then the
+ * top N, a repeated string keeping its first place and its last value, as a Python dict
+ * built the same way); chat j[0] gets the content entries (top_logprobs: the first N of
+ * sampled-then-top by id, sampled first, as vLLM's _get_top_logprobs). */
+static int put_logprobs_items(api_t *a, api_xchg_t *x, const ecore_delta_t *d, sy_buf_t *j)
+{
+    sy_buf_t str = SY_BUF_INIT, keys = SY_BUF_INIT;
+    int rc = ST_OK;
+    for (uint32_t i = 0; i < d->n_tokens && rc == ST_OK; i++) {
+        int32_t id = d->token_ids[i];
+        float lp = d->logprobs ? d->logprobs[i] : -INFINITY;
+        const exec_logprob_t *top =
+            d->top_logprobs ? d->top_logprobs + (size_t)i * d->top_stride : NULL;
+        uint32_t n_top = d->n_top ? d->n_top[i] : 0;
+        sy_buf_reset(&str);
+        if ((rc = token_text(a, x->lp_ctx, x->lp_nctx, id, &str)) != ST_OK)
+            break;
+        const char *sd = str.data ? str.data : "";
+        if (x->kind == API_COMPLETION) {
+            sep(&j[0]);
+            sy_buf_append_i64(&j[0], (int64_t)x->lp_off);
+            x->lp_off += utf8_chars(sd, str.len);
+            sep(&j[1]);
+            put_logprob(&j[1], lp);
+            sep(&j[2]);
+            put_str(&j[2], sd, str.len);
+            /* the dict: entry 0 is the sampled token, then the top list */
+            uint32_t n_ent = 1 + n_top;
+            sy_buf_reset(&keys);
+            /* keys: NUL-separated strings; vals: per unique key the last value */
+            uint32_t n_keys = 0;
+            float vals_small[64];
+            size_t koff_small[64];
+            float *vals = vals_small;
+            size_t *koff = koff_small;
+            float *vals_big = NULL;
+            size_t *koff_big = NULL;
+            if (n_ent > 64) {
+                vals_big = sy_malloc(n_ent * sizeof *vals_big);
+                koff_big = sy_malloc(n_ent * sizeof *koff_big);
+                if (!vals_big || !koff_big) {
+                    sy_free(vals_big);
+                    sy_free(koff_big);
+                    rc = ST_NOMEM;
+                    break;
+                }
+                vals = vals_big;
+                koff = koff_big;
+            }
+            for (uint32_t e = 0; e < n_ent && rc == ST_OK; e++) {
+                int32_t eid = e == 0 ? id : top[e - 1].token;
+                float elp = e == 0 ? lp : top[e - 1].logprob;
+                size_t k0 = keys.len;
+                if (e == 0)
+                    rc = sy_buf_append(&keys, sd, str.len);
+                else
+                    rc = token_text(a, x->lp_ctx, x->lp_nctx, eid, &keys);
+                if (rc != ST_OK)
+                    break;
+                size_t klen = keys.len - k0;
+                uint32_t found = n_keys;
+                for (uint32_t q = 0; q < n_keys; q++) {
+                    size_t ql = (q + 1 < n_keys ? koff[q + 1] : k0) - koff[q] - 1;
+                    if (ql == klen && memcmp(keys.data + koff[q], keys.data + k0, klen) == 0) {
+                        found = q;
+                        break;
+                    }
+                }
+                if (found < n_keys) {
+                    vals[found] = elp;
+                    keys.len = k0; /* drop the duplicate string */
+                } else {
+                    koff[n_keys] = k0;
+                    vals[n_keys++] = elp;
+                    rc = sy_buf_append_char(&keys, '\0');
+                }
+            }
+            if (rc == ST_OK) {
+                sep(&j[3]);
+                sy_buf_append_char(&j[3], '{');
+                for (uint32_t q = 0; q < n_keys; q++) {
+                    size_t ql = (q + 1 < n_keys ? koff[q + 1] : keys.len) - koff[q] - 1;
+                    if (q)
+                        sy_buf_append_char(&j[3], ',');
+                    put_str(&j[3], keys.data + koff[q], ql);
+                    sy_buf_append_char(&j[3], ':');
+                    put_logprob(&j[3], vals[q]);
+                }
+                sy_buf_append_char(&j[3], '}');
+            }
+            sy_free(vals_big);
+            sy_free(koff_big);
+        } else {
+            sep(&j[0]);
+            sy_buf_append_str(&j[0], "{\"token\":");
+            put_str(&j[0], sd, str.len);
+            sy_buf_append_str(&j[0], ",\"logprob\":");
+            put_logprob(&j[0], lp);
+            sy_buf_append_str(&j[0], ",\"bytes\":");
+            put_bytes(&j[0], sd, str.len);
+            sy_buf_append_str(&j[0], ",\"top_logprobs\":[");
+            uint32_t limit = x->lp_n < 0 ? UINT32_MAX : (uint32_t)x->lp_n, shown = 0;
+            for (uint32_t e = 0; e <= n_top && shown < limit && rc == ST_OK; e++) {
+                int32_t eid = e == 0 ? id : top[e - 1].token;
+                float elp = e == 0 ? lp : top[e - 1].logprob;
+                if (e > 0 && eid == id)
+                    continue; /* the sampled token is already first */
+                sy_buf_reset(&keys);
+                if ((rc = token_text(a, x->lp_ctx, x->lp_nctx, eid, &keys)) != ST_OK)
+                    break;
+                const char *kd = keys.data ? keys.data : "";
+                if (shown++)
+                    sy_buf_append_char(&j[0], ',');
+                sy_buf_append_str(&j[0], "{\"token\":");
+                put_str(&j[0], kd, keys.len);
+                sy_buf_append_str(&j[0], ",\"logprob\":");
+                put_logprob(&j[0], elp);
+                sy_buf_append_str(&j[0], ",\"bytes\":");
+                put_bytes(&j[0], kd, keys.len);
+                sy_buf_append_char(&j[0], '}');
+            }
+            sy_buf_append_str(&j[0], "]}");
+        }
+        /* the sampled token joins the context of the next ones */
+        if (x->lp_nctx == 4) {
+            memmove(x->lp_ctx, x->lp_ctx + 1, 3 * sizeof *x->lp_ctx);
+            x->lp_nctx = 3;
+        }
+        x->lp_ctx[x->lp_nctx++] = id;
+    }
+    sy_buf_deinit(&str);
+    sy_buf_deinit(&keys);
+    return rc;
+}
+
+/* Writes the logprobs object of arrays j (see put_logprobs_items). */
+static void put_logprobs_obj(sy_buf_t *b, const api_xchg_t *x, const sy_buf_t *j)
+{
+    if (x->kind == API_COMPLETION) {
+        static const char *const names[4] = {"{\"text_offset\":[", "],\"token_logprobs\":[",
+                                             "],\"tokens\":[", "],\"top_logprobs\":["};
+        for (int i = 0; i < 4; i++) {
+            sy_buf_append_str(b, names[i]);
+            if (j[i].len)
+                sy_buf_append(b, j[i].data, j[i].len);
+        }
+        sy_buf_append_str(b, "]}");
+    } else {
+        sy_buf_append_str(b, "{\"content\":[");
+        if (j[0].len)
+            sy_buf_append(b, j[0].data, j[0].len);
+        sy_buf_append_str(b, "]}");
+    }
+}
+
 /* One SSE chunk carrying text (may be empty when only finish_reason is news). */
 static void put_chunk(sy_buf_t *b, const api_t *a, const api_xchg_t *x, const char *text,
-                      size_t len, const ecore_delta_t *d, bool role)
+                      size_t len, const ecore_delta_t *d, bool role, const sy_buf_t *lpj)
 {
     sy_buf_append_str(b, "data: ");
     if (x->kind == API_COMPLETION) {
         put_head(b, x, "text_completion");
         sy_buf_append_str(b, ",\"choices\":[{\"index\":0,\"text\":");
         put_str(b, text, len);
-        sy_buf_append_str(b, ",\"logprobs\":null");
+        sy_buf_append_str(b, ",\"logprobs\":");
+        if (lpj)
+            put_logprobs_obj(b, x, lpj);
+        else
+            sy_buf_append_str(b, "null");
         put_finish(b, d, true);
     } else {
         put_head(b, x, "chat.completion.chunk");
@@ -870,7 +1241,11 @@ static void put_chunk(sy_buf_t *b, const api_t *a, const api_xchg_t *x, const ch
             sy_buf_append_str(b, "\"role\":\"assistant\",");
         sy_buf_append_str(b, "\"content\":");
         put_str(b, text, len);
-        sy_buf_append_str(b, "},\"logprobs\":null");
+        sy_buf_append_str(b, "},\"logprobs\":");
+        if (lpj)
+            put_logprobs_obj(b, x, lpj);
+        else
+            sy_buf_append_str(b, "null");
         put_finish(b, d, d->finished);
     }
     sy_buf_append_str(b, "}]");
@@ -890,17 +1265,28 @@ static void send_stream_delta(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
         ecore_delta_t none = *d;
         none.finished = false;
         if (x->kind == API_CHAT) /* the first chat chunk carries the role */
-            put_chunk(b, a, x, "", 0, &none, true);
+            put_chunk(b, a, x, "", 0, &none, true, NULL);
         if (x->echo_text)
-            put_chunk(b, a, x, x->echo_text, strlen(x->echo_text), &none, false);
+            put_chunk(b, a, x, x->echo_text, strlen(x->echo_text), &none, false, NULL);
     }
-    if (d->text_len > 0 || d->finished) {
+    /* with logprobs, a step whose text is held back (stop strings, half a character) still
+     * sends its tokens' logprobs, as vLLM streams every step's token ids */
+    if (d->text_len > 0 || d->finished || (x->lp && d->n_tokens > 0)) {
+        const sy_buf_t *lpj = NULL;
+        if (x->lp && d->finish != SEQ_FINISH_ERROR) {
+            for (int i = 0; i < 4; i++)
+                sy_buf_reset(&a->lpj[i]);
+            x->lp_off = x->lp_cp; /* vLLM: initial_text_offset = previous text length */
+            if (put_logprobs_items(a, x, d, a->lpj) == ST_OK)
+                lpj = a->lpj;
+            x->lp_cp += utf8_chars(d->text ? d->text : "", d->text_len);
+        }
         if (d->finish == SEQ_FINISH_ERROR) {
             sy_buf_append_str(b, "data: {\"error\":{\"message\":\"The engine failed to run this "
                                  "request.\",\"type\":\"InternalServerError\",\"param\":null,"
                                  "\"code\":500}}\n\n");
         } else {
-            put_chunk(b, a, x, d->text ? d->text : "", d->text_len, d, false);
+            put_chunk(b, a, x, d->text ? d->text : "", d->text_len, d, false, lpj);
         }
     }
     if (d->finished) {
@@ -932,7 +1318,11 @@ static void send_full_response(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
         if (x->echo_text)
             sy_buf_append_json_str(b, x->echo_text, strlen(x->echo_text));
         sy_buf_append_json_str(b, x->text.data ? x->text.data : "", x->text.len);
-        sy_buf_append_str(b, "\",\"logprobs\":null");
+        sy_buf_append_str(b, "\",\"logprobs\":");
+        if (x->lp)
+            put_logprobs_obj(b, x, x->lpj);
+        else
+            sy_buf_append_str(b, "null");
         put_finish(b, d, true);
         sy_buf_append_str(b, ",\"token_ids\":null,\"prompt_logprobs\":null,"
                              "\"prompt_token_ids\":null}],\"service_tier\":null,"
@@ -944,7 +1334,11 @@ static void send_full_response(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
         put_str(b, x->text.data ? x->text.data : "", x->text.len);
         sy_buf_append_str(b, ",\"refusal\":null,\"annotations\":null,\"audio\":null,"
                              "\"function_call\":null,\"tool_calls\":[],\"reasoning_content\":null},"
-                             "\"logprobs\":null");
+                             "\"logprobs\":");
+        if (x->lp)
+            put_logprobs_obj(b, x, x->lpj);
+        else
+            sy_buf_append_str(b, "null");
         put_finish(b, d, true);
         sy_buf_append_str(b, ",\"token_ids\":null}],\"service_tier\":null,"
                              "\"system_fingerprint\":null,\"usage\":");
@@ -967,6 +1361,8 @@ void api_on_output(ecore_req_t *r, const ecore_delta_t *d, void *udata)
         x->state = XCHG_COLLECTING;
         if (d->text_len)
             sy_buf_append(&x->text, d->text, d->text_len);
+        if (x->lp && d->n_tokens && put_logprobs_items(a, x, d, x->lpj) != ST_OK)
+            sy_warn("api.logprobs_failed", "id=%s", x->id);
         if (d->finished)
             send_full_response(a, x, d);
     }
@@ -1029,6 +1425,8 @@ static void handle_generate(api_t *a, http_req_t *req, api_kind_t kind)
     x->stream = g.stream;
     x->include_usage = g.include_usage;
     x->continuous_usage = g.continuous_usage;
+    x->lp = g.sp.logprobs;
+    x->lp_n = g.top_logprobs;
     x->created = (int64_t)time(NULL);
     x->model = g.model;
     g.model = NULL;

@@ -10,7 +10,12 @@
  *   SUBMITTED --first delta--> STREAMING (stream) / COLLECTING (non-stream)
  *   any --finished delta--> DONE (response written, exchange freed)
  *   any --client closed--> DONE (core request aborted, blocks freed at once)
- * Does not: own the HTTP server or the core (both borrowed).
+ * Logprobs: completions `logprobs: int` and chat `logprobs: bool` + `top_logprobs: int` are
+ * validated as vLLM does and formatted in vLLM's shapes (completions {text_offset,
+ * token_logprobs, tokens, top_logprobs}; chat {content: [{token, logprob, bytes, top_logprobs}]}),
+ * in full responses and per SSE chunk.
+ * Does not: own the HTTP server or the core (both borrowed); prompt_logprobs (501, and so is
+ * echo with logprobs, which needs them); logprobs with the sim executor (501 naming --model).
  * Thread-safety: event-loop thread only.
  */
 #ifndef SY_API_H
@@ -45,6 +50,15 @@ typedef struct api_config {
      * token-id prompts skip the vocabulary check but keep the length limits. tok and tmpl may
      * then be NULL. */
     bool skip_token_checks;
+    /* Logprobs (vLLM's --max-logprobs): the largest top-logprobs count a request may ask for,
+     * -1 = the whole vocabulary; used when max_logprobs_set, else vLLM's default 20. A
+     * request's -1 ("whole vocab", newer vLLM) counts as the vocabulary size and is refused
+     * unless that fits. */
+    int32_t max_logprobs;
+    bool max_logprobs_set;
+    /* The executor has no token distribution (the sim): logprobs requests get a 501 naming
+     * --model instead of invented numbers. */
+    bool no_logprobs;
 } api_config_t;
 
 /* Returns owned API state (free with api_destroy) or NULL. cfg is copied (pointers borrowed). */
@@ -74,6 +88,7 @@ typedef struct api_gen_req {
     uint32_t n_prompt;
     char *echo_text; /* prompt text for echo (completions) */
     seq_sampling_t sp;
+    int32_t top_logprobs; /* chat: requested top_logprobs (-1 = all); completions: logprobs */
     char **stop;
     size_t n_stop;
     int32_t *stop_ids;

@@ -18,9 +18,11 @@
  * block tables and writes into the pool and scratch. A token's arithmetic does not depend on the
  * other tokens of the step (each matmul row and each attention row is computed on its own), so a
  * sequence's result does not depend on batching or chunking, up to the kernels' own guarantees.
- * Not yet: the vLLM sampler (non-greedy params are ignored: smp_sample needs a per-sequence
- * smp_state_t, which should be created with the request, outside execute), threaded attention
- * (only the matmuls use the pool), rope scaling other than linear.
+ * Sampling: each sampling item goes through the vLLM sampler with its sequence's params
+ * (penalties over seq->tokens, logprobs of the raw logits); sampler states come from a pool of
+ * max_seqs states created at create with room for the penalties' distinct tokens, and the top
+ * logprobs of item i land in lp_top[i * max_top ..] (also allocated at create).
+ * Not yet: threaded attention (only the matmuls use the pool), rope scaling other than linear.
  * Thread-safety: the engine core thread calls execute; the pool's workers only run row ranges
  * of one matmul at a time (disjoint outputs).
  */
@@ -76,7 +78,12 @@ typedef struct cpux_run {
     float *hb;     /* (T, n_ff) gate, then silu(gate) * up */
     float *hb2;    /* (T, n_ff) up */
     float *cs;     /* (T, n_rot) RoPE (cos, sin) pairs per token */
-    float *scores; /* (ctx_max) attention scores of one head */
+    /* attention work list and per-thread scratch (see att_task) */
+    struct att_tile *tiles; /* (T) query tiles of the step */
+    float *att_ws;          /* (threads, att_ws_floats) */
+    uint32_t *att_nv;       /* (threads, att_ldq) visible keys per row of the current block */
+    size_t att_ws_floats;
+    uint32_t att_tq, att_ldq; /* query tokens per tile, padded rows per tile */
     float *xs;     /* (S, dim) final-normed hidden of sampling items */
     float *logits; /* (S, vocab) */
     void *act;     /* activation quantization scratch (act_bytes) */
@@ -96,6 +103,7 @@ typedef struct cpux {
     void *k_pool; /* (n_layers, num_blocks, block_size, n_kv_heads, head_dim) */
     void *v_pool; /* same */
     tpool_t *pool;
+    size_t n_threads; /* threads that may run tasks (1 without a pool) */
     /* sampling: one workspace, and a pool of max_seqs sampler states handed to sequences the
      * first time they sample and taken back in seq_done (no allocation in execute) */
     smp_ws_t *ws;
@@ -104,6 +112,11 @@ typedef struct cpux {
         smp_state_t *st;
     } * smp;
     uint32_t n_smp;
+    /* logprobs: top entries one item may ask for, the sampler's output for one item, and the
+     * per-item lists handed out by execute (borrowed by the caller until the next execute) */
+    uint32_t max_top;
+    smp_logprob_t *lp_one;  /* (max_top) */
+    exec_logprob_t *lp_top; /* (max_seqs, max_top) */
 } cpux_t;
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -336,13 +349,55 @@ static size_t act_need(const cpux_mat_t *m, size_t n_tok)
     return kern_act_bytes(m->type, m->n_in, n_tok);
 }
 
+/* One query tile: tokens [t0, t0 + nq) of the step, positions pos0.., of the sequence whose
+ * block table is bt. */
+typedef struct att_tile {
+    const uint32_t *bt;
+    uint32_t t0, nq, pos0;
+} att_tile_t;
+
+#define ATT_ROWS 64 /* query rows (tokens x heads of a KV group) per tile */
+
+static size_t round16(size_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+/* Attention scratch for every thread: the tile geometry, then per thread qt (hd, ldq), m, l
+ * (ldq), acc (ldq, hd), s (block_size, ldq), and kf, vf (block_size, hd) for F16 K/V. */
+static int alloc_att(cpux_t *x, char *err, size_t errlen)
+{
+    const cpux_model_info_t *c = &x->cfg;
+    cpux_run_t *r = &x->r;
+    size_t G = c->n_heads / c->n_kv_heads, hd = c->head_dim, bs = x->block_size;
+    r->att_tq = G >= ATT_ROWS ? 1 : (uint32_t)(ATT_ROWS / G);
+    r->att_ldq = (uint32_t)round16(r->att_tq * G);
+    size_t ldq = r->att_ldq, nth = x->n_threads;
+    size_t f = round16(hd * ldq) + 2 * ldq + round16(ldq * hd) + round16(bs * ldq);
+    if (x->kv_f16)
+        f += 2 * round16(bs * hd);
+    r->att_ws_floats = f;
+    size_t n, bytes;
+    if (!mul_ok(f, nth, &n) || !mul_ok(n, sizeof(float), &bytes)) {
+        set_err(err, errlen, "attention scratch size overflows");
+        return ST_LIMIT;
+    }
+    r->att_ws = sy_malloc(bytes + 64);
+    r->att_nv = sy_calloc(nth * ldq, sizeof *r->att_nv);
+    r->tiles = sy_malloc((size_t)x->max_tok * sizeof *r->tiles);
+    if (!r->att_ws || !r->att_nv || !r->tiles) {
+        set_err(err, errlen, "out of memory for attention scratch");
+        return ST_NOMEM;
+    }
+    return ST_OK;
+}
+
 static int alloc_run(cpux_t *x, char *err, size_t errlen)
 {
     const cpux_model_info_t *c = &x->cfg;
     cpux_run_t *r = &x->r;
     size_t T = x->max_tok, S = x->max_seqs;
     size_t qd = (size_t)c->n_heads * c->head_dim;
-    size_t ctx = (size_t)x->num_blocks * x->block_size;
     struct {
         float **p;
         size_t a, b;
@@ -357,7 +412,6 @@ static int alloc_run(cpux_t *x, char *err, size_t errlen)
         {&r->hb, T, c->n_ff},
         {&r->hb2, T, c->n_ff},
         {&r->cs, T, c->n_rot},
-        {&r->scores, ctx, 1},
         {&r->xs, S, c->dim},
         {&r->logits, S, (size_t)c->vocab},
     };
@@ -378,6 +432,8 @@ static int alloc_run(cpux_t *x, char *err, size_t errlen)
         set_err(err, errlen, "out of memory");
         return ST_NOMEM;
     }
+    if (alloc_att(x, err, errlen) != ST_OK)
+        return ST_NOMEM;
     size_t ab = act_need(&x->w.output, S);
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const cpux_layer_t *L = &x->w.layers[l];
@@ -464,62 +520,133 @@ static void kv_store(cpux_t *x, void *pool, size_t at, const float *src)
     }
 }
 
-/* Attention of one token at position pos of a sequence with block table bt, all heads. Walks the
- * table block by block: inside a block the slots are kv_dim elements apart. */
-static void attend(cpux_t *x, uint32_t layer, const uint32_t *bt, uint32_t pos, const float *q,
-                   float *out)
+/* The attention of one layer over the step's query tiles (r->tiles), tile x KV head per task. */
+typedef struct att_job {
+    cpux_t *x;
+    uint32_t layer, n_tiles;
+} att_job_t;
+
+/* Causal attention of one query tile and one KV head group, flash style: Q of the group's heads
+ * for the tile's tokens is transposed into qt (rows r = token * G + head, pre-scaled), then each
+ * KV block of the sequence up to the tile's last position is read once (converted from F16 once
+ * when the pool is F16) and folded into every row's running max / sum / acc by kern_attn_block;
+ * row r sees the block's keys up to its own position. A row's arithmetic depends only on its
+ * token, never on the tile's other rows, so results do not depend on tiling, batching or
+ * threads. */
+static void att_task(void *ctx, size_t task, int thread)
 {
+    const att_job_t *j = ctx;
+    cpux_t *x = j->x;
     const cpux_model_info_t *c = &x->cfg;
-    size_t hd = c->head_dim, kvd = x->kv_dim, bs = x->block_size;
-    uint32_t group = c->n_heads / c->n_kv_heads;
+    cpux_run_t *r = &x->r;
+    const att_tile_t *tl = &r->tiles[task / c->n_kv_heads];
+    size_t h = task % c->n_kv_heads;
+    size_t G = c->n_heads / c->n_kv_heads, hd = c->head_dim, bs = x->block_size;
+    size_t qd = (size_t)c->n_heads * hd, kvd = x->kv_dim, ldq = r->att_ldq;
+    size_t rows = (size_t)tl->nq * G;
+    float *ws = (float *)(((uintptr_t)r->att_ws + 63u) & ~(uintptr_t)63u) +
+                (size_t)thread * r->att_ws_floats;
+    float *qt = ws, *m = qt + round16(hd * ldq), *l = m + ldq, *acc = l + ldq;
+    float *sc = acc + round16(ldq * hd), *kf = sc + round16(bs * ldq), *vf = kf + round16(bs * hd);
+    uint32_t *nv = r->att_nv + (size_t)thread * ldq;
     float scale = 1.0f / sqrtf((float)hd);
-    float *sc = x->r.scores;
-    size_t n_ctx = (size_t)pos + 1;
-    for (uint32_t h = 0; h < c->n_heads; h++) {
-        const float *qh = q + (size_t)h * hd;
-        size_t hoff = (size_t)(h / group) * hd;
-        float *oh = out + (size_t)h * hd;
-        /* scores over positions 0..pos */
-        for (size_t p0 = 0, b = 0; p0 < n_ctx; p0 += bs, b++) {
-            size_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
-            size_t at = kv_index(x, layer, bt[b], 0) + hoff;
-            if (x->kv_f16) {
-                const uint16_t *k = (const uint16_t *)x->k_pool + at;
-                for (size_t j = 0; j < n; j++)
-                    sc[p0 + j] = kern_dot_f16(k + j * kvd, qh, hd) * scale;
-            } else {
-                const float *k = (const float *)x->k_pool + at;
-                for (size_t j = 0; j < n; j++)
-                    sc[p0 + j] = kern_dot_f32(k + j * kvd, qh, hd) * scale;
-            }
+    for (size_t i = 0; i < rows; i++) {
+        const float *qr = r->q + (size_t)(tl->t0 + i / G) * qd + (h * G + i % G) * hd;
+        for (size_t d = 0; d < hd; d++)
+            qt[d * ldq + i] = qr[d] * scale;
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    for (size_t i = rows; i < ldq; i++) {
+        nv[i] = 0;
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    memset(acc, 0, rows * hd * sizeof(float));
+    size_t n_ctx = (size_t)tl->pos0 + tl->nq;
+    for (size_t p0 = 0, b = 0; p0 < n_ctx; p0 += bs, b++) {
+        size_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+        for (size_t i = 0; i < rows; i++) {
+            size_t pos = tl->pos0 + i / G; /* keys p0 .. pos are visible */
+            nv[i] = pos < p0 ? 0 : (uint32_t)(pos - p0 + 1 < n ? pos - p0 + 1 : n);
         }
-        kern_softmax(sc, n_ctx);
-        /* weighted sum of values */
-        memset(oh, 0, hd * sizeof(float));
-        for (size_t p0 = 0, b = 0; p0 < n_ctx; p0 += bs, b++) {
-            size_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
-            size_t at = kv_index(x, layer, bt[b], 0) + hoff;
-            if (x->kv_f16) {
-                const uint16_t *v = (const uint16_t *)x->v_pool + at;
-                for (size_t j = 0; j < n; j++)
-                    kern_axpy_f16(oh, sc[p0 + j], v + j * kvd, hd);
-            } else {
-                const float *v = (const float *)x->v_pool + at;
-                for (size_t j = 0; j < n; j++)
-                    kern_axpy_f32(oh, sc[p0 + j], v + j * kvd, hd);
+        size_t at = kv_index(x, j->layer, tl->bt[b], 0) + h * hd;
+        const float *kb, *vb;
+        size_t ld;
+        if (x->kv_f16) {
+            const uint16_t *k16 = (const uint16_t *)x->k_pool + at;
+            const uint16_t *v16 = (const uint16_t *)x->v_pool + at;
+            for (size_t i = 0; i < n; i++) {
+                kern_dequant_row(KERN_F16, k16 + i * kvd, kf + i * hd, hd);
+                kern_dequant_row(KERN_F16, v16 + i * kvd, vf + i * hd, hd);
             }
+            kb = kf;
+            vb = vf;
+            ld = hd;
+        } else {
+            kb = (const float *)x->k_pool + at;
+            vb = (const float *)x->v_pool + at;
+            ld = kvd;
         }
+        kern_attn_block(qt, ldq, rows, hd, kb, ld, vb, ld, n, nv, m, l, acc, sc);
+    }
+    for (size_t i = 0; i < rows; i++) {
+        float *o = r->att + (size_t)(tl->t0 + i / G) * qd + (h * G + i % G) * hd;
+        float inv = 1.0f / l[i];
+        for (size_t d = 0; d < hd; d++)
+            o[d] = acc[i * hd + d] * inv;
     }
 }
 
+/* Causal attention of every token of the step: cuts each item into query tiles of att_tq tokens
+ * (boundaries relative to the item), then runs tile x KV head tasks on the pool when the step
+ * has enough work to pay for the wake-up. */
+static void attention(cpux_t *x, const sched_plan_t *plan, uint32_t layer)
+{
+    const cpux_model_info_t *c = &x->cfg;
+    cpux_run_t *r = &x->r;
+    uint32_t n_tiles = 0, t = 0;
+    uint64_t work = 0;
+    for (uint32_t i = 0; i < plan->n_items; i++) {
+        const sched_plan_item_t *it = &plan->items[i];
+        uint32_t nb;
+        const uint32_t *bt = kvb_seq_blocks(&it->seq->kv, &nb);
+        for (uint32_t j = 0; j < it->n_tokens; j += r->att_tq) {
+            uint32_t nq = it->n_tokens - j < r->att_tq ? it->n_tokens - j : r->att_tq;
+            r->tiles[n_tiles++] = (att_tile_t){bt, t + j, nq, it->start + j};
+            work += (uint64_t)nq * (it->start + j + nq);
+        }
+        t += it->n_tokens;
+    }
+    att_job_t job = {x, layer, n_tiles};
+    size_t n_tasks = (size_t)n_tiles * c->n_kv_heads;
+    work *= (uint64_t)c->n_heads * c->head_dim; /* multiply-adds of Q K^T */
+    if (x->pool && n_tasks > 1 && work >= 32768 &&
+        tpool_run(x->pool, n_tasks, att_task, &job) == ST_OK)
+        return;
+    for (size_t k = 0; k < n_tasks; k++)
+        att_task(&job, k, 0);
+}
+
 /* Picks seq's next token from its logits (vocab entries; used as scratch) with the vLLM sampler:
- * greedy below temperature 1e-5 (argmax, ties to the lowest id), else temperature, min-p, top-k,
- * top-p and a draw from the sequence's own RNG, seeded from its seed or, without one, from the
- * hash of its request id. The state comes from the pool on the sequence's first sample. */
-static int sample_one(cpux_t *x, const sched_seq_t *seq, float *logits, int32_t *out)
+ * penalties (repetition over prompt and output, frequency and presence over the output, all
+ * read from seq->tokens), greedy below temperature 1e-5 (argmax, ties to the lowest id), else
+ * temperature, min-p, top-k, top-p and a draw from the sequence's own RNG, seeded from its seed
+ * or, without one, from the hash of its request id. The state comes from the pool on the
+ * sequence's first sample. When the sequence asks for logprobs and lp is not NULL, *lp gets the
+ * sampled token's raw logprob and rank and its top list in item slot's rows of lp_top. */
+static int sample_one(cpux_t *x, const sched_seq_t *seq, float *logits, uint32_t slot, int32_t *out,
+                      exec_sample_lp_t *lp)
 {
     smp_params_t p;
     smp_params_from_seq(&seq->sp, &p);
+    if (p.n_logprobs > (int32_t)x->max_top) {
+        if (x->max_top < (uint32_t)x->cfg.vocab)
+            return ST_LIMIT; /* the API keeps requests within --max-logprobs, which sized lp_top */
+        p.n_logprobs = (int32_t)x->max_top; /* more than the vocab: the whole vocab */
+    }
+    if (!lp)
+        p.n_logprobs = SMP_LOGPROBS_NONE;
     p.min_tokens = 0; /* the engine core enforces min_tokens and EOS */
     smp_state_t *st = NULL;
     uint32_t free_i = x->n_smp;
@@ -537,11 +664,27 @@ static int sample_one(cpux_t *x, const sched_seq_t *seq, float *logits, int32_t 
         x->smp[free_i].seq = seq;
         st = x->smp[free_i].st;
     }
-    smp_result_t res = {0};
-    int rc = smp_sample(x->ws, &p, st, logits, x->cfg.vocab, NULL, 0, NULL, 0, &res);
+    smp_result_t res = {.top = x->lp_one, .top_cap = x->max_top};
+    const int32_t *prompt = seq->tokens, *outs = seq->tokens + seq->n_prompt;
+    size_t n_out = seq->n_tokens > seq->n_prompt ? seq->n_tokens - seq->n_prompt : 0;
+    int rc =
+        smp_sample(x->ws, &p, st, logits, x->cfg.vocab, prompt, seq->n_prompt, outs, n_out, &res);
     if (rc != ST_OK)
         return rc;
     *out = res.token;
+    if (lp) {
+        *lp = (exec_sample_lp_t){.valid = false};
+        if (p.n_logprobs >= 0) {
+            exec_logprob_t *top = x->lp_top + (size_t)slot * x->max_top;
+            for (uint32_t i = 0; i < res.n_top; i++)
+                top[i] = (exec_logprob_t){.token = res.top[i].token, .logprob = res.top[i].logprob};
+            *lp = (exec_sample_lp_t){.valid = true,
+                                     .logprob = res.logprob,
+                                     .rank = res.rank,
+                                     .top = top,
+                                     .n_top = res.n_top};
+        }
+    }
     return ST_OK;
 }
 
@@ -577,7 +720,8 @@ static int check_plan(const cpux_t *x, const sched_plan_t *plan, uint32_t *n_tok
     return ST_OK;
 }
 
-static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, uint32_t *n_sampled)
+static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled,
+                        exec_sample_lp_t *lps, uint32_t *n_sampled)
 {
     cpux_t *x = (cpux_t *)e;
     const cpux_model_info_t *c = &x->cfg;
@@ -633,15 +777,8 @@ static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, u
                 kv_store(x, x->v_pool, at, r->v + (size_t)t * kvd);
             }
         }
-        /* causal attention per token over its sequence's block table */
-        t = 0;
-        for (uint32_t i = 0; i < plan->n_items; i++) {
-            const sched_plan_item_t *it = &plan->items[i];
-            uint32_t nb;
-            const uint32_t *bt = kvb_seq_blocks(&it->seq->kv, &nb);
-            for (uint32_t j = 0; j < it->n_tokens; j++, t++)
-                attend(x, l, bt, r->pos[t], r->q + (size_t)t * qd, r->att + (size_t)t * qd);
-        }
+        /* causal attention over each sequence's block table, tiled, on the pool */
+        attention(x, plan, l);
         /* x += att Wo */
         matmul(x, &L->wo, r->att, T, r->tmp);
         for (size_t k = 0; k < (size_t)T * dim; k++)
@@ -678,7 +815,7 @@ static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, u
         if (!it->sample)
             continue;
         float *lg = r->logits + (size_t)n_s * (size_t)c->vocab;
-        int src = sample_one(x, it->seq, lg, &sampled[n_s]);
+        int src = sample_one(x, it->seq, lg, n_s, &sampled[n_s], lps ? &lps[n_s] : NULL);
         if (src != ST_OK)
             return src;
         n_s++;
@@ -706,13 +843,17 @@ static void cpux_destroy(exec_t *e)
         smp_state_destroy(x->smp[i].st);
     sy_free(x->smp);
     smp_ws_destroy(x->ws);
+    sy_free(x->lp_one);
+    sy_free(x->lp_top);
     cpux_run_t *r = &x->r;
-    float *bufs[] = {r->x,  r->xb,  r->q,  r->k,      r->v,  r->att,   r->tmp,
-                     r->hb, r->hb2, r->cs, r->scores, r->xs, r->logits};
+    float *bufs[] = {r->x,  r->xb,  r->q,  r->k,  r->v,      r->att,   r->tmp,
+                     r->hb, r->hb2, r->cs, r->xs, r->logits, r->att_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         sy_free(bufs[i]);
     sy_free(r->act);
     sy_free(r->pos);
+    sy_free(r->tiles);
+    sy_free(r->att_nv);
     sy_free(x->k_pool);
     sy_free(x->v_pool);
     sy_free(x->w.layers);
@@ -749,6 +890,7 @@ exec_t *cpux_create(const cpux_config_t *cfg, char *err, size_t errlen)
     if (x->max_seqs > x->max_tok)
         x->max_seqs = x->max_tok;
     x->kv_f16 = cfg->kv_f16;
+    x->n_threads = cfg->threads > 1 ? (size_t)cfg->threads : 1;
 
     if (read_config(cfg->gguf, &x->cfg, err, errlen) != ST_OK)
         goto fail;
@@ -780,18 +922,28 @@ exec_t *cpux_create(const cpux_config_t *cfg, char *err, size_t errlen)
             goto fail;
         }
     }
-    /* sampler: a workspace for the vocab and one penalty-free state per sampling slot */
+    /* sampler: a workspace for the vocab, one state per sampling slot with room for the
+     * penalties' distinct tokens (at most min(vocab, pool tokens): no sequence outgrows the
+     * pool), and the logprobs buffers: max_seqs lists of max_top entries */
     x->ws = smp_ws_create(x->cfg.vocab);
     x->n_smp = x->max_seqs;
     x->smp = sy_calloc(x->n_smp, sizeof *x->smp);
-    if (!x->ws || !x->smp) {
+    x->max_top =
+        cfg->max_logprobs < (uint32_t)x->cfg.vocab ? cfg->max_logprobs : (uint32_t)x->cfg.vocab;
+    x->lp_one = sy_calloc(x->max_top ? x->max_top : 1, sizeof *x->lp_one);
+    x->lp_top = sy_calloc((size_t)x->max_seqs * (x->max_top ? x->max_top : 1), sizeof *x->lp_top);
+    if (!x->ws || !x->smp || !x->lp_one || !x->lp_top) {
         set_err(err, errlen, "out of memory for the sampler");
         goto fail;
     }
     smp_params_t sp;
     smp_params_init(&sp);
+    sp.repetition_penalty = 2.0f; /* any penalty: the states get their token-count tables */
+    uint64_t pool_tokens = (uint64_t)x->num_blocks * x->block_size;
+    uint32_t max_distinct =
+        pool_tokens < (uint64_t)x->cfg.vocab ? (uint32_t)pool_tokens : (uint32_t)x->cfg.vocab;
     for (uint32_t i = 0; i < x->n_smp; i++) {
-        if (!(x->smp[i].st = smp_state_create(&sp, 0, 0))) {
+        if (!(x->smp[i].st = smp_state_create(&sp, max_distinct, 0))) {
             set_err(err, errlen, "out of memory for the sampler");
             goto fail;
         }

@@ -36,7 +36,11 @@
  * text first goes to obuf, which keeps the bytes not yet emitted (the holdback of longest stop
  * string - 1 bytes, as vLLM's stop_buffer_length) plus as many already-emitted bytes as a match
  * can reach back; each new token searches only that window. Token ids are not copied: a delta
- * points into seq.tokens, which only grows and never moves.
+ * points into seq.tokens, which only grows and never moves. Logprobs (when asked for) are
+ * copied from the executor's borrowed lists into per-request arrays sized at create, one row per
+ * output token, and a delta points into those the same way; every output token has its row,
+ * including an EOS / stop token and the token that completed a stop string (as vLLM, whose
+ * logprobs follow the token ids, not the truncated text).
  *
  * Stop conditions follow vLLM v1 (core/sched/utils.py check_stop, then the detokenizer's stop
  * strings): with at least min_tokens outputs, EOS (unless ignore_eos) and stop_token_ids stop;
@@ -79,6 +83,13 @@ struct ecore_req {
     bool skip_special;
     char *salt;
     uint32_t holdback;
+
+    /* logprobs, when sp.logprobs (allocated at create for max_tokens outputs; written by the
+     * core thread at index n_out - 1, read by the loop thread for indices already published) */
+    float *lp_val;          /* (max_tokens) the sampled token's logprob */
+    exec_logprob_t *lp_top; /* (max_tokens, lp_stride) */
+    uint32_t *lp_ntop;      /* (max_tokens) filled entries per row */
+    uint32_t lp_stride;
 
     /* loop thread */
     bool submitted;
@@ -159,7 +170,8 @@ struct ecore {
     /* core thread */
     ecore_req_t *active; /* submitted, not finished (doubly linked) */
     ecore_req_t *touched;
-    int32_t *sampled; /* (max_num_seqs) */
+    int32_t *sampled;      /* (max_num_seqs) */
+    exec_sample_lp_t *lps; /* (max_num_seqs) */
     uint64_t steps;
     kvb_stats_t last_kv;
     uint64_t last_preemptions;
@@ -330,6 +342,9 @@ static void req_free(ecore_req_t *r)
     sy_buf_deinit(&r->cbuf);
     sy_buf_deinit(&r->pbuf);
     sy_buf_deinit(&r->lbuf);
+    sy_free(r->lp_val);
+    sy_free(r->lp_top);
+    sy_free(r->lp_ntop);
     sy_free(r);
 }
 
@@ -417,6 +432,15 @@ ecore_req_t *ecore_req_create(ecore_t *c, const ecore_req_params_t *p, void *uda
     r->holdback = r->n_stop && !r->include_stop ? (uint32_t)(r->max_stop - 1) : 0;
     if (p->cache_salt && !(r->salt = sy_strdup(p->cache_salt)))
         goto fail;
+    if (p->sp.logprobs) {
+        r->lp_stride = p->sp.n_logprobs;
+        r->lp_val = sy_calloc(max_tokens, sizeof *r->lp_val);
+        r->lp_ntop = sy_calloc(max_tokens, sizeof *r->lp_ntop);
+        r->lp_top =
+            sy_calloc((size_t)max_tokens * (r->lp_stride ? r->lp_stride : 1), sizeof *r->lp_top);
+        if (!r->lp_val || !r->lp_ntop || !r->lp_top)
+            goto fail;
+    }
     kvb_seq_init(&s->kv, r->salt, r->salt ? strlen(r->salt) : 0);
     r->c_stop_tok = -1;
     return r;
@@ -528,6 +552,11 @@ static void on_ready(ev_loop_t *loop, void *udata)
                 .text_len = r->lbuf.len,
                 .token_ids = r->seq.tokens + r->seq.n_prompt + r->d_from,
                 .n_tokens = r->d_to - r->d_from,
+                .token_index = r->d_from,
+                .logprobs = r->lp_val ? r->lp_val + r->d_from : NULL,
+                .top_logprobs = r->lp_val ? r->lp_top + (size_t)r->d_from * r->lp_stride : NULL,
+                .n_top = r->lp_val ? r->lp_ntop + r->d_from : NULL,
+                .top_stride = r->lp_stride,
                 .first = r->d_from == 0 && r->d_to > 0,
                 .finished = r->d_finished,
                 .finish = r->d_finished ? r->d_finish : SEQ_FINISH_NONE,
@@ -655,13 +684,37 @@ static const char *match_stop(ecore_req_t *r, size_t old_len)
     return NULL;
 }
 
+/* Stores the logprobs of output n_out - 1. ST_OK, or ST_INVAL when the request asked for
+ * logprobs and the executor gave none (an executor bug or one without a distribution). */
+static int store_logprobs(ecore_req_t *r, uint32_t n_out, const exec_sample_lp_t *lp)
+{
+    if (!r->lp_val)
+        return ST_OK;
+    if (!lp || !lp->valid || lp->n_top > r->lp_stride || (lp->n_top && !lp->top))
+        return ST_INVAL;
+    uint32_t i = n_out - 1;
+    r->lp_val[i] = lp->logprob;
+    r->lp_ntop[i] = lp->n_top;
+    if (lp->n_top)
+        memcpy(r->lp_top + (size_t)i * r->lp_stride, lp->top, lp->n_top * sizeof *lp->top);
+    return ST_OK;
+}
+
 /* One sampled token for r: append, stop checks, detokenize, stop strings. */
-static void out_token(ecore_t *c, ecore_req_t *r, int32_t tok, uint64_t now)
+static void out_token(ecore_t *c, ecore_req_t *r, int32_t tok, const exec_sample_lp_t *lp,
+                      uint64_t now)
 {
     sched_seq_t *s = &r->seq;
     SY_ASSERT(s->n_tokens < s->cap_tokens);
     s->tokens[s->n_tokens++] = tok;
     uint32_t n_out = s->n_tokens - s->n_prompt;
+    if (store_logprobs(r, n_out, lp) != ST_OK) {
+        sy_warn("engine.output_error", "status=%s what=no_logprobs", st_str(ST_INVAL));
+        s->n_tokens--; /* the token is not delivered without the logprobs it was asked with */
+        touch(c, r);
+        req_finish(c, r, SEQ_FINISH_ERROR, NULL, -1);
+        return;
+    }
     if (n_out == 1) {
         s->first_token_ns = now;
         mx_hist_observe(c->mx.ttft, (double)(now - s->arrival_ns) * 1e-9);
@@ -817,7 +870,7 @@ static bool core_step(ecore_t *c)
         }
     }
     uint32_t n_sampled = 0;
-    rc = exec_execute(c->exec, plan, c->sampled, &n_sampled);
+    rc = exec_execute(c->exec, plan, c->sampled, c->lps, &n_sampled);
     if (rc != ST_OK) {
         sy_error("engine.exec_failed", "status=%s items=%u", st_str(rc), plan->n_items);
         for (uint32_t i = 0; i < plan->n_items; i++)
@@ -831,7 +884,8 @@ static bool core_step(ecore_t *c)
     for (uint32_t i = 0; i < plan->n_items; i++) {
         if (plan->items[i].sample) {
             SY_ASSERT(k < n_sampled);
-            out_token(c, plan->items[i].seq->owner, c->sampled[k++], now);
+            out_token(c, plan->items[i].seq->owner, c->sampled[k], &c->lps[k], now);
+            k++;
         }
     }
     if (k)
@@ -916,7 +970,8 @@ ecore_t *ecore_create(const ecore_config_t *cfg, int *status)
     }
     c->sched = sched_create(&cfg->sched, c->kv);
     c->sampled = sy_calloc(c->max_num_seqs, sizeof(int32_t));
-    if (!c->sched || !c->sampled)
+    c->lps = sy_calloc(c->max_num_seqs, sizeof *c->lps);
+    if (!c->sched || !c->sampled || !c->lps)
         goto fail;
     mx_registry_t *reg = cfg->metrics;
     if (!reg && !(reg = c->own_reg = mx_registry_create()))
@@ -987,6 +1042,7 @@ void ecore_destroy(ecore_t *c)
     kvb_destroy(c->kv);
     exec_destroy(c->exec);
     sy_free(c->sampled);
+    sy_free(c->lps);
     mx_registry_destroy(c->own_reg);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->st_mu);

@@ -46,6 +46,14 @@ typedef struct ecore_delta {
     size_t text_len;
     const int32_t *token_ids; /* new output token ids */
     uint32_t n_tokens;
+    uint32_t token_index; /* index of token_ids[0] among the request's output tokens */
+    /* Logprobs of token_ids[i], or all NULL when the request did not ask for them (sp.logprobs):
+     * logprobs[i] of the sampled token, n_top[i] entries of top_logprobs[i * top_stride ..]
+     * (by logprob descending). One entry per output token, EOS / stop tokens included. */
+    const float *logprobs;
+    const exec_logprob_t *top_logprobs;
+    const uint32_t *n_top;
+    uint32_t top_stride;
     bool first; /* this delta carries the first output token */
     bool finished;
     seq_finish_t finish;        /* when finished */

@@ -61,6 +61,7 @@ typedef struct engine_opts {
     uint64_t max_num_seqs;
     uint64_t max_num_batched_tokens;
     uint64_t max_model_len;
+    int64_t max_logprobs;
     uint64_t threads;
     uint64_t long_prefill_token_threshold;
     bool enable_prefix_caching;
@@ -153,6 +154,7 @@ int engine_main(int argc, char **argv)
         .sim_mean_output_tokens = 128,
         .block_size = 16,
         .max_num_seqs = 256,
+        .max_logprobs = 20,
         .max_num_batched_tokens = 8192,
         .enable_prefix_caching = true,
         .enable_chunked_prefill = true,
@@ -188,6 +190,10 @@ int engine_main(int argc, char **argv)
          "token budget per scheduler step", "8192"},
         {"max-model-len", "N", CLI_UINT, &o.max_model_len, "context length",
          "8192, capped to the KV capacity"},
+        {"max-logprobs", "N", CLI_INT, &o.max_logprobs,
+         "most top logprobs a request may ask for (-1 = the whole vocabulary); sizes the CPU "
+         "executor's per-step logprob lists",
+         "20"},
         {"long-prefill-token-threshold", "N", CLI_UINT, &o.long_prefill_token_threshold,
          "cap on one sequence's prefill chunk per step (0 = off)", "0"},
         {"enable-prefix-caching", NULL, CLI_BOOL, &o.enable_prefix_caching,
@@ -253,8 +259,8 @@ int engine_main(int argc, char **argv)
     if (o.port > 65535 || o.block_size == 0 || o.block_size > 1024 || o.max_num_seqs == 0 ||
         o.max_num_seqs > 65536 || o.max_num_batched_tokens == 0 ||
         o.max_num_batched_tokens > (1u << 24) || o.num_gpu_blocks > (1u << 26) ||
-        o.max_model_len > (1u << 24) || o.sim_speed < 0 || o.drain_timeout < 0 ||
-        o.sim_mean_output_tokens < 1) {
+        o.max_model_len > (1u << 24) || o.max_logprobs < -1 || o.max_logprobs > (1 << 24) ||
+        o.sim_speed < 0 || o.drain_timeout < 0 || o.sim_mean_output_tokens < 1) {
         fprintf(stderr, "switchyard engine: an option is out of range (port <= 65535, "
                         "1 <= block-size <= 1024, 1 <= max-num-seqs <= 65536, ...)\n");
         return 2;
@@ -411,6 +417,8 @@ int engine_main(int argc, char **argv)
             .block_size = (uint32_t)o.block_size,
             .max_batch_tokens = (uint32_t)o.max_num_batched_tokens,
             .max_seqs = (uint32_t)o.max_num_seqs,
+            .max_logprobs =
+                o.max_logprobs < 0 ? (uint32_t)tok_vocab_size(tok) : (uint32_t)o.max_logprobs,
             .threads = o.threads ? (int)o.threads : (ncpu > 0 ? (int)ncpu : 1),
         };
         exec = cpux_create(&xc, xerr, sizeof xerr);
@@ -452,6 +460,9 @@ int engine_main(int argc, char **argv)
         .tmpl = tmpl,
         .metrics = reg,
         .version = SY_VERSION,
+        .max_logprobs = (int32_t)o.max_logprobs,
+        .max_logprobs_set = true,
+        .no_logprobs = !model, /* the sim has no distribution */
     };
     sy_proc_metrics_register(reg);
     api = api_create(&acfg);

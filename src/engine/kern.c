@@ -5,8 +5,9 @@
  * Design: the table (g_ops) starts as the scalar one; kern_init copies the scalar table and lets
  * kern_avx2_fill / kern_avx512_fill override what they implement, so a missing SIMD entry falls
  * back to the reference. The scalar matmuls compute the same quantities as the SIMD ones (for
- * Q8_0/Q4_0: exact int32 block dot products times the float block scales d_w * d_x) but
- * accumulate in double, so SIMD-vs-scalar differences are float summation order only.
+ * Q8_0/Q4_0: exact int32 block dot products times the float block scales d_w * d_x, activations
+ * read from the grouped act buffer through kern_q8_grp_block) but accumulate in double, so
+ * SIMD-vs-scalar differences are float summation order only.
  * Block layouts follow ggml (ggml-common.h); dequantization follows ggml-quants.c's formulas.
  * Thread-safety: see kern.h (kern_init is the only function with side effects).
  */
@@ -269,22 +270,44 @@ size_t kern_q8_bytes(size_t n)
 
 /* The SIMD versions must produce the same bytes: d = amax / 127 and q = nearbyint(x * (1 / d)),
  * all in float, round-to-nearest-even (the default rounding mode, as cvtps2dq). */
+static void ref_quant_block(const float *x, float *d_out, int32_t *s_out, int8_t *qs)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) {
+        int q = (int)nearbyintf(x[j] * id);
+        qs[j] = (int8_t)q;
+        s += q;
+    }
+    *d_out = d;
+    *s_out = s;
+}
+
 static void ref_quant_q8(const float *x, size_t n, void *dst)
 {
     kern_q8_act_t *a = dst;
-    for (size_t k = 0; k < n / 32; k++, x += 32) {
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        int32_t s = 0;
-        for (int j = 0; j < 32; j++) {
-            int q = (int)nearbyintf(x[j] * id);
-            a[k].qs[j] = (int8_t)q;
-            s += q;
-        }
-        a[k].d = d;
-        a[k].s = s;
+    for (size_t k = 0; k < n / 32; k++, x += 32)
+        ref_quant_block(x, &a[k].d, &a[k].s, a[k].qs);
+}
+
+/* Lane l of kern_avx512.c's reduced group vector holds block lane_block[l] (see there). */
+const uint8_t kern_q8_lane_block[KERN_Q8_GROUP] = {0, 2, 4, 6, 1, 3, 5, 7,
+                                                   8, 10, 12, 14, 9, 11, 13, 15};
+const uint8_t kern_q8_block_lane[KERN_Q8_GROUP] = {0, 4, 1, 5, 2, 6, 3, 7,
+                                                   8, 12, 9, 13, 10, 14, 11, 15};
+
+static void ref_quant_q8g(const float *x, size_t n, void *dst)
+{
+    size_t nb = n / 32;
+    kern_q8_grp_t *g = dst;
+    memset(g, 0, kern_q8_groups(nb) * sizeof *g);
+    for (size_t k = 0; k < nb; k++) {
+        kern_q8_grp_t *gk = g + k / KERN_Q8_GROUP;
+        size_t j = k % KERN_Q8_GROUP, l = kern_q8_block_lane[j];
+        ref_quant_block(x + 32 * k, &gk->d[l], &gk->s[l], gk->qs[j]);
     }
 }
 
@@ -342,13 +365,15 @@ static void ref_mm_q8_0(const void *W, size_t n_out, size_t n_in, const float *X
     for (size_t o = o0; o < o1; o++) {
         const kern_q8_0_block_t *w = (const kern_q8_0_block_t *)W + o * nb;
         for (size_t t = 0; t < n_tok; t++) {
-            const kern_q8_act_t *a = (const kern_q8_act_t *)act + t * nb;
             double acc = 0;
             for (size_t k = 0; k < nb; k++) {
-                int32_t s = 0;
+                float dx;
+                int32_t sx, s = 0;
+                const int8_t *xq;
+                kern_q8_grp_block(act, nb, t, k, &dx, &sx, &xq);
                 for (int j = 0; j < 32; j++)
-                    s += (int32_t)w[k].qs[j] * (int32_t)a[k].qs[j];
-                acc += (double)s * (double)(kern_f16_to_f32(w[k].d) * a[k].d);
+                    s += (int32_t)w[k].qs[j] * (int32_t)xq[j];
+                acc += (double)s * (double)(kern_f16_to_f32(w[k].d) * dx);
             }
             Y[t * n_out + o] = (float)acc;
         }
@@ -362,16 +387,18 @@ static void ref_mm_q4_0(const void *W, size_t n_out, size_t n_in, const float *X
     for (size_t o = o0; o < o1; o++) {
         const kern_q4_0_block_t *w = (const kern_q4_0_block_t *)W + o * nb;
         for (size_t t = 0; t < n_tok; t++) {
-            const kern_q8_act_t *a = (const kern_q8_act_t *)act + t * nb;
             double acc = 0;
             for (size_t k = 0; k < nb; k++) {
-                int32_t s = 0; /* sum q * x over nibbles q in 0..15, then the -8 offset */
+                float dx;
+                int32_t sx, s = 0; /* sum q * x over nibbles q in 0..15, then the -8 offset */
+                const int8_t *xq;
+                kern_q8_grp_block(act, nb, t, k, &dx, &sx, &xq);
                 for (int j = 0; j < 16; j++) {
-                    s += (int32_t)(w[k].qs[j] & 0x0f) * a[k].qs[j];
-                    s += (int32_t)(w[k].qs[j] >> 4) * a[k].qs[j + 16];
+                    s += (int32_t)(w[k].qs[j] & 0x0f) * xq[j];
+                    s += (int32_t)(w[k].qs[j] >> 4) * xq[j + 16];
                 }
-                s -= 8 * a[k].s;
-                acc += (double)s * (double)(kern_f16_to_f32(w[k].d) * a[k].d);
+                s -= 8 * sx;
+                acc += (double)s * (double)(kern_f16_to_f32(w[k].d) * dx);
             }
             Y[t * n_out + o] = (float)acc;
         }
@@ -493,6 +520,41 @@ static void ref_rope(float *x, size_t n_heads, size_t head_dim, size_t n_rot, co
     }
 }
 
+/* Row by row: scores, block max, rescale of the running state, then p and p * v in key order. */
+static void ref_attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, const float *k,
+                           size_t ldk, const float *v, size_t ldv, size_t n, const uint32_t *nv,
+                           float *m, float *l, float *acc, float *s)
+{
+    (void)n;
+    for (size_t r = 0; r < n_rows; r++) {
+        size_t nr = nv[r];
+        if (nr == 0)
+            continue;
+        float *sr = s; /* one row of scratch at a time */
+        float mb = -INFINITY;
+        for (size_t j = 0; j < nr; j++) {
+            float d = 0.0f;
+            for (size_t i = 0; i < hd; i++)
+                d += qt[i * ldq + r] * k[j * ldk + i];
+            sr[j] = d;
+            mb = fmaxf(mb, d);
+        }
+        float mn = fmaxf(m[r], mb);
+        float alpha = expf(m[r] - mn), sum = 0.0f;
+        float *ar = acc + r * hd;
+        for (size_t i = 0; i < hd; i++)
+            ar[i] *= alpha;
+        for (size_t j = 0; j < nr; j++) {
+            float p = expf(sr[j] - mn);
+            sum += p;
+            for (size_t i = 0; i < hd; i++)
+                ar[i] += p * v[j * ldv + i];
+        }
+        m[r] = mn;
+        l[r] = l[r] * alpha + sum;
+    }
+}
+
 void kern_rope_table(float *cs, size_t n_rot, float base, float pos)
 {
     for (size_t j = 0; j < n_rot / 2; j++) {
@@ -509,10 +571,11 @@ void kern_rope_table(float *cs, size_t n_rot, float base, float pos)
     {                                                                                              \
         .mm_f32 = ref_mm_f32, .mm_f16 = ref_mm_f16, .mm_bf16 = ref_mm_bf16,                        \
         .mm_q8_0 = ref_mm_q8_0, .mm_q4_0 = ref_mm_q4_0, .mm_q4_k = ref_mm_q4_k,                    \
-        .mm_q6_k = ref_mm_q6_k, .quant_q8 = ref_quant_q8, .dot_f32 = ref_dot_f32,                  \
+        .mm_q6_k = ref_mm_q6_k, .quant_q8 = ref_quant_q8, .quant_q8g = ref_quant_q8g,             \
+        .dot_f32 = ref_dot_f32,                                                                    \
         .dot_f16 = ref_dot_f16, .axpy_f32 = ref_axpy_f32, .axpy_f16 = ref_axpy_f16,                \
         .rmsnorm = ref_rmsnorm, .softmax = ref_softmax, .silu_mul = ref_silu_mul,                  \
-        .rope = ref_rope,                                                                          \
+        .rope = ref_rope, .attn_block = ref_attn_block,                                            \
     }
 
 static const kern_ops_t k_scalar_ops = K_SCALAR_OPS;
@@ -556,10 +619,14 @@ int kern_init(kern_isa_t force)
     if (!kern_isa_supported(isa))
         return ST_INVAL;
     kern_ops_t ops = k_scalar_ops;
-    if (isa >= KERN_ISA_AVX2)
+    if (isa >= KERN_ISA_AVX2) {
         kern_avx2_fill(&ops);
-    if (isa >= KERN_ISA_AVX512)
+        kern_avx2_fill_attn(&ops);
+    }
+    if (isa >= KERN_ISA_AVX512) {
         kern_avx512_fill(&ops);
+        kern_avx512_fill_attn(&ops);
+    }
     g_ops = ops;
     g_isa = isa;
     return ST_OK;
@@ -594,16 +661,17 @@ size_t kern_act_bytes(kern_type_t t, size_t n_in, size_t n_tok)
 {
     if (t != KERN_Q8_0 && t != KERN_Q4_0)
         return 0;
-    return kern_q8_bytes(n_in) * n_tok;
+    SY_ASSERT(n_in % KERN_Q8_BLOCK == 0);
+    return kern_q8_groups(n_in / KERN_Q8_BLOCK) * sizeof(kern_q8_grp_t) * n_tok;
 }
 
 void kern_act_prepare(kern_type_t t, const float *X, size_t n_in, size_t n_tok, void *act)
 {
     if (kern_act_bytes(t, n_in, n_tok) == 0)
         return;
-    size_t rb = kern_q8_bytes(n_in);
+    size_t rb = kern_act_bytes(t, n_in, 1);
     for (size_t i = 0; i < n_tok; i++)
-        g_ops.quant_q8(X + i * n_in, n_in, (uint8_t *)act + i * rb);
+        g_ops.quant_q8g(X + i * n_in, n_in, (uint8_t *)act + i * rb);
 }
 
 void kern_matmul_rows(kern_type_t t, const void *W, size_t n_out, size_t n_in, const float *X,
@@ -693,4 +761,12 @@ void kern_axpy_f32(float *y, float a, const float *x, size_t n)
 void kern_axpy_f16(float *y, float a, const uint16_t *x, size_t n)
 {
     g_ops.axpy_f16(y, a, x, n);
+}
+
+void kern_attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, const float *k,
+                     size_t ldk, const float *v, size_t ldv, size_t n, const uint32_t *nv, float *m,
+                     float *l, float *acc, float *s)
+{
+    SY_ASSERT(ldq % KERN_ATTN_LANES == 0 && n_rows <= ldq && hd > 0);
+    g_ops.attn_block(qt, ldq, n_rows, hd, k, ldk, v, ldv, n, nv, m, l, acc, s);
 }

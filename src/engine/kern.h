@@ -1,7 +1,8 @@
 /*
  * kern.h - compute kernels for the CPU executor: weight dequantization, activation quantization,
  * matmul over row-major GGUF weights (quantized matvec for decode, GEMM-shaped for prefill) and
- * the small per-token ops (rmsnorm, softmax, SwiGLU, RoPE, attention dot/axpy over F32/F16 K/V).
+ * the small per-token ops (rmsnorm, softmax, SwiGLU, RoPE, attention dot/axpy over F32/F16 K/V) and
+ * a flash-attention block update (many query rows against one KV block, online softmax).
  *
  * Every kernel has a scalar reference (kern.c, the ground truth) and AVX2 / AVX-512 versions
  * (kern_avx2.c, kern_avx512.c) chosen once at kern_init from the CPU's features; a level can be
@@ -83,7 +84,9 @@ void kern_quant_q8(const float *x, size_t n, void *dst);
  * read X directly.
  *
  * kern_act_bytes: scratch bytes kern_act_prepare needs for (t, n_in, n_tok); 0 when the type
- * uses F32 activations.
+ * uses F32 activations. For Q8_0/Q4_0 the act buffer holds the kern_quant_q8 blocks of each
+ * token regrouped 16 blocks at a time (zero-padded to whole groups; layout private to the
+ * kernels), bit-identical at every ISA level.
  * kern_act_prepare: fills act (borrowed, kern_act_bytes bytes, 64-byte alignment recommended)
  * from X; a no-op when kern_act_bytes is 0. Run it once, then any number of threads may call
  * kern_matmul_rows on disjoint row ranges with the same act.
@@ -117,5 +120,22 @@ float kern_dot_f32(const float *a, const float *b, size_t n);
 float kern_dot_f16(const uint16_t *a, const float *b, size_t n);
 void kern_axpy_f32(float *y, float a, const float *x, size_t n);
 void kern_axpy_f16(float *y, float a, const uint16_t *x, size_t n);
+
+/* ---- attention (flash style: one KV block at a time, online softmax) ----
+ * kern_attn_block updates the running state of n_rows query rows with one block of n keys:
+ *   qt   Q transposed and pre-scaled by 1/sqrt(hd): element d of row r at qt[d * ldq + r];
+ *        ldq is a multiple of KERN_ATTN_LANES and >= n_rows
+ *   k, v key / value j (F32, hd contiguous) at k + j * ldk, v + j * ldv
+ *   nv   (ldq) row r sees keys [0, nv[r]) of the block (nv[r] <= n; 0 = row left unchanged);
+ *        entries for rows n_rows..ldq-1 must be 0
+ *   m, l (ldq) running max and sum of exp, start at -INFINITY and 0
+ *   acc  (n_rows, hd) running sum of p * v, starts at 0; the result of row r is acc[r] / l[r]
+ *   s    scratch of n * ldq floats
+ * A row's arithmetic depends only on its own q column, nv[r], its state and the block, never on
+ * the other rows or on n beyond nv[r] (the batch invariance the executor relies on). */
+#define KERN_ATTN_LANES 16
+void kern_attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, const float *k,
+                     size_t ldk, const float *v, size_t ldv, size_t n, const uint32_t *nv, float *m,
+                     float *l, float *acc, float *s);
 
 #endif

@@ -3,10 +3,12 @@
  * checked the CPU). The same shapes as kern_avx512.c with 8-lane vectors and 16 registers:
  * float matmul tiles of 4 rows x 2 tokens; int8 tiles of 4 rows x 2 tokens where the per-block
  * dot product is vpmaddubsw (|w| or the Q4_0 nibbles, unsigned) x signed x, then vpmaddwd by 1
- * to int32 (no overflow: |products| <= 128 * 127, pairs <= 32512). Tails (n % 8) are finished in
- * scalar code. K-quants dequantize each super-block once (scalar) and dot it with every token.
- * Matvec (1 token) prefetches the same position in the rows of the next 4-row tile (see
- * kern_avx512.c).
+ * to int32 (no overflow: |products| <= 128 * 127, pairs <= 32512); the int8 tiles read the
+ * grouped act buffer (kern_int.h) and take their 4 rows from 4 equal runs of the row range (4
+ * sequential streams, software prefetch ahead in each, as kern_avx512.c). Tails (n % 8) are
+ * finished in scalar code. K-quants dequantize each super-block once (scalar) and dot it with
+ * every token. Float matvec (1 token) prefetches the same position in the rows of the next 4-row
+ * tile.
  * Does not: allocate.
  * Thread-safety: pure functions.
  */
@@ -129,112 +131,125 @@ DEF_FMM(mm_bf16, uint16_t, ftile_bf16)
 
 /* ---- int8 weights ---- */
 
+#define QR 4      /* rows per tile */
+#define QCHUNK 16 /* tile rows per chunk (QR * QCHUNK rows stay in L2 for every token tile) */
+#define QPF 2048  /* software prefetch distance, bytes ahead in each row stream */
+
 INLINE __m256i dot_u8s8(__m256i u, __m256i s)
 {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-INLINE void q8_0_tile(const kern_q8_0_block_t *w, size_t nb, const kern_q8_act_t *a, float *y,
-                      size_t ldy, int R, int T)
+/* One tile: R rows (pointers wr, outputs yr with token stride ldy) x T tokens of act A (ng groups
+ * per token). Per block and (row, token): the exact int32 dot product in 8 lanes, converted and
+ * FMA'd with d_w * d_x into 8 float lanes; the lanes are reduced at the end. The order per
+ * (row, token) does not depend on R, T or the row split. Q8_0: |w| (unsigned) times sign(x, w);
+ * Q4_0: the nibbles (unsigned) times x, with -8 * sum(x) added to lane 0. */
+INLINE void q_tile(int q4, const uint8_t *const *wr, int R, size_t nb, const kern_q8_grp_t *A,
+                   size_t ng, int T, float *const *yr, size_t ldy, int pf)
 {
-    __m256 acc[4][QT];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) acc[r][t] =
-        _mm256_setzero_ps();
-    for (size_t k = 0; k < nb; k++) {
-        __m256i xq[QT];
-        __m256 dx[QT];
-        UNROLL for (int t = 0; t < T; t++)
-        {
-            const kern_q8_act_t *ab = a + (size_t)t * nb + k;
-            xq[t] = _mm256_loadu_si256((const __m256i *)ab->qs);
-            dx[t] = _mm256_set1_ps(ab->d);
-        }
-        UNROLL for (int r = 0; r < R; r++)
-        {
-            const kern_q8_0_block_t *b = w + (size_t)r * nb + k;
-            if (T == 1)
-                _mm_prefetch((const char *)(b + (size_t)R * nb), _MM_HINT_T1);
-            __m256i wq = _mm256_loadu_si256((const __m256i *)b->qs);
-            __m256i wa = _mm256_abs_epi8(wq);
-            __m256 dw = _mm256_set1_ps(_cvtsh_ss(b->d));
-            UNROLL for (int t = 0; t < T; t++)
-            {
-                __m256i dp = dot_u8s8(wa, _mm256_sign_epi8(xq[t], wq));
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_mul_ps(dw, dx[t]), acc[r][t]);
-            }
-        }
-    }
-    UNROLL for (int t = 0; t < T; t++) UNROLL for (int r = 0; r < R; r++)
-        y[(size_t)t * ldy + (size_t)r] = hsum8(acc[r][t]);
-}
-
-INLINE void q4_0_tile(const kern_q4_0_block_t *w, size_t nb, const kern_q8_act_t *a, float *y,
-                      size_t ldy, int R, int T)
-{
+    const size_t bb = q4 ? sizeof(kern_q4_0_block_t) : sizeof(kern_q8_0_block_t);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256 acc[4][QT];
+    __m256 acc[QR][QT];
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) acc[r][t] =
         _mm256_setzero_ps();
-    for (size_t k = 0; k < nb; k++) {
-        __m256i xq[QT], x0[QT];
-        __m256 dx[QT];
-        UNROLL for (int t = 0; t < T; t++)
-        {
-            const kern_q8_act_t *ab = a + (size_t)t * nb + k;
-            xq[t] = _mm256_loadu_si256((const __m256i *)ab->qs);
-            dx[t] = _mm256_set1_ps(ab->d);
-            x0[t] = _mm256_setr_epi32(-8 * ab->s, 0, 0, 0, 0, 0, 0, 0);
-        }
-        UNROLL for (int r = 0; r < R; r++)
-        {
-            const kern_q4_0_block_t *b = w + (size_t)r * nb + k;
-            if (T == 1)
-                _mm_prefetch((const char *)(b + (size_t)R * nb), _MM_HINT_T1);
-            __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-            __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-            __m256 dw = _mm256_set1_ps(_cvtsh_ss(b->d));
+    for (size_t g = 0; g < ng; g++) {
+        size_t m = min_sz(KERN_Q8_GROUP, nb - g * KERN_Q8_GROUP);
+        for (size_t j = 0; j < m; j++) {
+            size_t k = g * KERN_Q8_GROUP + j, l = kern_q8_block_lane[j];
+            __m256i xq[QT], x0[QT];
+            __m256 dx[QT];
             UNROLL for (int t = 0; t < T; t++)
             {
-                __m256i dp = _mm256_add_epi32(dot_u8s8(wq, xq[t]), x0[t]);
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_mul_ps(dw, dx[t]), acc[r][t]);
+                const kern_q8_grp_t *x = A + (size_t)t * ng + g;
+                xq[t] = _mm256_loadu_si256((const __m256i *)x->qs[j]);
+                dx[t] = _mm256_set1_ps(x->d[l]);
+                x0[t] = _mm256_setr_epi32(-8 * x->s[l], 0, 0, 0, 0, 0, 0, 0);
+            }
+            UNROLL for (int r = 0; r < R; r++)
+            {
+                const uint8_t *b = wr[r] + k * bb;
+                if (pf && (k & 1) == 0)
+                    _mm_prefetch((const char *)(b + QPF), _MM_HINT_T0);
+                uint16_t h;
+                memcpy(&h, b, 2);
+                __m256 dw = _mm256_set1_ps(_cvtsh_ss(h));
+                if (!q4) {
+                    __m256i wq = _mm256_loadu_si256((const __m256i *)(b + 2));
+                    __m256i wa = _mm256_abs_epi8(wq);
+                    UNROLL for (int t = 0; t < T; t++)
+                    {
+                        __m256i dp = dot_u8s8(wa, _mm256_sign_epi8(xq[t], wq));
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp),
+                                                    _mm256_mul_ps(dw, dx[t]), acc[r][t]);
+                    }
+                } else {
+                    __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+                    __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+                    UNROLL for (int t = 0; t < T; t++)
+                    {
+                        __m256i dp = _mm256_add_epi32(dot_u8s8(wq, xq[t]), x0[t]);
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp),
+                                                    _mm256_mul_ps(dw, dx[t]), acc[r][t]);
+                    }
+                }
             }
         }
     }
-    UNROLL for (int t = 0; t < T; t++) UNROLL for (int r = 0; r < R; r++)
-        y[(size_t)t * ldy + (size_t)r] = hsum8(acc[r][t]);
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) yr[r][(size_t)t * ldy] =
+        hsum8(acc[r][t]);
 }
 
-#define DEF_QMM(NAME, BLK, TILE)                                                                   \
-    INLINE void NAME##_t(const BLK *W, size_t n_out, size_t nb, const kern_q8_act_t *A, float *Y,  \
-                         size_t o0, size_t o1, size_t t0, int T)                                   \
-    {                                                                                              \
-        const kern_q8_act_t *a = A + t0 * nb;                                                      \
-        float *y = Y + t0 * n_out;                                                                 \
-        size_t o = o0;                                                                             \
-        for (; o + 4 <= o1; o += 4)                                                                \
-            TILE(W + o * nb, nb, a, y + o, n_out, 4, T);                                           \
-        for (; o < o1; o++)                                                                        \
-            TILE(W + o * nb, nb, a, y + o, n_out, 1, T);                                           \
-    }                                                                                              \
-    static void NAME(const void *W, size_t n_out, size_t n_in, const float *X, const void *act,    \
-                     size_t n_tok, float *Y, size_t o0, size_t o1)                                 \
-    {                                                                                              \
-        size_t nb = n_in / 32;                                                                     \
-        for (size_t oc = o0; oc < o1; oc += ROW_CHUNK) {                                           \
-            size_t oe = min_sz(oc + ROW_CHUNK, o1);                                                \
-            for (size_t t = 0; t < n_tok; t += QT) {                                               \
-                if (n_tok - t >= 2)                                                                \
-                    NAME##_t(W, n_out, nb, act, Y, oc, oe, t, 2);                                  \
-                else                                                                               \
-                    NAME##_t(W, n_out, nb, act, Y, oc, oe, t, 1);                                  \
-            }                                                                                      \
-        }                                                                                          \
+/* Rows [o0, o1) are split into QR equal runs and a tile takes row i of each run: QR long
+ * sequential streams (see kern_avx512.c). The 0-3 leftover rows go one at a time. */
+INLINE void q_mm(int q4, const void *W, size_t n_out, size_t n_in, const void *act, size_t n_tok,
+                 float *Y, size_t o0, size_t o1)
+{
+    size_t nb = n_in / 32, ng = kern_q8_groups(nb);
+    size_t rb = nb * (q4 ? sizeof(kern_q4_0_block_t) : sizeof(kern_q8_0_block_t));
+    const uint8_t *w = W;
+    const kern_q8_grp_t *A = act;
+    size_t q = (o1 - o0) / QR;
+    for (size_t ic = 0; ic < q; ic += QCHUNK) {
+        size_t ie = min_sz(ic + QCHUNK, q);
+        for (size_t t = 0; t < n_tok; t += QT) {
+            for (size_t i = ic; i < ie; i++) {
+                const uint8_t *wr[QR];
+                float *yr[QR];
+                for (int r = 0; r < QR; r++) {
+                    size_t o = o0 + (size_t)r * q + i;
+                    wr[r] = w + o * rb;
+                    yr[r] = Y + t * n_out + o;
+                }
+                if (n_tok - t >= 2)
+                    q_tile(q4, wr, QR, nb, A + t * ng, ng, 2, yr, n_out, 0);
+                else
+                    q_tile(q4, wr, QR, nb, A + t * ng, ng, 1, yr, n_out, t == 0);
+            }
+        }
     }
+    for (size_t o = o0 + QR * q; o < o1; o++)
+        for (size_t t = 0; t < n_tok; t += QT) {
+            const uint8_t *wr[1] = {w + o * rb};
+            float *yr[1] = {Y + t * n_out + o};
+            if (n_tok - t >= 2)
+                q_tile(q4, wr, 1, nb, A + t * ng, ng, 2, yr, n_out, 0);
+            else
+                q_tile(q4, wr, 1, nb, A + t * ng, ng, 1, yr, n_out, 0);
+        }
+}
 
-DEF_QMM(mm_q8_0, kern_q8_0_block_t, q8_0_tile)
-DEF_QMM(mm_q4_0, kern_q4_0_block_t, q4_0_tile)
+static void mm_q8_0(const void *W, size_t n_out, size_t n_in, const float *X, const void *act,
+                    size_t n_tok, float *Y, size_t o0, size_t o1)
+{
+    q_mm(0, W, n_out, n_in, act, n_tok, Y, o0, o1);
+}
+
+static void mm_q4_0(const void *W, size_t n_out, size_t n_in, const float *X, const void *act,
+                    size_t n_tok, float *Y, size_t o0, size_t o1)
+{
+    q_mm(1, W, n_out, n_in, act, n_tok, Y, o0, o1);
+}
 
 /* ---- K-quants ---- */
 
@@ -282,30 +297,45 @@ static void mm_q6_k(const void *W, size_t n_out, size_t n_in, const float *X, co
 
 /* ---- activation quantization (bit-identical to the scalar one) ---- */
 
+INLINE void quant_block(const float *x, float *d_out, int32_t *s_out, int8_t *qs)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256 v[4];
+    __m256 mx = _mm256_setzero_ps();
+    for (int j = 0; j < 4; j++) {
+        v[j] = _mm256_loadu_ps(x + 8 * j);
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[j]));
+    }
+    float amax = hmax8(mx);
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int j = 0; j < 4; j++)
+        q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], vid));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)qs, _mm256_permutevar8x32_epi32(p, perm));
+    *d_out = d;
+    *s_out = hsum8i(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+}
+
 static void quant_q8(const float *x, size_t n, void *dst)
 {
     kern_q8_act_t *a = dst;
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (size_t k = 0; k < n / 32; k++, x += 32) {
-        __m256 v[4];
-        __m256 mx = _mm256_setzero_ps();
-        for (int j = 0; j < 4; j++) {
-            v[j] = _mm256_loadu_ps(x + 8 * j);
-            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[j]));
-        }
-        float amax = hmax8(mx);
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        __m256 vid = _mm256_set1_ps(id);
-        __m256i q[4];
-        for (int j = 0; j < 4; j++)
-            q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], vid));
-        __m256i p =
-            _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-        _mm256_storeu_si256((__m256i *)a[k].qs, _mm256_permutevar8x32_epi32(p, perm));
-        a[k].d = d;
-        a[k].s =
-            hsum8i(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    for (size_t k = 0; k < n / 32; k++, x += 32)
+        quant_block(x, &a[k].d, &a[k].s, a[k].qs);
+}
+
+static void quant_q8g(const float *x, size_t n, void *dst)
+{
+    size_t nb = n / 32;
+    kern_q8_grp_t *g = dst;
+    if (nb % KERN_Q8_GROUP)
+        memset(g + nb / KERN_Q8_GROUP, 0, sizeof *g);
+    for (size_t k = 0; k < nb; k++) {
+        kern_q8_grp_t *gk = g + k / KERN_Q8_GROUP;
+        size_t j = k % KERN_Q8_GROUP, l = kern_q8_block_lane[j];
+        quant_block(x + 32 * k, &gk->d[l], &gk->s[l], gk->qs[j]);
     }
 }
 
@@ -494,6 +524,7 @@ void kern_avx2_fill(kern_ops_t *ops)
     ops->mm_q4_k = mm_q4_k;
     ops->mm_q6_k = mm_q6_k;
     ops->quant_q8 = quant_q8;
+    ops->quant_q8g = quant_q8g;
     ops->dot_f32 = dot_f32;
     ops->dot_f16 = dot_f16;
     ops->axpy_f32 = axpy_f32;
@@ -502,4 +533,114 @@ void kern_avx2_fill(kern_ops_t *ops)
     ops->softmax = softmax;
     ops->silu_mul = silu_mul;
     ops->rope = rope;
+}
+
+/* ---- flash-attention block (kern.h kern_attn_block) ----
+ * As in kern_avx512.c with 8-lane vectors: query rows in lanes for the scores (8 keys per pass)
+ * and the softmax state, head dims in lanes for p * v (up to 4 vectors per pass, masked tail). */
+INLINE __m256i lane_mask8(size_t w)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, const float *k,
+                       size_t ldk, const float *v, size_t ldv, size_t n, const uint32_t *nv,
+                       float *m, float *l, float *acc, float *s)
+{
+    (void)n;
+    uint32_t nmax = 0;
+    for (size_t r = 0; r < n_rows; r++)
+        nmax = nv[r] > nmax ? nv[r] : nmax;
+    for (size_t r0 = 0; r0 < n_rows; r0 += 8) {
+        const float *q0 = qt + r0;
+        size_t j = 0;
+        for (; j + 8 <= nmax; j += 8) {
+            __m256 a[8];
+            UNROLL
+            for (int u = 0; u < 8; u++)
+                a[u] = _mm256_setzero_ps();
+            const float *kj = k + j * ldk;
+            for (size_t d = 0; d < hd; d++) {
+                __m256 qv = _mm256_loadu_ps(q0 + d * ldq);
+                UNROLL
+                for (int u = 0; u < 8; u++)
+                    a[u] = _mm256_fmadd_ps(qv, _mm256_broadcast_ss(kj + u * ldk + d), a[u]);
+            }
+            UNROLL
+            for (int u = 0; u < 8; u++)
+                _mm256_storeu_ps(s + (j + u) * ldq + r0, a[u]);
+        }
+        for (; j < nmax; j++) {
+            __m256 a = _mm256_setzero_ps();
+            const float *kj = k + j * ldk;
+            for (size_t d = 0; d < hd; d++)
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d * ldq), _mm256_broadcast_ss(kj + d), a);
+            _mm256_storeu_ps(s + j * ldq + r0, a);
+        }
+        /* nv <= 2^31 in practice: signed compares are exact */
+        __m256i nvv = _mm256_loadu_si256((const __m256i *)(nv + r0));
+        __m256 mo = _mm256_loadu_ps(m + r0), mb = _mm256_set1_ps(-INFINITY);
+        for (j = 0; j < nmax; j++) {
+            __m256 kj = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nvv, _mm256_set1_epi32((int)j)));
+            mb = _mm256_blendv_ps(mb, _mm256_max_ps(mb, _mm256_loadu_ps(s + j * ldq + r0)), kj);
+        }
+        __m256 any = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nvv, _mm256_setzero_si256()));
+        __m256 mn = _mm256_blendv_ps(mo, _mm256_max_ps(mo, mb), any);
+        __m256 alpha =
+            _mm256_blendv_ps(_mm256_set1_ps(1.0f), exp256(_mm256_sub_ps(mo, mn)), any);
+        /* exp256 clamps at -87.3: the first block's alpha (mo = -inf) is tiny, not 0, and only
+         * ever scales l = 0 and acc = 0 */
+        __m256 sum = _mm256_setzero_ps();
+        for (j = 0; j < nmax; j++) {
+            __m256 kj = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nvv, _mm256_set1_epi32((int)j)));
+            __m256 p = _mm256_and_ps(
+                kj, exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j * ldq + r0), mn)));
+            sum = _mm256_add_ps(sum, p);
+            _mm256_storeu_ps(s + j * ldq + r0, p);
+        }
+        _mm256_storeu_ps(m + r0, mn);
+        _mm256_storeu_ps(l + r0, _mm256_fmadd_ps(_mm256_loadu_ps(l + r0), alpha, sum));
+        float al[8];
+        _mm256_storeu_ps(al, alpha);
+        size_t r1 = n_rows - r0 < 8 ? n_rows : r0 + 8;
+        for (size_t r = r0; r < r1; r++) {
+            size_t nr = nv[r];
+            if (nr == 0)
+                continue;
+            float *ar = acc + r * hd;
+            __m256 va = _mm256_set1_ps(al[r - r0]);
+            for (size_t c = 0; c < hd; c += 32) {
+                __m256i mk[4];
+                __m256 x[4];
+                UNROLL
+                for (int u = 0; u < 4; u++) {
+                    size_t b = c + 8 * (size_t)u;
+                    mk[u] = lane_mask8(b >= hd ? 0 : hd - b);
+                    x[u] = _mm256_mul_ps(_mm256_maskload_ps(ar + b, mk[u]), va);
+                }
+                if (hd - c <= 8) {
+                    for (size_t jj = 0; jj < nr; jj++)
+                        x[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(s + jj * ldq + r),
+                                               _mm256_maskload_ps(v + jj * ldv + c, mk[0]), x[0]);
+                } else {
+                    for (size_t jj = 0; jj < nr; jj++) {
+                        __m256 p = _mm256_broadcast_ss(s + jj * ldq + r);
+                        const float *vj = v + jj * ldv + c;
+                        UNROLL
+                        for (int u = 0; u < 4; u++)
+                            x[u] = _mm256_fmadd_ps(
+                                p, _mm256_maskload_ps(vj + 8 * (size_t)u, mk[u]), x[u]);
+                    }
+                }
+                UNROLL
+                for (int u = 0; u < 4; u++)
+                    _mm256_maskstore_ps(ar + c + 8 * (size_t)u, mk[u], x[u]);
+            }
+        }
+    }
+}
+
+void kern_avx2_fill_attn(kern_ops_t *ops)
+{
+    ops->attn_block = attn_block;
 }

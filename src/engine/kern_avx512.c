@@ -7,11 +7,19 @@
  * vector is loaded once per T tokens and each activation vector once per R rows. Rows are taken
  * in chunks of ROW_CHUNK so a chunk of W stays in L2 while all token tiles pass over it.
  * F32/F16/BF16: 4 rows x 6 tokens of 16-lane FMA accumulators (24 zmm), masked tails.
- * Q8_0/Q4_0: int8 x int8 per 32-block with 256-bit VNNI (vpdpbusd): Q8_0 uses |w| (unsigned)
- * times sign(x, w); Q4_0 nibbles are already unsigned and the -8 offset is folded into the
- * accumulator start as -8 * sum(x_q). Per block the int32 lanes are converted and FMA'd with
- * d_w * d_x; tiles of 4 rows x up to 4 tokens. Decode (1 token) prefetches the next tile's
- * rows; Q4_0 decode takes two blocks per 512-bit step.
+ * Q8_0/Q4_0 (every n_tok; the GGUF blocks are read in place): int8 x int8 with 512-bit VNNI
+ * (vpdpbusd, unsigned x signed) on groups of 16 blocks. Per row and group the weights become 8
+ * vectors of 2 blocks each: Q8_0 as w ^ 0x80 = w + 128 (unsigned), whose excess 128 * sum(x_q) is
+ * subtracted afterwards (sum(x_q) is in the act buffer); Q4_0 as its nibbles, low ones against
+ * x[0..16) and high ones against x[16..32) of the block, with -8 * sum(x_q) likewise. Each token's
+ * 8 dot-product vectors are reduced by a 3-level shuffle tree to one vector of 16 per-block int32
+ * sums, converted once and FMA'd with d_w * d_x (16 fp16 weight scales packed with scalar loads
+ * and converted by one vcvtph2ps; d_x and sum(x_q) are stored in the tree's lane order by
+ * kern_act_prepare, kern_int.h). Tiles are 4 rows x up to 8 tokens, so each weight load serves
+ * every token of a small batch. The 4 rows of a tile come from 4 equal runs of the row range
+ * (4 long sequential streams, which the hardware prefetchers follow), with software prefetch
+ * QPF bytes ahead in each. The sum order per (row, token) is fixed, so results do not depend on
+ * n_tok or on how rows are split over threads.
  * Q4_K/Q6_K: each super-block is dequantized once (vectorized) and dotted with every token.
  * Does not: allocate, or depend on anything outside kern_int.h.
  * Thread-safety: pure functions.
@@ -26,8 +34,7 @@
 #define INLINE static inline __attribute__((always_inline))
 #define ROW_CHUNK 64
 #define FT 6 /* token tile for the float GEMM */
-#define QT 4 /* token tile for the int8 GEMM */
-/* Matvec prefetch: rows of a 4-row tile are only a few KB long, so the hardware prefetcher keeps
+/* Float matvec prefetch: rows of a 4-row tile are only a few KB long, so the hardware prefetcher keeps
  * re-training on every tile and leaves DRAM idle. Each step therefore also prefetches (into L2)
  * the same position in the row 4 ahead: the next tile is in flight one tile early. Prefetching
  * past the last row is harmless (prefetches never fault). */
@@ -149,188 +156,250 @@ DEF_FMM(mm_f32, float, ftile_f32)
 DEF_FMM(mm_f16, uint16_t, ftile_f16)
 DEF_FMM(mm_bf16, uint16_t, ftile_bf16)
 
-/* ---- int8 weights ---- */
+/* ---- int8 weights (see the file comment) ---- */
 
-INLINE void q8_0_tile(const kern_q8_0_block_t *w, size_t nb, const kern_q8_act_t *a, float *y,
-                      size_t ldy, int R, int T)
+#define QR 4      /* rows per tile */
+#define QTT 8     /* tokens per tile */
+#define QCHUNK 16 /* tile rows per chunk: QR * QCHUNK rows stay in L2 for every token tile */
+/* Software prefetch distance, bytes ahead in each of the QR row streams. */
+#ifndef QPF
+#define QPF 2048
+#endif
+
+/* Reduction tree: v[i] (i = 0..7) holds the 8 int32 partial sums of block 2i in lanes 0-7 and of
+ * block 2i+1 in lanes 8-15. Three levels of (shuffle, shuffle, add) leave one sum per block;
+ * lane l then holds block kern_q8_lane_block[l] = 0 2 4 6 1 3 5 7 8 10 12 14 9 11 13 15. */
+INLINE __m512i red8(const __m512i v[8])
 {
-    __m256 acc[4][QT];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) acc[r][t] =
-        _mm256_setzero_ps();
-    for (size_t k = 0; k < nb; k++) {
-        __m256i xq[QT];
-        __m256 dx[QT];
-        UNROLL for (int t = 0; t < T; t++)
+    __m512i s[4], u[2];
+    UNROLL for (int i = 0; i < 4; i++) s[i] =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    UNROLL for (int i = 0; i < 2; i++) u[i] =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(s[2 * i], s[2 * i + 1]),
+                         _mm512_unpackhi_epi64(s[2 * i], s[2 * i + 1]));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The fp16 scales of the m blocks at b (stride bb bytes) in lane order, as floats; 0 past m.
+ * Scalar loads packed in general registers (the integer ports are idle here): cheaper than a
+ * 16-lane gather. */
+INLINE __m512 grp_scales(const uint8_t *b, size_t bb, int m)
+{
+    static const uint8_t lb[16] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
+    uint64_t q[4];
+    UNROLL for (int j = 0; j < 4; j++)
+    {
+        uint64_t v = 0;
+        UNROLL for (int i = 0; i < 4; i++)
         {
-            const kern_q8_act_t *ab = a + (size_t)t * nb + k;
-            xq[t] = _mm256_loadu_si256((const __m256i *)ab->qs);
-            dx[t] = _mm256_set1_ps(ab->d);
+            int k = lb[4 * j + i];
+            uint16_t h = 0;
+            if (k < m)
+                memcpy(&h, b + (size_t)k * bb, 2);
+            v |= (uint64_t)h << (16 * i);
         }
-        UNROLL for (int r = 0; r < R; r++)
+        q[j] = v;
+    }
+    return _mm512_cvtph_ps(
+        _mm256_setr_epi64x((long long)q[0], (long long)q[1], (long long)q[2], (long long)q[3]));
+}
+
+/* Loads the m (<= 16) blocks of one row's group as 8 vectors of unsigned bytes laid out like the
+ * activation group's qs (2 blocks per vector), plus the scales. Q8_0: w + 128 (w ^ 0x80), whose
+ * excess 128 * sum(x) is taken off after the reduction. Q4_0: the nibbles, low ones against
+ * x[0..16) and high ones against x[16..32) of each block; the -8 offset likewise. Blocks past m
+ * read as 0 (masked loads never fault). */
+INLINE void grp_load(int q4, const uint8_t *b, int m, __m512i w[8], __m512 *dw)
+{
+    if (!q4) {
+        const __m512i k80 = _mm512_set1_epi8((char)0x80);
+        UNROLL for (int i = 0; i < 8; i++)
         {
-            const kern_q8_0_block_t *b = w + (size_t)r * nb + k;
-            if (T == 1)
-                _mm_prefetch((const char *)(b + (size_t)R * nb), _MM_HINT_T1);
-            __m256i wq = _mm256_loadu_si256((const __m256i *)b->qs);
-            __m256i wa = _mm256_abs_epi8(wq);
-            __m256 dw = _mm256_set1_ps(_cvtsh_ss(b->d));
-            UNROLL for (int t = 0; t < T; t++)
-            {
-                __m256i xs = _mm256_sign_epi8(xq[t], wq);
-                __m256i dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wa, xs);
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_mul_ps(dw, dx[t]), acc[r][t]);
+            const uint8_t *p = b + 68 * i + 2;
+            __m256i lo, hi;
+            if (2 * i >= m) {
+                w[i] = _mm512_setzero_si512();
+                continue;
             }
-        }
-    }
-    UNROLL for (int t = 0; t < T; t++) UNROLL for (int r = 0; r < R; r++)
-        y[(size_t)t * ldy + (size_t)r] = hsum8(acc[r][t]);
-}
-
-INLINE void q4_0_tile(const kern_q4_0_block_t *w, size_t nb, const kern_q8_act_t *a, float *y,
-                      size_t ldy, int R, int T)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256 acc[4][QT];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) acc[r][t] =
-        _mm256_setzero_ps();
-    for (size_t k = 0; k < nb; k++) {
-        __m256i xq[QT], x0[QT];
-        __m256 dx[QT];
-        UNROLL for (int t = 0; t < T; t++)
-        {
-            const kern_q8_act_t *ab = a + (size_t)t * nb + k;
-            xq[t] = _mm256_loadu_si256((const __m256i *)ab->qs);
-            dx[t] = _mm256_set1_ps(ab->d);
-            x0[t] = _mm256_setr_epi32(-8 * ab->s, 0, 0, 0, 0, 0, 0, 0);
-        }
-        UNROLL for (int r = 0; r < R; r++)
-        {
-            const kern_q4_0_block_t *b = w + (size_t)r * nb + k;
-            __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-            __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-            __m256 dw = _mm256_set1_ps(_cvtsh_ss(b->d));
-            UNROLL for (int t = 0; t < T; t++)
-            {
-                __m256i dp = _mm256_dpbusd_epi32(x0[t], wq, xq[t]);
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_mul_ps(dw, dx[t]), acc[r][t]);
+            if (m == KERN_Q8_GROUP) {
+                lo = _mm256_loadu_si256((const __m256i *)p);
+                hi = _mm256_loadu_si256((const __m256i *)(p + 34));
+            } else {
+                lo = _mm256_maskz_loadu_epi8(2 * i < m ? ~0u : 0u, p);
+                hi = _mm256_maskz_loadu_epi8(2 * i + 1 < m ? ~0u : 0u, p + 34);
             }
+            w[i] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), k80);
         }
-    }
-    UNROLL for (int t = 0; t < T; t++) UNROLL for (int r = 0; r < R; r++)
-        y[(size_t)t * ldy + (size_t)r] = hsum8(acc[r][t]);
-}
-
-/* Q8_0 decode: the 256-bit tile (measured faster from DRAM here than a 2-blocks-per-zmm variant:
- * about 31 vs 21 GB/s on one core). */
-static void q8_0_r4t1(const kern_q8_0_block_t *w, size_t nb, const kern_q8_act_t *a, float *y)
-{
-    q8_0_tile(w, nb, a, y, 1, 4, 1);
-}
-
-INLINE __m512i load2x256(const void *p0, const void *p1)
-{
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p0)),
-                              _mm256_loadu_si256((const __m256i *)p1), 1);
-}
-
-/* Q4_0 decode fast path, two blocks per step: the nibbles of blocks k, k+1 are laid out as
- * [lo_k, lo_k1, hi_k, hi_k1] (16 bytes each) and x is permuted to match once per step for all
- * four rows; the -8 offsets sit in int32 lanes 0 and 4 of the accumulator start. */
-static void q4_0_r4t1(const kern_q4_0_block_t *w, size_t nb, const kern_q8_act_t *a, float *y)
-{
-    const kern_q4_0_block_t *rows[4] = {w, w + nb, w + 2 * nb, w + 3 * nb};
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m512i idx[4];
-    for (int r = 0; r < 4; r++)
-        idx[r] = _mm512_setr_epi32(2 * r, 2 * r, 2 * r, 2 * r, 2 * r + 1, 2 * r + 1, 2 * r + 1,
-                                   2 * r + 1, 2 * r, 2 * r, 2 * r, 2 * r, 2 * r + 1, 2 * r + 1,
-                                   2 * r + 1, 2 * r + 1);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
-    size_t k = 0;
-    for (; k + 2 <= nb; k += 2) {
-        __m512i xq = load2x256(a[k].qs, a[k + 1].qs);
-        xq = _mm512_shuffle_i64x2(xq, xq, _MM_SHUFFLE(3, 1, 2, 0));
-        __m512i x0 = _mm512_setr_epi32(-8 * a[k].s, 0, 0, 0, -8 * a[k + 1].s, 0, 0, 0, 0, 0, 0, 0,
-                                       0, 0, 0, 0);
-        __m128i hv =
-            _mm_setr_epi16((short)rows[0][k].d, (short)rows[0][k + 1].d, (short)rows[1][k].d,
-                           (short)rows[1][k + 1].d, (short)rows[2][k].d, (short)rows[2][k + 1].d,
-                           (short)rows[3][k].d, (short)rows[3][k + 1].d);
-        __m128 dx2 = _mm_unpacklo_ps(_mm_set_ss(a[k].d), _mm_set_ss(a[k + 1].d));
-        __m256 dxv = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(dx2)));
-        __m512 sv = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(hv), dxv));
-        UNROLL for (int r = 0; r < 4; r++)
+        *dw = grp_scales(b, 34, m);
+    } else {
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        /* 16-bit shift counts: 0 for 128-bit lanes 0 and 2 (low nibbles), 4 for lanes 1 and 3 */
+        const __m512i sh = _mm512_maskz_set1_epi16(0xff00ff00u, 4);
+        UNROLL for (int i = 0; i < 8; i++)
         {
-            _mm_prefetch((const char *)(rows[r] + 4 * nb + k), _MM_HINT_T1);
-            __m256i q = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)rows[r][k + 1].qs),
-                                         _mm_loadu_si128((const __m128i *)rows[r][k].qs));
-            __m256i lo = _mm256_and_si256(q, m4),
-                    hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            __m512i dp = _mm512_dpbusd_epi32(x0, wq, xq);
-            acc[r] =
-                _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_permutexvar_ps(idx[r], sv), acc[r]);
+            const uint8_t *p = b + 36 * i + 2;
+            __m128i qa, qb;
+            if (2 * i >= m) {
+                w[i] = _mm512_setzero_si512();
+                continue;
+            }
+            if (m == KERN_Q8_GROUP) {
+                qa = _mm_loadu_si128((const __m128i *)p);
+                qb = _mm_loadu_si128((const __m128i *)(p + 18));
+            } else {
+                qa = _mm_maskz_loadu_epi8(2 * i < m ? 0xffff : 0, p);
+                qb = _mm_maskz_loadu_epi8(2 * i + 1 < m ? 0xffff : 0, p + 18);
+            }
+            __m512i z = _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(qa), 0xff00, qb);
+            w[i] = _mm512_and_si512(_mm512_srlv_epi16(z, sh), m4);
         }
-    }
-    for (int r = 0; r < 4; r++) {
-        float s = _mm512_reduce_add_ps(acc[r]);
-        if (k < nb) {
-            const kern_q4_0_block_t *b = rows[r] + k;
-            __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-            __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-            __m256i dp = _mm256_dpbusd_epi32(_mm256_setr_epi32(-8 * a[k].s, 0, 0, 0, 0, 0, 0, 0),
-                                             wq, _mm256_loadu_si256((const __m256i *)a[k].qs));
-            s += hsum8(_mm256_cvtepi32_ps(dp)) * (_cvtsh_ss(b->d) * a[k].d);
-        }
-        y[r] = s;
+        *dw = grp_scales(b, 18, m);
     }
 }
 
-#define DEF_QMM(NAME, BLK, TILE, FAST1)                                                            \
-    INLINE void NAME##_t(const BLK *W, size_t n_out, size_t nb, const kern_q8_act_t *A, float *Y,  \
-                         size_t o0, size_t o1, size_t t0, int T)                                   \
+/* One row's group g against T tokens: acc[t] += float(isum) * (d_w * d_x) per lane. m (blocks in
+ * the group) is a constant after inlining, so a half group (768 = 1.5 groups) skips the empty
+ * pairs. */
+INLINE void q_row_grp(int q4, const uint8_t *b, int m, const kern_q8_grp_t *A, size_t ng, size_t g,
+                      int T, __m512 *acc)
+{
+    const int shift = q4 ? 3 : 7;
+    __m512i w[8];
+    __m512 dw;
+    grp_load(q4, b, m, w, &dw);
+    UNROLL for (int t = 0; t < T; t++)
+    {
+        const kern_q8_grp_t *x = A + (size_t)t * ng + g;
+        __m512i v[8];
+        UNROLL for (int i = 0; i < 8; i++) v[i] =
+            2 * i < m ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[i],
+                                            _mm512_loadu_si512(x->qs[2 * i]))
+                      : _mm512_setzero_si512();
+        __m512i isum =
+            _mm512_sub_epi32(red8(v), _mm512_slli_epi32(_mm512_loadu_si512(x->s), (unsigned)shift));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_loadu_ps(x->d)),
+                                 acc[t]);
+    }
+}
+
+/* One tile: R rows (pointers wr, outputs yr with token stride ldy) x T tokens of act A (ng groups
+ * per token), over all nb blocks. Per (row, token) the float sum order is fixed: lane l of the
+ * accumulator adds float(isum) * (d_w * d_x) of block kern_q8_lane_block[l] of each group in
+ * group order, then the 16 lanes are reduced by a fixed tree; so a row's result does not depend
+ * on R, T, the token tile or the row split. TMAX sizes the accumulator array (kept small enough
+ * to stay in registers for T <= 4). */
+#define DEF_QTILE(NAME, TMAX)                                                                      \
+    INLINE void NAME(int q4, const uint8_t *const *wr, int R, size_t nb, const kern_q8_grp_t *A,   \
+                     size_t ng, int T, float *const *yr, size_t ldy, int pf)                       \
     {                                                                                              \
-        const kern_q8_act_t *a = A + t0 * nb;                                                      \
-        float *y = Y + t0 * n_out;                                                                 \
-        size_t o = o0;                                                                             \
-        for (; o + 4 <= o1; o += 4)                                                                \
-            if (T == 1)                                                                            \
-                FAST1(W + o * nb, nb, a, y + o);                                                   \
-            else                                                                                   \
-                TILE(W + o * nb, nb, a, y + o, n_out, 4, T);                                       \
-        for (; o < o1; o++)                                                                        \
-            TILE(W + o * nb, nb, a, y + o, n_out, 1, T);                                           \
-    }                                                                                              \
-    static void NAME(const void *W, size_t n_out, size_t n_in, const float *X, const void *act,    \
-                     size_t n_tok, float *Y, size_t o0, size_t o1)                                 \
-    {                                                                                              \
-        size_t nb = n_in / 32;                                                                     \
-        for (size_t oc = o0; oc < o1; oc += ROW_CHUNK) {                                           \
-            size_t oe = min_sz(oc + ROW_CHUNK, o1);                                                \
-            for (size_t t = 0; t < n_tok; t += QT) {                                               \
-                switch (min_sz(QT, n_tok - t)) {                                                   \
-                case 1:                                                                            \
-                    NAME##_t(W, n_out, nb, act, Y, oc, oe, t, 1);                                  \
-                    break;                                                                         \
-                case 2:                                                                            \
-                    NAME##_t(W, n_out, nb, act, Y, oc, oe, t, 2);                                  \
-                    break;                                                                         \
-                case 3:                                                                            \
-                    NAME##_t(W, n_out, nb, act, Y, oc, oe, t, 3);                                  \
-                    break;                                                                         \
-                default:                                                                           \
-                    NAME##_t(W, n_out, nb, act, Y, oc, oe, t, 4);                                  \
-                    break;                                                                         \
-                }                                                                                  \
+        const size_t bb = q4 ? sizeof(kern_q4_0_block_t) : sizeof(kern_q8_0_block_t);              \
+        const int mt = (int)(nb % KERN_Q8_GROUP);                                                  \
+        __m512 acc[QR][TMAX];                                                                      \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) acc[r][t] =          \
+            _mm512_setzero_ps();                                                                   \
+        for (size_t g = 0; g < ng; g++) {                                                          \
+            int full = g + 1 < ng || mt == 0;                                                      \
+            UNROLL for (int r = 0; r < R; r++)                                                     \
+            {                                                                                      \
+                const uint8_t *b = wr[r] + g * KERN_Q8_GROUP * bb;                                 \
+                if (pf)                                                                            \
+                    _Pragma("GCC unroll 16") for (size_t o = 0; o < KERN_Q8_GROUP * bb; o += 64)   \
+                        _mm_prefetch((const char *)(b + QPF + o), _MM_HINT_T0);                    \
+                if (full)                                                                          \
+                    q_row_grp(q4, b, KERN_Q8_GROUP, A, ng, g, T, acc[r]);                          \
+                else if (mt == 8)                                                                  \
+                    q_row_grp(q4, b, 8, A, ng, g, T, acc[r]);                                      \
+                else                                                                               \
+                    q_row_grp(q4, b, mt, A, ng, g, T, acc[r]);                                     \
             }                                                                                      \
         }                                                                                          \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++)                      \
+            yr[r][(size_t)t * ldy] = _mm512_reduce_add_ps(acc[r][t]);                              \
     }
 
-DEF_QMM(mm_q8_0, kern_q8_0_block_t, q8_0_tile, q8_0_r4t1)
-DEF_QMM(mm_q4_0, kern_q4_0_block_t, q4_0_tile, q4_0_r4t1)
+DEF_QTILE(q_tile4, 4)
+DEF_QTILE(q_tile8, QTT)
+
+/* Token-tile dispatch (T a constant in each call so the accumulators stay in registers). */
+INLINE void q_tile_t(int q4, const uint8_t *const *wr, int R, size_t nb, const kern_q8_grp_t *A,
+                     size_t ng, int T, float *const *yr, size_t ldy, int pf)
+{
+    switch (T) {
+    case 1:
+        q_tile4(q4, wr, R, nb, A, ng, 1, yr, ldy, pf);
+        break;
+    case 2:
+        q_tile4(q4, wr, R, nb, A, ng, 2, yr, ldy, pf);
+        break;
+    case 3:
+        q_tile4(q4, wr, R, nb, A, ng, 3, yr, ldy, pf);
+        break;
+    case 4:
+        q_tile4(q4, wr, R, nb, A, ng, 4, yr, ldy, pf);
+        break;
+    case 5:
+        q_tile8(q4, wr, R, nb, A, ng, 5, yr, ldy, pf);
+        break;
+    case 6:
+        q_tile8(q4, wr, R, nb, A, ng, 6, yr, ldy, pf);
+        break;
+    case 7:
+        q_tile8(q4, wr, R, nb, A, ng, 7, yr, ldy, pf);
+        break;
+    default:
+        q_tile8(q4, wr, R, nb, A, ng, 8, yr, ldy, pf);
+        break;
+    }
+}
+
+/* Rows [o0, o1) are split into QR equal runs, and a tile takes row i of each run: QR long
+ * sequential streams (rows are contiguous in memory), which the hardware prefetchers follow,
+ * plus software prefetch QPF bytes ahead in each. The 0-3 leftover rows go one at a time. */
+INLINE void q_mm(int q4, const void *W, size_t n_out, size_t n_in, const void *act, size_t n_tok,
+                 float *Y, size_t o0, size_t o1)
+{
+    size_t nb = n_in / 32, ng = kern_q8_groups(nb);
+    size_t rb = nb * (q4 ? sizeof(kern_q4_0_block_t) : sizeof(kern_q8_0_block_t));
+    const uint8_t *w = W;
+    const kern_q8_grp_t *A = act;
+    size_t q = (o1 - o0) / QR;
+    for (size_t ic = 0; ic < q; ic += QCHUNK) {
+        size_t ie = min_sz(ic + QCHUNK, q);
+        for (size_t t = 0; t < n_tok; t += QTT) {
+            int T = (int)min_sz(QTT, n_tok - t);
+            for (size_t i = ic; i < ie; i++) {
+                const uint8_t *wr[QR];
+                float *yr[QR];
+                for (int r = 0; r < QR; r++) {
+                    size_t o = o0 + (size_t)r * q + i;
+                    wr[r] = w + o * rb;
+                    yr[r] = Y + t * n_out + o;
+                }
+                q_tile_t(q4, wr, QR, nb, A + t * ng, ng, T, yr, n_out, t == 0);
+            }
+        }
+    }
+    for (size_t o = o0 + QR * q; o < o1; o++)
+        for (size_t t = 0; t < n_tok; t += QTT) {
+            const uint8_t *wr[1] = {w + o * rb};
+            float *yr[1] = {Y + t * n_out + o};
+            q_tile_t(q4, wr, 1, nb, A + t * ng, ng, (int)min_sz(QTT, n_tok - t), yr, n_out, 0);
+        }
+}
+
+static void mm_q8_0(const void *W, size_t n_out, size_t n_in, const float *X, const void *act,
+                    size_t n_tok, float *Y, size_t o0, size_t o1)
+{
+    q_mm(0, W, n_out, n_in, act, n_tok, Y, o0, o1);
+}
+
+static void mm_q4_0(const void *W, size_t n_out, size_t n_in, const float *X, const void *act,
+                    size_t n_tok, float *Y, size_t o0, size_t o1)
+{
+    q_mm(1, W, n_out, n_in, act, n_tok, Y, o0, o1);
+}
 
 /* ---- K-quants: dequantize each super-block once, dot with every token ---- */
 
@@ -443,22 +512,39 @@ static void mm_q6_k(const void *W, size_t n_out, size_t n_in, const float *X, co
 
 /* ---- activation quantization (bit-identical to the scalar one) ---- */
 
+INLINE void quant_block(const float *x, float *d_out, int32_t *s_out, int8_t *qs)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    __m512 mx = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
+    float amax = _mm512_reduce_max_ps(mx);
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m512 vid = _mm512_set1_ps(id);
+    __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid));
+    __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+    _mm_storeu_si128((__m128i *)qs, _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtsepi32_epi8(q1));
+    *d_out = d;
+    *s_out = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+}
+
 static void quant_q8(const float *x, size_t n, void *dst)
 {
     kern_q8_act_t *a = dst;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    for (size_t k = 0; k < n / 32; k++, x += 32) {
-        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-        __m512 mx = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
-        float amax = _mm512_reduce_max_ps(mx);
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        __m512 vid = _mm512_set1_ps(id);
-        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid));
-        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
-        _mm_storeu_si128((__m128i *)a[k].qs, _mm512_cvtsepi32_epi8(q0));
-        _mm_storeu_si128((__m128i *)(a[k].qs + 16), _mm512_cvtsepi32_epi8(q1));
-        a[k].d = d;
-        a[k].s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    for (size_t k = 0; k < n / 32; k++, x += 32)
+        quant_block(x, &a[k].d, &a[k].s, a[k].qs);
+}
+
+static void quant_q8g(const float *x, size_t n, void *dst)
+{
+    size_t nb = n / 32;
+    kern_q8_grp_t *g = dst;
+    if (nb % KERN_Q8_GROUP)
+        memset(g + nb / KERN_Q8_GROUP, 0, sizeof *g);
+    for (size_t k = 0; k < nb; k++) {
+        kern_q8_grp_t *gk = g + k / KERN_Q8_GROUP;
+        size_t j = k % KERN_Q8_GROUP, l = kern_q8_block_lane[j];
+        quant_block(x + 32 * k, &gk->d[l], &gk->s[l], gk->qs[j]);
     }
 }
 
@@ -630,6 +716,7 @@ void kern_avx512_fill(kern_ops_t *ops)
     ops->mm_q4_k = mm_q4_k;
     ops->mm_q6_k = mm_q6_k;
     ops->quant_q8 = quant_q8;
+    ops->quant_q8g = quant_q8g;
     ops->dot_f32 = dot_f32;
     ops->dot_f16 = dot_f16;
     ops->axpy_f32 = axpy_f32;
@@ -638,4 +725,112 @@ void kern_avx512_fill(kern_ops_t *ops)
     ops->softmax = softmax;
     ops->silu_mul = silu_mul;
     ops->rope = rope;
+}
+
+/* ---- flash-attention block (kern.h kern_attn_block) ----
+ * Scores and the softmax state keep query rows in lanes (16 rows per vector, 8 keys per pass,
+ * each score one FMA chain over d), so the running max / sum need no horizontal reductions;
+ * p * v keeps head dims in lanes (up to 4 vectors of 16 dims per pass). */
+static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, const float *k,
+                       size_t ldk, const float *v, size_t ldv, size_t n, const uint32_t *nv,
+                       float *m, float *l, float *acc, float *s)
+{
+    (void)n;
+    uint32_t nmax = 0;
+    for (size_t r = 0; r < n_rows; r++)
+        nmax = nv[r] > nmax ? nv[r] : nmax;
+    for (size_t r0 = 0; r0 < n_rows; r0 += 16) {
+        const float *q0 = qt + r0;
+        /* scores s[j][r] for j < nmax */
+        size_t j = 0;
+        for (; j + 8 <= nmax; j += 8) {
+            __m512 a[8];
+            UNROLL
+            for (int u = 0; u < 8; u++)
+                a[u] = _mm512_setzero_ps();
+            const float *kj = k + j * ldk;
+            for (size_t d = 0; d < hd; d++) {
+                __m512 qv = _mm512_loadu_ps(q0 + d * ldq);
+                UNROLL
+                for (int u = 0; u < 8; u++)
+                    a[u] = _mm512_fmadd_ps(qv, _mm512_set1_ps(kj[u * ldk + d]), a[u]);
+            }
+            UNROLL
+            for (int u = 0; u < 8; u++)
+                _mm512_storeu_ps(s + (j + u) * ldq + r0, a[u]);
+        }
+        for (; j < nmax; j++) {
+            __m512 a = _mm512_setzero_ps();
+            const float *kj = k + j * ldk;
+            for (size_t d = 0; d < hd; d++)
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + d * ldq), _mm512_set1_ps(kj[d]), a);
+            _mm512_storeu_ps(s + j * ldq + r0, a);
+        }
+        /* running max, rescale factor, p = exp(s - max) (0 where masked), running sum */
+        __m512i nvv = _mm512_loadu_si512((const void *)(nv + r0));
+        __m512 mo = _mm512_loadu_ps(m + r0), mb = _mm512_set1_ps(-INFINITY);
+        for (j = 0; j < nmax; j++) {
+            __mmask16 kj = _mm512_cmpgt_epu32_mask(nvv, _mm512_set1_epi32((int)j));
+            mb = _mm512_mask_max_ps(mb, kj, mb, _mm512_loadu_ps(s + j * ldq + r0));
+        }
+        __mmask16 any = _mm512_cmpgt_epu32_mask(nvv, _mm512_setzero_si512());
+        __m512 mn = _mm512_mask_max_ps(mo, any, mo, mb);
+        __m512 alpha = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), any,
+                                          exp512(_mm512_sub_ps(mo, mn)));
+        __m512 sum = _mm512_setzero_ps();
+        for (j = 0; j < nmax; j++) {
+            __mmask16 kj = _mm512_cmpgt_epu32_mask(nvv, _mm512_set1_epi32((int)j));
+            __m512 p = _mm512_maskz_mov_ps(
+                kj, exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j * ldq + r0), mn)));
+            sum = _mm512_add_ps(sum, p);
+            _mm512_storeu_ps(s + j * ldq + r0, p);
+        }
+        _mm512_storeu_ps(m + r0, mn);
+        _mm512_storeu_ps(l + r0, _mm512_fmadd_ps(_mm512_loadu_ps(l + r0), alpha, sum));
+        float al[16];
+        _mm512_storeu_ps(al, alpha);
+        /* acc[r] = acc[r] * alpha + sum_j p[j][r] v[j] */
+        size_t r1 = n_rows - r0 < 16 ? n_rows : r0 + 16;
+        for (size_t r = r0; r < r1; r++) {
+            size_t nr = nv[r];
+            if (nr == 0)
+                continue;
+            float *ar = acc + r * hd;
+            __m512 va = _mm512_set1_ps(al[r - r0]);
+            for (size_t c = 0; c < hd; c += 64) {
+                __mmask16 mk[4];
+                __m512 x[4];
+                UNROLL
+                for (int u = 0; u < 4; u++) {
+                    size_t b = c + 16 * (size_t)u;
+                    size_t w = b >= hd ? 0 : (hd - b >= 16 ? 16 : hd - b);
+                    mk[u] = (__mmask16)((1u << w) - 1u);
+                    x[u] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[u], ar + b), va);
+                }
+                if (hd - c <= 16) {
+                    for (size_t jj = 0; jj < nr; jj++)
+                        x[0] = _mm512_fmadd_ps(_mm512_set1_ps(s[jj * ldq + r]),
+                                               _mm512_maskz_loadu_ps(mk[0], v + jj * ldv + c),
+                                               x[0]);
+                } else {
+                    for (size_t jj = 0; jj < nr; jj++) {
+                        __m512 p = _mm512_set1_ps(s[jj * ldq + r]);
+                        const float *vj = v + jj * ldv + c;
+                        UNROLL
+                        for (int u = 0; u < 4; u++)
+                            x[u] = _mm512_fmadd_ps(
+                                p, _mm512_maskz_loadu_ps(mk[u], vj + 16 * (size_t)u), x[u]);
+                    }
+                }
+                UNROLL
+                for (int u = 0; u < 4; u++)
+                    _mm512_mask_storeu_ps(ar + c + 16 * (size_t)u, mk[u], x[u]);
+            }
+        }
+    }
+}
+
+void kern_avx512_fill_attn(kern_ops_t *ops)
+{
+    ops->attn_block = attn_block;
 }

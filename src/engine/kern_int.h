@@ -6,6 +6,7 @@
 #ifndef SY_KERN_INT_H
 #define SY_KERN_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine/kern.h"
@@ -42,11 +43,46 @@ typedef struct kern_q8_act {
     int8_t qs[32];
 } kern_q8_act_t;
 
+/* The "act" buffer of the Q8_0/Q4_0 matmuls (kern_act_prepare): per token, ceil(nb / 16) groups
+ * of 16 blocks (the same 40 bytes per block as kern_q8_act_t), the last group zero-padded
+ * (d = 0, s = 0, q = 0). qs is in block order; d and s are in "lane order": lane l holds block
+ * kern_q8_lane_block[l] of the group, the order in which kern_avx512.c's reduction tree leaves
+ * the 16 per-block int32 sums, so that d and s load straight into the matching lanes. Every
+ * reader goes through kern_q8_grp_block. */
+#define KERN_Q8_GROUP 16
+typedef struct kern_q8_grp {
+    float d[KERN_Q8_GROUP];
+    int32_t s[KERN_Q8_GROUP];
+    int8_t qs[KERN_Q8_GROUP][32];
+} kern_q8_grp_t; /* 640 bytes */
+
+extern const uint8_t kern_q8_lane_block[KERN_Q8_GROUP]; /* lane -> block within the group */
+extern const uint8_t kern_q8_block_lane[KERN_Q8_GROUP]; /* block -> lane (the inverse) */
+
+/* Groups per token for nb blocks. */
+static inline size_t kern_q8_groups(size_t nb)
+{
+    return (nb + KERN_Q8_GROUP - 1) / KERN_Q8_GROUP;
+}
+
+/* Block k (0 <= k < nb) of token t in an act buffer of nb blocks per token. */
+static inline void kern_q8_grp_block(const void *act, size_t nb, size_t t, size_t k, float *d,
+                                     int32_t *s, const int8_t **qs)
+{
+    const kern_q8_grp_t *g =
+        (const kern_q8_grp_t *)act + t * kern_q8_groups(nb) + k / KERN_Q8_GROUP;
+    size_t j = k % KERN_Q8_GROUP, l = kern_q8_block_lane[j];
+    *d = g->d[l];
+    *s = g->s[l];
+    *qs = g->qs[j];
+}
+
 _Static_assert(sizeof(kern_q8_0_block_t) == 34, "q8_0 layout");
 _Static_assert(sizeof(kern_q4_0_block_t) == 18, "q4_0 layout");
 _Static_assert(sizeof(kern_q4_k_block_t) == 144, "q4_k layout");
 _Static_assert(sizeof(kern_q6_k_block_t) == 210, "q6_k layout");
 _Static_assert(sizeof(kern_q8_act_t) == KERN_Q8_BLOCK_BYTES, "q8 act layout");
+_Static_assert(sizeof(kern_q8_grp_t) == KERN_Q8_GROUP * KERN_Q8_BLOCK_BYTES, "q8 group layout");
 
 /* Row-range matmul for one weight type; act as prepared by kern_act_prepare. */
 typedef void (*kern_mm_fn)(const void *W, size_t n_out, size_t n_in, const float *X,
@@ -55,6 +91,8 @@ typedef void (*kern_mm_fn)(const void *W, size_t n_out, size_t n_in, const float
 typedef struct kern_ops {
     kern_mm_fn mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_k, mm_q6_k;
     void (*quant_q8)(const float *x, size_t n, void *dst);
+    /* x[0..n) into ceil(n / 512) kern_q8_grp_t (bytes identical at every level) */
+    void (*quant_q8g)(const float *x, size_t n, void *dst);
     float (*dot_f32)(const float *a, const float *b, size_t n);
     float (*dot_f16)(const uint16_t *a, const float *b, size_t n);
     void (*axpy_f32)(float *y, float a, const float *x, size_t n);
@@ -64,11 +102,18 @@ typedef struct kern_ops {
     void (*silu_mul)(float *out, const float *g, const float *u, size_t n);
     void (*rope)(float *x, size_t n_heads, size_t head_dim, size_t n_rot, const float *cs,
                  bool neox);
+    void (*attn_block)(const float *qt, size_t ldq, size_t n_rows, size_t hd, const float *k,
+                       size_t ldk, const float *v, size_t ldv, size_t n, const uint32_t *nv,
+                       float *m, float *l, float *acc, float *s);
 } kern_ops_t;
 
 /* Each SIMD file overrides the entries it implements (the table starts as the scalar one). */
 void kern_avx2_fill(kern_ops_t *ops);
 void kern_avx512_fill(kern_ops_t *ops);
+/* The attention entries, kept apart from the fill functions above (defined at the ends of the
+ * SIMD files). */
+void kern_avx2_fill_attn(kern_ops_t *ops);
+void kern_avx512_fill_attn(kern_ops_t *ops);
 
 /* Scalar super-block dequantization (256 values), shared with the SIMD K-quant paths. */
 void kern_ref_dequant_q4_k(const kern_q4_k_block_t *b, float *y);

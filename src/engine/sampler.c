@@ -176,6 +176,12 @@ void smp_params_from_seq(const seq_sampling_t *sp, smp_params_t *p)
     p->has_seed = sp->has_seed;
     p->seed = sp->seed;
     p->min_tokens = sp->min_tokens;
+    p->presence_penalty = sp->presence_penalty;
+    p->frequency_penalty = sp->frequency_penalty;
+    p->repetition_penalty = sp->repetition_penalty > 0.0f ? sp->repetition_penalty : 1.0f;
+    p->n_logprobs = sp->logprobs
+                        ? (sp->n_logprobs > INT32_MAX ? INT32_MAX : (int32_t)sp->n_logprobs)
+                        : SMP_LOGPROBS_NONE;
 }
 
 int smp_params_check(const smp_params_t *p)

@@ -71,9 +71,10 @@ typedef struct smp_ws smp_ws_t;
 void smp_params_init(smp_params_t *p);
 
 /* Maps the engine's sequence sampling params onto *p (defaults first, then temperature, top_k,
- * top_p and min_p (outside their ranges, e.g. 0 in a zeroed struct: off), seed and min_tokens).
- * seq_sampling_t carries neither penalties nor logprobs yet:
- * the caller sets those fields, and ban_ids, afterwards. */
+ * top_p and min_p (outside their ranges, e.g. 0 in a zeroed struct: off), seed, min_tokens, the
+ * three penalties (repetition_penalty <= 0: off) and logprobs (sp->logprobs false:
+ * SMP_LOGPROBS_NONE, else sp->n_logprobs top entries)). ban_ids stay empty: the caller sets
+ * them afterwards if it wants the sampler to enforce min_tokens. */
 void smp_params_from_seq(const seq_sampling_t *sp, smp_params_t *p);
 
 /* ST_OK if *p is within the ranges documented on smp_params_t, else ST_INVAL. Pure. */

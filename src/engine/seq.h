@@ -48,6 +48,17 @@ typedef struct seq_sampling {
     uint32_t max_tokens; /* >= 1, already clamped to max_model_len - prompt */
     uint32_t min_tokens;
     bool ignore_eos;
+    /* Penalties as vLLM applies them (sampler.h). A zeroed struct means "off" for all three:
+     * repetition_penalty <= 0 is read as 1. The sim executor ignores them. */
+    float presence_penalty;   /* [-2, 2]; 0 = off */
+    float frequency_penalty;  /* [-2, 2]; 0 = off */
+    float repetition_penalty; /* > 0; 1 (or 0 in a zeroed struct) = off */
+    /* Logprobs of the sampled tokens (raw log_softmax, vLLM's default logprobs_mode). When
+     * logprobs is false (zeroed struct) none are computed. n_logprobs = number of top entries
+     * per token besides the sampled one (0 = the sampled token only), already clamped by the API
+     * to the executor's limit (--max-logprobs) and to the vocab. */
+    bool logprobs;
+    uint32_t n_logprobs;
 } seq_sampling_t;
 
 typedef struct sched_seq {

@@ -26,7 +26,9 @@
  * The per-sequence state lives in seq->exec_state: [0] splitmix64 RNG state, [1] output length
  * at which EOS is emitted (at the next word boundary), [2] current word (low 32 bits) and position
  * in it (high 32 bits), [3] flags (bit 0: initialised, bit 1: a word is in progress).
- * Does not: allocate in execute; look at block tables.
+ * Does not: allocate in execute; look at block tables; apply penalties (presence, frequency,
+ * repetition are ignored); compute logprobs (it has no distribution: every lps entry has
+ * valid = false, and the engine core fails a request that asked for them).
  * Thread-safety: engine core thread only.
  */
 #include "engine/sim_exec.h"
@@ -270,14 +272,21 @@ static void sim_sleep(sim_exec_t *x, double step_s)
         ;
 }
 
-static int sim_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, uint32_t *n_sampled)
+static int sim_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled, exec_sample_lp_t *lps,
+                       uint32_t *n_sampled)
 {
     sim_exec_t *x = (sim_exec_t *)e;
     uint32_t n = 0;
+    /* the word list is no distribution: lps entries stay invalid, never invented numbers, and
+     * the core fails a request that asked for logprobs (the API refuses those earlier, naming
+     * --model) without touching its batch neighbours */
     for (uint32_t i = 0; i < plan->n_items; i++) {
         const sched_plan_item_t *it = &plan->items[i];
-        if (it->sample)
-            sampled[n++] = seq_next_token(x, it->seq);
+        if (!it->sample)
+            continue;
+        if (lps)
+            lps[n] = (exec_sample_lp_t){.valid = false};
+        sampled[n++] = seq_next_token(x, it->seq);
     }
     *n_sampled = n;
     if (x->speed > 0)

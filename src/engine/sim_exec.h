@@ -12,6 +12,9 @@
  * else a hash of the prompt tokens when temperature == 0 (so a repeated greedy prompt repeats its
  * answer), else the request id hash. When ignore_eos is false the sim ends a request with EOS
  * after a seeded length (at least min_tokens); otherwise it runs to max_tokens.
+ * Does not: apply presence/frequency/repetition penalties (ignored), or compute logprobs (no
+ * distribution exists: every logprobs entry of execute has valid = false, so the engine core
+ * fails a request that asked for them; the API refuses such requests before, naming --model).
  * Thread-safety: engine core thread only.
  */
 #ifndef SY_SIM_EXEC_H

@@ -140,6 +140,23 @@ int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool skip_special, 
     return rc;
 }
 
+int tok_utf8_repair(const char *s, size_t len, sy_buf_t *out)
+{
+    if (len == 0)
+        return ST_OK;
+    if (sy_utf8_valid(s, len))
+        return sy_buf_append(out, s, len);
+    size_t used;
+    return utf8_repair(s, len, true, out, &used);
+}
+
+int tok_piece(const tok_t *t, int32_t id, sy_buf_t *out)
+{
+    /* prev_id = id: a normal piece keeps its leading space (SentencePiece strips it only after
+     * the start or a special token), a special one is rendered (not skipped) */
+    return t->vt->append_piece(t, id, id, false, out);
+}
+
 int tok_token_str(const tok_t *t, int32_t id, sy_buf_t *out)
 {
     return t->vt->token_str(t, id, out);

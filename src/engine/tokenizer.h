@@ -64,6 +64,13 @@ int tok_encode(const tok_t *t, const char *text, size_t len, bool add_special, b
  * ST_OK, ST_INVAL (an id out of range), ST_NOMEM. */
 int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool skip_special, sy_buf_t *out);
 int tok_token_str(const tok_t *t, int32_t id, sy_buf_t *out);
+/* Appends the raw bytes of token id as a mid-stream piece: SentencePiece's leading space kept
+ * (as vLLM restores it for logprob token strings), special tokens rendered, byte tokens as
+ * their byte (possibly an incomplete UTF-8 sequence). ST_OK, ST_INVAL (bad id), ST_NOMEM. */
+int tok_piece(const tok_t *t, int32_t id, sy_buf_t *out);
+/* Appends s[0..len) with invalid UTF-8 replaced as Python's bytes.decode("utf-8",
+ * errors="replace") does (one U+FFFD per maximal ill-formed subpart). ST_OK or ST_NOMEM. */
+int tok_utf8_repair(const char *s, size_t len, sy_buf_t *out);
 bool tok_is_special(const tok_t *t, int32_t id);
 static inline int32_t tok_vocab_size(const tok_t *t)
 {

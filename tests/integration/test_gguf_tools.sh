@@ -2,7 +2,8 @@
 # test_gguf_tools.sh - `switchyard gguf-synth` and `switchyard gguf-info`: synthesize a tiny model
 # in each weight type and read it back with gguf-info, run gguf-info on the real models of
 # ../shared/models (when present; $CI makes their absence a failure), and check that a truncated
-# copy and a non-GGUF file are refused with exit 1 and a message naming the problem.
+# copy and a non-GGUF file are refused with exit 1 and a message naming the problem, and run the
+# model benchmark (sy-bench-model) once on a tiny synthetic model.
 # No network, no servers. Run by ctest (env SY_BIN, SY_SOURCE_DIR) or by hand from the repo root:
 #   bash tests/integration/test_gguf_tools.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -90,5 +91,29 @@ grep -q "not a GGUF file" "$SY_TMP/err" && sy_ok "message says not a GGUF file" 
     sy_not_ok "message says not a GGUF file" "$(cat "$SY_TMP/err")"
 "$SY_BIN" gguf-info "$SY_TMP/nope.gguf" >/dev/null 2>"$SY_TMP/err"
 sy_assert_eq "missing file refused (exit 1)" 1 $?
+
+# sy-bench-model (the issue-3 benchmark command) runs the engine's path on a synthetic model and
+# prints every row with a fraction of a bound; no numbers are asserted (timing is noise here)
+BENCH=$(dirname "$SY_BIN")/sy-bench-model
+f=$SY_TMP/tiny-Q8_0.gguf
+if [ -x "$BENCH" ] && [ -f "$f" ]; then
+    if "$BENCH" --threads 1,2 --batch 1,3 --prompt 40 --gen 5 --reps 1 "$f" \
+        >"$SY_TMP/bench.out" 2>&1 &&
+        grep -Eq "^bounds: read bandwidth [0-9.]+ / [0-9.]+ GB/s" "$SY_TMP/bench.out" &&
+        [ "$(grep -Ec "^[12] +(prefill 40|decode batch [13]) +[0-9.]+ +[0-9.]+ +[0-9]+%" \
+            "$SY_TMP/bench.out")" = 6 ]; then
+        sy_ok "sy-bench-model prints prefill and decode rows for 1 and 2 threads"
+    else
+        sy_not_ok "sy-bench-model prints prefill and decode rows" "$(cat "$SY_TMP/bench.out")"
+    fi
+    "$BENCH" --reps 1 "$SY_TMP/text.gguf" >"$SY_TMP/bench.out" 2>&1
+    grep -q "cannot open: .*not a GGUF file" "$SY_TMP/bench.out" &&
+        sy_ok "sy-bench-model names a bad model file" ||
+        sy_not_ok "sy-bench-model names a bad model file" "$(cat "$SY_TMP/bench.out")"
+    "$BENCH" --batch 0 "$f" >/dev/null 2>&1
+    sy_assert_eq "sy-bench-model refuses --batch 0 (exit 2)" 2 $?
+else
+    sy_not_ok "sy-bench-model next to $SY_BIN"
+fi
 
 sy_finish

@@ -490,6 +490,22 @@ sy_check "HTTP/1.1 keep-alive: a second request reuses the connection" grep -qiE
 
 sy_check "engine alive after the socket tests" sy_alive "$A_PID"
 
+# logprobs against the sim executor: it has no token distribution, so a clear 501 naming
+# --model instead of invented numbers; validation errors still come first as vLLM's 400s
+sy_post /v1/completions "{\"model\":\"$MODEL\",\"prompt\":\"hi\",\"max_tokens\":2,\"logprobs\":2}"
+sy_assert_status "sim: completions logprobs -> 501" 501
+sy_json_check "sim: the logprobs refusal names --model" "$SY_BODY" \
+    "j['error']['type'] == 'NotImplementedError' and j['error']['code'] == 501 and j['error']['param'] == 'logprobs' and '--model' in j['error']['message']"
+sy_post /v1/chat/completions "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2,\"logprobs\":true,\"stream\":true}"
+sy_assert_status "sim: streamed chat logprobs -> 501 before the stream starts" 501
+sy_json_check "sim: chat logprobs refusal names --model" "$SY_BODY" "'--model' in j['error']['message']"
+sy_post /v1/chat/completions "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2,\"top_logprobs\":2}"
+sy_assert_status "sim: top_logprobs without logprobs -> 400" 400
+sy_json_check "sim: vLLM's top_logprobs message" "$SY_BODY" \
+    "j['error']['type'] == 'BadRequestError' and j['error']['message'] == 'when using \`top_logprobs\`, \`logprobs\` must be set to true.'"
+sy_post /v1/completions "{\"model\":\"$MODEL\",\"prompt\":\"hi\",\"max_tokens\":2,\"frequency_penalty\":0.5,\"presence_penalty\":0.5,\"repetition_penalty\":1.2}"
+sy_assert_status "sim: penalties are accepted (and ignored by the sim)" 200
+
 # ---------------------------------------------------------------------------------------------
 # vanishing client mid-stream (real-time engine so the stream is still running when the client
 # goes away): the server must abort the request and go back to 0 running

@@ -266,8 +266,8 @@ static void test_bad_inputs(void **state)
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"n\":3}", 501, "n", "n > 1");
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"n\":0}", 400, "n", "at least 1");
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"stop\":[1]}", 400, "stop", "strings");
-    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":2}", 501, "logprobs",
-               "logprobs");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"prompt_logprobs\":1}", 501,
+               "prompt_logprobs", "prompt_logprobs");
     expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"cache_salt\":\"\"}", 400, "cache_salt",
                "1 to");
     expect_err(state, API_CHAT, "{}", 400, "messages", "required");
@@ -285,6 +285,160 @@ static void test_bad_inputs(void **state)
  * are not tokenized and not length-checked, token-id prompts skip the vocabulary check only, and
  * every other check stays. api_load_body + api_parse_gen_json give the same result as
  * api_parse_gen_request. */
+/* An API over the byte tokenizer (vocab 260) with the given logprobs settings. */
+static int setup_lp(void **state, bool no_logprobs, bool set, int32_t max_lp)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    f->tok = tok_byte_create();
+    api_config_t cfg = {
+        .model_names = k_names,
+        .n_model_names = 2,
+        .max_model_len = 100,
+        .kv_capacity_tokens = 1600,
+        .tok = f->tok,
+        .tmpl = chat_tmpl_find("chatml"),
+        .version = "test",
+        .max_logprobs = max_lp,
+        .max_logprobs_set = set,
+        .no_logprobs = no_logprobs,
+    };
+    f->api = api_create(&cfg);
+    assert_non_null(f->api);
+    *state = f;
+    return 0;
+}
+
+static int setup_sim(void **state)
+{
+    return setup_lp(state, true, false, 0);
+}
+
+static int setup_vocab_lp(void **state)
+{
+    return setup_lp(state, false, true, -1);
+}
+
+/* Parses body (expected valid) and checks the logprobs fields. */
+static void expect_lp(void **state, api_kind_t kind, const char *body, bool want, uint32_t n,
+                      int32_t top)
+{
+    api_gen_req_t r;
+    api_err_t e;
+    memset(&e, 0, sizeof e);
+    if (parse(state, kind, body, &r, &e) != ST_OK)
+        fail_msg("refused (%s): %s", e.msg, body);
+    assert_int_equal(r.sp.logprobs, want);
+    if (want) {
+        assert_int_equal(r.sp.n_logprobs, n);
+        assert_int_equal(r.top_logprobs, top);
+    }
+    api_gen_req_deinit(&r);
+}
+
+static void test_logprobs_validation(void **state)
+{
+    /* completions: logprobs is an int, 0..20 by default (vLLM's --max-logprobs) */
+    expect_lp(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":2}", true, 2, 2);
+    expect_lp(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":0}", true, 0, 0);
+    expect_lp(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":20}", true, 20, 20);
+    expect_lp(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":null}", false, 0, 0);
+    expect_lp(state, API_COMPLETION, "{\"prompt\":\"a\"}", false, 0, 0);
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":21}", 400, "logprobs",
+               "Requested sample logprobs of 21, which is greater than max allowed: 20");
+    /* -1 = the whole vocabulary (260 byte-tokenizer ids), more than 20 */
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":-1}", 400, "logprobs",
+               "Requested sample logprobs of 260, which is greater than max allowed: 20");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":-2}", 400, "logprobs",
+               "`logprobs` must be a positive value or -1.");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":\"3\"}", 400, "logprobs",
+               "must be an integer");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":true}", 400, "logprobs",
+               "must be an integer");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":1.5}", 400, "logprobs",
+               "must be an integer");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":1,\"echo\":true}", 501,
+               "echo", "prompt_logprobs");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"prompt_logprobs\":1,\"stream\":true}",
+               400, "prompt_logprobs", "`prompt_logprobs` are not available when `stream=True`.");
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"prompt_logprobs\":-3}", 400,
+               "prompt_logprobs", "`prompt_logprobs` must be a positive value or -1.");
+
+    /* chat: logprobs is a bool, top_logprobs an int that needs logprobs: true */
+    const char *m = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
+    char body[256];
+    snprintf(body, sizeof body, "{%s,\"logprobs\":true,\"top_logprobs\":3}", m);
+    expect_lp(state, API_CHAT, body, true, 3, 3);
+    snprintf(body, sizeof body, "{%s,\"logprobs\":true}", m);
+    expect_lp(state, API_CHAT, body, true, 0, 0);
+    snprintf(body, sizeof body, "{%s,\"logprobs\":true,\"top_logprobs\":null}", m);
+    expect_lp(state, API_CHAT, body, false, 0, 0); /* vLLM: logprobs=None, "logprobs": null */
+    snprintf(body, sizeof body, "{%s,\"logprobs\":false,\"top_logprobs\":0}", m);
+    expect_lp(state, API_CHAT, body, false, 0, 0);
+    snprintf(body, sizeof body, "{%s,\"top_logprobs\":3}", m);
+    expect_err(state, API_CHAT, body, 400, "top_logprobs",
+               "when using `top_logprobs`, `logprobs` must be set to true.");
+    snprintf(body, sizeof body, "{%s,\"logprobs\":false,\"top_logprobs\":-1}", m);
+    expect_err(state, API_CHAT, body, 400, "top_logprobs",
+               "when using `top_logprobs`, `logprobs` must be set to true.");
+    snprintf(body, sizeof body, "{%s,\"logprobs\":true,\"top_logprobs\":-5}", m);
+    expect_err(state, API_CHAT, body, 400, "top_logprobs",
+               "`top_logprobs` must be a positive value or -1.");
+    snprintf(body, sizeof body, "{%s,\"logprobs\":true,\"top_logprobs\":21}", m);
+    expect_err(state, API_CHAT, body, 400, "logprobs",
+               "Requested sample logprobs of 21, which is greater than max allowed: 20");
+    snprintf(body, sizeof body, "{%s,\"logprobs\":1}", m);
+    expect_err(state, API_CHAT, body, 400, "logprobs", "must be a boolean");
+    snprintf(body, sizeof body, "{%s,\"logprobs\":true,\"top_logprobs\":\"2\"}", m);
+    expect_err(state, API_CHAT, body, 400, "top_logprobs", "must be an integer");
+}
+
+static void test_logprobs_whole_vocab(void **state)
+{
+    /* --max-logprobs -1: a request's -1 is the whole vocabulary */
+    expect_lp(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":-1}", true, 260, -1);
+    expect_lp(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":260}", true, 260, 260);
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":261}", 400, "logprobs",
+               "Requested sample logprobs of 261, which is greater than max allowed: 260");
+    const char *b = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true,"
+                    "\"top_logprobs\":-1}";
+    expect_lp(state, API_CHAT, b, true, 260, -1);
+}
+
+static void test_logprobs_sim(void **state)
+{
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":1}", 501, "logprobs",
+               "start the engine with --model FILE.gguf");
+    expect_err(state, API_CHAT,
+               "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true}", 501,
+               "logprobs", "--model");
+    /* no logprobs asked: fine */
+    expect_lp(state, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":false}", false,
+              0, 0);
+}
+
+static void test_penalties_carried(void **state)
+{
+    api_gen_req_t r;
+    api_err_t e;
+    assert_int_equal(parse(state, API_COMPLETION,
+                           "{\"prompt\":\"a\",\"presence_penalty\":0.5,"
+                           "\"frequency_penalty\":-1.25,\"repetition_penalty\":1.3}",
+                           &r, &e),
+                     ST_OK);
+    assert_true(r.sp.presence_penalty == 0.5f);
+    assert_true(r.sp.frequency_penalty == -1.25f);
+    assert_true(r.sp.repetition_penalty == 1.3f);
+    api_gen_req_deinit(&r);
+    assert_int_equal(parse(state, API_COMPLETION, "{\"prompt\":\"a\"}", &r, &e), ST_OK);
+    assert_true(r.sp.presence_penalty == 0.0f);
+    assert_true(r.sp.frequency_penalty == 0.0f);
+    assert_true(r.sp.repetition_penalty == 1.0f);
+    api_gen_req_deinit(&r);
+    expect_err(state, API_COMPLETION, "{\"prompt\":\"a\",\"frequency_penalty\":2.5}", 400,
+               "frequency_penalty", "[-2, 2]");
+}
+
 static void test_skip_token_checks(void **state)
 {
     (void)state;
@@ -379,6 +533,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chat_render, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
         cmocka_unit_test(test_skip_token_checks),
+        cmocka_unit_test_setup_teardown(test_logprobs_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logprobs_whole_vocab, setup_vocab_lp, teardown),
+        cmocka_unit_test_setup_teardown(test_logprobs_sim, setup_sim, teardown),
+        cmocka_unit_test_setup_teardown(test_penalties_carried, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,6 +33,7 @@
 #include "../models_testutil.h"
 
 #define MAX_SEQS 16
+#define LP_MAX_OUT 256
 
 /* ------------------------------------------------------------ fixture: a tiny engine core */
 
@@ -59,6 +60,9 @@ typedef struct core {
     uint32_t max_items;       /* most items in one step */
     uint32_t mixed_steps;     /* steps with both a prefill chunk and a decode */
     uint32_t max_prefill_run; /* longest prefill chunk (n_tokens of a non-decode item) */
+    /* logprobs of each sequence's outputs (when it asked for them), checked at every step */
+    float lp[MAX_SEQS][LP_MAX_OUT];
+    uint32_t lp_checked; /* sampled items whose logprobs were checked against the logits */
 } core_t;
 
 static bool open_model(const char *rel, gguf_t **g)
@@ -99,7 +103,8 @@ static void core_init(core_t *c, gguf_t *g, const run_cfg_t *rc)
                         .max_batch_tokens = rc->budget,
                         .max_seqs = MAX_SEQS,
                         .threads = rc->threads,
-                        .kv_f16 = rc->kv_f16};
+                        .kv_f16 = rc->kv_f16,
+                        .max_logprobs = 1u << 20}; /* clamped to the vocab */
     char err[256];
     c->e = cpux_create(&xc, err, sizeof err);
     if (!c->e)
@@ -151,10 +156,66 @@ static int seq_index(core_t *c, const sched_seq_t *q)
     return (int)(q - c->seqs);
 }
 
+/* Checks the logprobs of sampled item k (token tok of q) against the raw logits of the step:
+ * logprob = log_softmax(logits)[tok] (while the logits are untouched: greedy, no penalties),
+ * the top list has min(n, vocab) entries sorted by logprob descending, its first
+ * entry is the maximum, a greedy token is that maximum, and a whole-vocab list sums to 1. */
+static void check_lp(core_t *c, uint32_t k, const sched_seq_t *q, int32_t tok,
+                     const exec_sample_lp_t *lp)
+{
+    assert_true(lp->valid);
+    uint32_t want_top =
+        q->sp.n_logprobs < (uint32_t)c->vocab ? q->sp.n_logprobs : (uint32_t)c->vocab;
+    assert_int_equal(lp->n_top, want_top);
+    for (uint32_t i = 1; i < lp->n_top; i++)
+        assert_true(lp->top[i - 1].logprob >= lp->top[i].logprob);
+    bool raw = q->sp.temperature == 0.0f && q->sp.presence_penalty == 0.0f &&
+               q->sp.frequency_penalty == 0.0f &&
+               (q->sp.repetition_penalty == 0.0f || q->sp.repetition_penalty == 1.0f);
+    if (raw) {
+        int32_t v;
+        const float *lg = cpux_logits(c->e, k, &v);
+        assert_non_null(lg);
+        double m = -INFINITY, z = 0;
+        int32_t arg = 0;
+        for (int32_t i = 0; i < v; i++)
+            if (lg[i] > m) {
+                m = lg[i];
+                arg = i;
+            }
+        for (int32_t i = 0; i < v; i++)
+            z += exp((double)lg[i] - m);
+        double want = (double)lg[tok] - m - log(z);
+        if (fabs(want - lp->logprob) > 1e-4)
+            fail_msg("logprob %g, log_softmax(logits) %g", lp->logprob, want);
+        assert_int_equal(tok, arg); /* greedy = argmax */
+        for (uint32_t i = 0; i < lp->n_top; i++) {
+            double w = (double)lg[lp->top[i].token] - m - log(z);
+            assert_true(fabs(w - lp->top[i].logprob) <= 1e-4);
+        }
+        c->lp_checked++;
+    }
+    if (lp->n_top) {
+        assert_true(lp->top[0].logprob >= lp->logprob);
+        if (q->sp.temperature == 0.0f && raw) {
+            assert_int_equal(lp->top[0].token, tok);
+            assert_true(lp->top[0].logprob == lp->logprob);
+        }
+    }
+    if (lp->n_top == (uint32_t)c->vocab) {
+        double sum = 0;
+        for (uint32_t i = 0; i < lp->n_top; i++)
+            sum += exp((double)lp->top[i].logprob);
+        if (fabs(sum - 1.0) > 1e-4)
+            fail_msg("exp(top_logprobs) over the whole vocab sums to %.8f", sum);
+    }
+}
+
 /* Runs steps until no sequence is left. Returns the number of steps. */
 static int core_run(core_t *c)
 {
     int32_t sampled[MAX_SEQS];
+    exec_sample_lp_t lps[MAX_SEQS];
     int steps = 0;
     for (;;) {
         sched_plan_t *p = NULL;
@@ -176,7 +237,7 @@ static int core_run(core_t *c)
         c->mixed_steps += has_prefill && has_decode;
         uint32_t ns = 0;
         uint64_t allocs = sy_alloc_total_count();
-        rc = exec_execute(c->e, p, sampled, &ns);
+        rc = exec_execute(c->e, p, sampled, lps, &ns);
         assert_int_equal(sy_alloc_total_count(), allocs); /* execute never allocates */
         assert_int_equal(rc, ST_OK);
         sched_step_done(c->s, p);
@@ -195,6 +256,14 @@ static int core_run(core_t *c)
                 memcpy(c->first_logits[si], lg, (size_t)v * sizeof(float));
             }
             assert_true(q->n_tokens < q->cap_tokens);
+            if (q->sp.logprobs) {
+                check_lp(c, k, q, sampled[k], &lps[k]);
+                uint32_t o = q->n_tokens - q->n_prompt;
+                if (o < LP_MAX_OUT)
+                    c->lp[si][o] = lps[k].logprob;
+            } else {
+                assert_false(lps[k].valid);
+            }
             q->tokens[q->n_tokens++] = sampled[k++];
             if (q->n_tokens - q->n_prompt >= c->n_gen[si]) {
                 sched_finish(c->s, q, SEQ_FINISH_LENGTH);
@@ -728,7 +797,7 @@ static void test_bad_token(void **state)
     assert_int_equal(sched_plan(c.s, &plan), ST_OK);
     int32_t sampled[MAX_SEQS];
     uint32_t ns = 7;
-    assert_int_equal(exec_execute(c.e, plan, sampled, &ns), ST_INVAL);
+    assert_int_equal(exec_execute(c.e, plan, sampled, NULL, &ns), ST_INVAL);
     assert_int_equal(ns, 0);
     core_deinit(&c);
     gguf_close(g);
@@ -786,6 +855,126 @@ static void test_seeded_sampling(void **state)
     gguf_close(g);
 }
 
+/* Logprobs: every greedy step's sampled logprob is log_softmax of the step's logits, the top list
+ * is sorted and starts with the sampled token, a whole-vocab list sums to 1, asking for logprobs
+ * changes no token, and the values do not depend on the batch neighbours. */
+static void test_logprobs(void **state)
+{
+    (void)state;
+    gguf_t *g = NULL;
+    if (!open_model("stories260K.gguf", &g))
+        MODELS_TESTUTIL_MISSING("stories260K.gguf");
+    static const int32_t prompt[] = {1, 403, 407, 261, 378};
+    json_t *root = load_json("stories260K.expected.json");
+    int32_t expect[64];
+    size_t ne = json_ints(json_object_get(find_case(root, "once_upon_a_time_64"), "generated_ids"),
+                          expect, 64);
+    assert_true(ne >= 24);
+    core_t c;
+    core_init(&c, g, &k_default);
+    sched_seq_t *a = core_add(&c, prompt, 5, 24);
+    a->sp.logprobs = true;
+    a->sp.n_logprobs = 5;
+    sched_seq_t *b = core_add(&c, prompt, 5, 24);
+    b->sp.logprobs = true;
+    b->sp.n_logprobs = (uint32_t)c.vocab; /* the whole vocab (512) */
+    sched_seq_t *n = core_add(&c, prompt, 5, 24);
+    sched_seq_t *z = core_add(&c, prompt, 5, 3);
+    z->sp.logprobs = true; /* 0: the sampled token's logprob only */
+    core_run(&c);
+    assert_int_equal(c.lp_checked, 24 + 24 + 3);
+    assert_memory_equal(a->tokens + 5, expect, 24 * sizeof(int32_t));
+    assert_memory_equal(b->tokens + 5, expect, 24 * sizeof(int32_t));
+    assert_memory_equal(n->tokens + 5, expect, 24 * sizeof(int32_t));
+    int ia = seq_index(&c, a), ib = seq_index(&c, b), iz = seq_index(&c, z);
+    for (int i = 0; i < 24; i++) {
+        assert_true(c.lp[ia][i] <= 0.0f);
+        assert_true(fabsf(c.lp[ia][i] - c.lp[ib][i]) <= 1e-6f);
+        if (i < 3)
+            assert_true(fabsf(c.lp[ia][i] - c.lp[iz][i]) <= 1e-6f);
+    }
+    core_deinit(&c);
+
+    /* alone (no neighbours) the values are the same */
+    float alone[24];
+    core_init(&c, g, &k_default);
+    a = core_add(&c, prompt, 5, 24);
+    a->sp.logprobs = true;
+    a->sp.n_logprobs = 2;
+    core_run(&c);
+    memcpy(alone, c.lp[0], sizeof alone);
+    core_deinit(&c);
+    core_init(&c, g, &k_default);
+    a = core_add(&c, prompt, 5, 24);
+    a->sp.logprobs = true;
+    a->sp.n_logprobs = 2;
+    for (int i = 0; i < 6; i++)
+        core_add(&c, expect, 10, 12);
+    core_run(&c);
+    for (int i = 0; i < 24; i++)
+        assert_true(fabsf(alone[i] - c.lp[0][i]) <= 1e-5f);
+    core_deinit(&c);
+    json_decref(root);
+    gguf_close(g);
+}
+
+/* Repeated tokens among n outputs: n minus the distinct ones. */
+static int repeats(const int32_t *t, int n)
+{
+    int distinct = 0;
+    for (int i = 0; i < n; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = t[j] == t[i];
+        distinct += !seen;
+    }
+    return n - distinct;
+}
+
+/* Penalties reach the sampler: greedy with a frequency or presence penalty repeats fewer tokens
+ * than plain greedy over 64 tokens, repetition_penalty 1.5 changes the output while 1.0 keeps
+ * the reference, and logprobs stay the raw ones (sorted, sampled token included). */
+static void test_penalties(void **state)
+{
+    (void)state;
+    gguf_t *g = NULL;
+    if (!open_model("stories260K.gguf", &g))
+        MODELS_TESTUTIL_MISSING("stories260K.gguf");
+    static const int32_t prompt[] = {1, 403, 407, 261, 378};
+    json_t *root = load_json("stories260K.expected.json");
+    int32_t expect[64];
+    size_t ne = json_ints(json_object_get(find_case(root, "once_upon_a_time_64"), "generated_ids"),
+                          expect, 64);
+    assert_int_equal(ne, 64);
+    core_t c;
+    core_init(&c, g, &k_default);
+    sched_seq_t *plain = core_add(&c, prompt, 5, 64);
+    sched_seq_t *freq = core_add(&c, prompt, 5, 64);
+    freq->sp.frequency_penalty = 2.0f;
+    sched_seq_t *pres = core_add(&c, prompt, 5, 64);
+    pres->sp.presence_penalty = 2.0f;
+    sched_seq_t *rep = core_add(&c, prompt, 5, 64);
+    rep->sp.repetition_penalty = 1.5f;
+    rep->sp.logprobs = true;
+    rep->sp.n_logprobs = 3;
+    sched_seq_t *rep1 = core_add(&c, prompt, 5, 64);
+    rep1->sp.repetition_penalty = 1.0f;
+    core_run(&c);
+    assert_memory_equal(plain->tokens + 5, expect, 64 * sizeof(int32_t));
+    assert_memory_equal(rep1->tokens + 5, expect, 64 * sizeof(int32_t));
+    int r_plain = repeats(plain->tokens + 5, 64), r_freq = repeats(freq->tokens + 5, 64),
+        r_pres = repeats(pres->tokens + 5, 64);
+    print_message("repeated tokens in 64: greedy %d, frequency 2: %d, presence 2: %d\n", r_plain,
+                  r_freq, r_pres);
+    assert_true(r_plain > 0);
+    assert_true(r_freq < r_plain);
+    assert_true(r_pres < r_plain);
+    assert_memory_not_equal(rep->tokens + 5, expect, 64 * sizeof(int32_t));
+    core_deinit(&c);
+    json_decref(root);
+    gguf_close(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -794,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_tiny_random_f16),  cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_tied_embeddings),  cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_bad_token),        cmocka_unit_test(test_seeded_sampling),
+        cmocka_unit_test(test_logprobs),         cmocka_unit_test(test_penalties),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -36,6 +36,11 @@ typedef struct out {
     int32_t stop_token;
     uint32_t completion, prompt, cached;
     bool abort_on_first;
+    /* logprobs per output token (cap_ids + 1 entries), when the request asked for them */
+    float *lp;
+    uint32_t *n_top;
+    int32_t *top0, *top1;
+    uint32_t n_lp_deltas; /* deltas that carried logprobs */
 } out_t;
 
 typedef struct env {
@@ -67,9 +72,23 @@ static void on_output(ecore_req_t *r, const ecore_delta_t *d, void *udata)
         o->n_first++;
     sy_buf_append(&o->text, d->text, d->text_len);
     assert_true(sy_utf8_valid(d->text, d->text_len));
+    assert_int_equal(d->token_index, o->n_ids);
+    if (d->logprobs) {
+        assert_non_null(o->lp);
+        assert_non_null(d->n_top);
+        o->n_lp_deltas++;
+    }
     for (uint32_t i = 0; i < d->n_tokens; i++) {
-        if (o->n_ids < o->cap_ids)
+        if (o->n_ids < o->cap_ids) {
             o->ids[o->n_ids] = d->token_ids[i];
+            if (d->logprobs) {
+                o->lp[o->n_ids] = d->logprobs[i];
+                o->n_top[o->n_ids] = d->n_top[i];
+                const exec_logprob_t *t = d->top_logprobs + (size_t)i * d->top_stride;
+                o->top0[o->n_ids] = d->n_top[i] > 0 ? t[0].token : -1;
+                o->top1[o->n_ids] = d->n_top[i] > 1 ? t[1].token : -1;
+            }
+        }
         o->n_ids++;
     }
     o->completion = d->completion_tokens;
@@ -157,6 +176,10 @@ static void env_free(env_t *e)
         ecore_req_release(e->outs[i].r);
         sy_buf_deinit(&e->outs[i].text);
         sy_free(e->outs[i].ids);
+        sy_free(e->outs[i].lp);
+        sy_free(e->outs[i].n_top);
+        sy_free(e->outs[i].top0);
+        sy_free(e->outs[i].top1);
     }
     mx_registry_destroy(e->reg);
     tok_destroy(e->tok);
@@ -174,6 +197,8 @@ typedef struct req_opts {
     bool include_stop;
     int32_t stop_id; /* 0 = none */
     uint32_t repeat; /* prompt repeated this many times (default 1) */
+    bool logprobs;
+    uint32_t n_logprobs;
 } req_opts_t;
 
 static out_t *submit(env_t *e, const req_opts_t *ro)
@@ -182,6 +207,12 @@ static out_t *submit(env_t *e, const req_opts_t *ro)
     memset(o, 0, sizeof *o);
     o->cap_ids = ro->max_tokens < 4096 ? ro->max_tokens : 4096;
     o->ids = sy_calloc(o->cap_ids + 1, sizeof(int32_t));
+    if (ro->logprobs) {
+        o->lp = sy_calloc(o->cap_ids + 1, sizeof *o->lp);
+        o->n_top = sy_calloc(o->cap_ids + 1, sizeof *o->n_top);
+        o->top0 = sy_calloc(o->cap_ids + 1, sizeof *o->top0);
+        o->top1 = sy_calloc(o->cap_ids + 1, sizeof *o->top1);
+    }
     sy_buf_t ptext = SY_BUF_INIT;
     for (uint32_t i = 0; i < (ro->repeat ? ro->repeat : 1); i++)
         sy_buf_append_str(&ptext, ro->prompt);
@@ -199,7 +230,9 @@ static out_t *submit(env_t *e, const req_opts_t *ro)
         .sp = {.temperature = 0,
                .max_tokens = ro->max_tokens,
                .min_tokens = ro->min_tokens,
-               .ignore_eos = ro->ignore_eos},
+               .ignore_eos = ro->ignore_eos,
+               .logprobs = ro->logprobs,
+               .n_logprobs = ro->n_logprobs},
         .stop = stops,
         .n_stop = ro->stop2  ? 2
                   : ro->stop ? 1
@@ -524,7 +557,12 @@ typedef struct script_exec {
     int32_t eos;
 } script_exec_t;
 
-static int script_execute(exec_t *x, const sched_plan_t *p, int32_t *sampled, uint32_t *n)
+/* Logprobs of the script executor: the token at output position pos gets -(pos + 1), and its
+ * top list is {token, -(pos + 1)}, {token + 1, -(pos + 2)} (cut to the request's n_logprobs). */
+static exec_logprob_t g_script_top[64][2];
+
+static int script_execute(exec_t *x, const sched_plan_t *p, int32_t *sampled, exec_sample_lp_t *lps,
+                          uint32_t *n)
 {
     script_exec_t *se = (script_exec_t *)x;
     size_t len = strlen(se->script);
@@ -534,7 +572,20 @@ static int script_execute(exec_t *x, const sched_plan_t *p, int32_t *sampled, ui
             continue;
         const sched_seq_t *s = p->items[i].seq;
         uint32_t pos = s->n_tokens - s->n_prompt;
-        sampled[(*n)++] = pos < len ? (unsigned char)se->script[pos] : se->eos;
+        int32_t tok = pos < len ? (unsigned char)se->script[pos] : se->eos;
+        if (lps) {
+            lps[*n] = (exec_sample_lp_t){.valid = false};
+            if (s->sp.logprobs && *n < 64) {
+                g_script_top[*n][0] = (exec_logprob_t){tok, -(float)(pos + 1)};
+                g_script_top[*n][1] = (exec_logprob_t){tok + 1, -(float)(pos + 2)};
+                lps[*n] = (exec_sample_lp_t){.valid = true,
+                                             .logprob = -(float)(pos + 1),
+                                             .rank = 1,
+                                             .top = g_script_top[*n],
+                                             .n_top = s->sp.n_logprobs < 2 ? s->sp.n_logprobs : 2};
+            }
+        }
+        sampled[(*n)++] = tok;
     }
     return ST_OK;
 }
@@ -608,6 +659,75 @@ static void test_stop_conditions_multibyte(void **state)
     /* LENGTH inside a held-back partial match: everything is flushed at the end */
     assert_int_equal(s8->finish, SEQ_FINISH_LENGTH);
     assert_string_equal(s8->text.data, "Hello w\xC3\xB6r");
+    env_free(e);
+}
+
+/* Logprobs travel with their tokens: one row per output token (EOS, a stop token and the token
+ * that completes a stop string included, as vLLM), in the delta that carries the token, with the
+ * executor's values; requests without logprobs get none; the sim executor refuses them. */
+static void check_script_lp(const out_t *o, const char *script, uint32_t n_top_want)
+{
+    size_t len = strlen(script);
+    for (uint32_t i = 0; i < o->n_ids; i++) {
+        int32_t tok = i < len ? (unsigned char)script[i] : 257;
+        assert_int_equal(o->ids[i], tok);
+        assert_true(o->lp[i] == -(float)(i + 1));
+        assert_int_equal(o->n_top[i], n_top_want);
+        if (n_top_want > 0)
+            assert_int_equal(o->top0[i], tok);
+        if (n_top_want > 1)
+            assert_int_equal(o->top1[i], tok + 1);
+    }
+}
+
+static void test_logprobs_carried(void **state)
+{
+    static const char script[] = "Hello w\xC3\xB6rld \xF0\x9F\x98\x80 END more text";
+    core_opts_t co = {.exec = script_create(script)};
+    env_t *e = env_new(&co);
+    const uint32_t M = 1000;
+    out_t *full =
+        submit(e, &(req_opts_t){.prompt = "p", .max_tokens = M, .logprobs = true, .n_logprobs = 2});
+    out_t *stop = submit(e, &(req_opts_t){.prompt = "p",
+                                          .max_tokens = M,
+                                          .stop = "w\xC3\xB6r",
+                                          .logprobs = true,
+                                          .n_logprobs = 1});
+    out_t *stop_id =
+        submit(e, &(req_opts_t){.prompt = "p", .max_tokens = M, .stop_id = ' ', .logprobs = true});
+    out_t *none = submit(e, &(req_opts_t){.prompt = "p", .max_tokens = 5});
+    run_for(e, 4, 10000);
+    assert_false(e->timed_out);
+    /* EOS ends it: len + 1 rows, the EOS one included */
+    assert_int_equal(full->finish, SEQ_FINISH_STOP);
+    assert_int_equal(full->n_ids, strlen(script) + 1);
+    assert_int_equal(full->completion, full->n_ids);
+    check_script_lp(full, script, 2);
+    assert_true(full->n_lp_deltas >= 1);
+    /* the stop string's text is cut, its tokens keep their rows: "Hello w" + 2 bytes + "r" */
+    assert_string_equal(stop->text.data, "Hello ");
+    assert_int_equal(stop->n_ids, 10);
+    assert_int_equal(stop->completion, 10);
+    check_script_lp(stop, script, 1);
+    /* the stop token's row is there too */
+    assert_int_equal(stop_id->stop_token, ' ');
+    assert_int_equal(stop_id->n_ids, 6);
+    check_script_lp(stop_id, script, 0);
+    assert_int_equal(none->n_ids, 5);
+    assert_int_equal(none->n_lp_deltas, 0);
+    env_free(e);
+
+    /* the sim executor has no distribution: the request fails instead of inventing numbers */
+    core_opts_t so = {.speed = 0};
+    e = env_new(&so);
+    out_t *sim = submit(e, &(req_opts_t){.prompt = "p", .max_tokens = 5, .logprobs = true});
+    out_t *ok = submit(e, &(req_opts_t){.prompt = "q", .max_tokens = 5, .ignore_eos = true});
+    run_for(e, 2, 10000);
+    assert_false(e->timed_out);
+    assert_int_equal(sim->finish, SEQ_FINISH_ERROR);
+    assert_int_equal(sim->text.len, 0);
+    assert_int_equal(ok->finish, SEQ_FINISH_LENGTH); /* its batch neighbour is not affected */
+    assert_int_equal(ok->n_ids, 5);
     env_free(e);
 }
 
@@ -693,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_too_long_fails_and_preemption),
         cmocka_unit_test(test_abort_all_and_destroy_in_flight),
         cmocka_unit_test(test_stop_conditions_multibyte),
+        cmocka_unit_test(test_logprobs_carried),
         cmocka_unit_test(test_create_failures),
         cmocka_unit_test(test_throughput_1000_seqs),
     };

@@ -139,13 +139,20 @@ static void check_matmul_shape(kern_type_t t, size_t n_out, size_t n_in, size_t 
         kern_dequant_row(t, (const uint8_t *)W + o * kern_row_bytes(t, n_in), Wf + o * n_in, n_in);
     if (is_int8_path(t)) {
         kern_init(KERN_ISA_SCALAR);
-        kern_q8_act_t *a = malloc(kern_q8_bytes(n_in) * n_tok);
+        size_t nb = n_in / 32;
+        void *a = malloc(kern_act_bytes(t, n_in, n_tok));
         assert_non_null(a);
         kern_act_prepare(t, X, n_in, n_tok, a);
-        for (size_t i = 0; i < n_in * n_tok; i++)
-            Xq[i] = (float)a[i / 32].qs[i % 32] * a[i / 32].d;
-        for (size_t b = 0; b < n_in / 32 * n_tok; b++)
-            dx[b] = a[b].d;
+        for (size_t tk = 0; tk < n_tok; tk++)
+            for (size_t k = 0; k < nb; k++) {
+                float d;
+                int32_t s;
+                const int8_t *qs;
+                kern_q8_grp_block(a, nb, tk, k, &d, &s, &qs);
+                for (int j = 0; j < 32; j++)
+                    Xq[tk * n_in + k * 32 + (size_t)j] = (float)qs[j] * d;
+                dx[tk * nb + k] = d;
+            }
         free(a);
     }
 
@@ -157,16 +164,42 @@ static void check_matmul_shape(kern_type_t t, size_t n_out, size_t n_in, size_t 
             continue;
         assert_int_equal(kern_init(k_isas[li]), ST_OK);
         float *Y = run_matmul(t, W, n_out, n_in, X, n_tok);
-        /* also the row-range variant: two uneven halves */
+        /* also the row-range variant: an uneven split, and the split the thread pool makes
+         * (chunks of KERN_ROW_ALIGN multiples, the last one short) */
         float *Y2 = malloc(n_out * n_tok * sizeof(float));
+        float *Y3 = malloc(n_out * n_tok * sizeof(float));
         assert_non_null(Y2);
+        assert_non_null(Y3);
         size_t ab = kern_act_bytes(t, n_in, n_tok);
         void *act = ab ? malloc(ab) : NULL;
         kern_act_prepare(t, X, n_in, n_tok, act);
         size_t mid = n_out / 3;
         kern_matmul_rows(t, W, n_out, n_in, X, act, n_tok, Y2, mid, n_out);
         kern_matmul_rows(t, W, n_out, n_in, X, act, n_tok, Y2, 0, mid);
+        size_t chunk = (n_out / 3 + KERN_ROW_ALIGN) / KERN_ROW_ALIGN * KERN_ROW_ALIGN;
+        for (size_t o = 0; o < n_out; o += chunk)
+            kern_matmul_rows(t, W, n_out, n_in, X, act, n_tok, Y3, o,
+                             o + chunk < n_out ? o + chunk : n_out);
         free(act);
+        /* batch invariance: each token alone gives the same bits as in the batch */
+        float *Y1 = malloc(n_out * sizeof(float));
+        void *act1 = ab ? malloc(ab / n_tok) : NULL;
+        assert_non_null(Y1);
+        for (size_t tk = 0; tk < n_tok; tk++) {
+            kern_matmul(t, W, n_out, n_in, X + tk * n_in, 1, Y1, act1);
+            for (size_t o = 0; o < n_out; o++)
+                if (Y1[o] != Y[tk * n_out + o])
+                    fail_msg("%s %s n_out %zu n_in %zu n_tok %zu: y[%zu][%zu] %.9g alone vs %.9g "
+                             "in the batch",
+                             kern_type_name(t), kern_isa_name(), n_out, n_in, n_tok, tk, o, Y1[o],
+                             Y[tk * n_out + o]);
+        }
+        free(Y1);
+        free(act1);
+        for (size_t i = 0; i < n_out * n_tok; i++)
+            if (Y2[i] != Y[i] || Y3[i] != Y[i])
+                fail_msg("%s %s n_out %zu n_in %zu n_tok %zu: row split changes y[%zu]",
+                         kern_type_name(t), kern_isa_name(), n_out, n_in, n_tok, i);
         for (size_t tk = 0; tk < n_tok; tk++) {
             for (size_t o = 0; o < n_out; o++) {
                 const float *w = Wf + o * n_in;
@@ -188,8 +221,6 @@ static void check_matmul_shape(kern_type_t t, size_t n_out, size_t n_in, size_t 
                              "(tol %.3g)",
                              kern_type_name(t), kern_isa_name(), n_out, n_in, n_tok, tk, o, y, yr,
                              tol);
-                assert_true(Y2[tk * n_out + o] == Y[tk * n_out + o] ||
-                            fabs(Y2[tk * n_out + o] - y) <= tol);
                 /* against dequantize-then-F32 */
                 double tol2 = is_int8_path(t) ? 1.001 * qerr + 1e-5 * S : 1e-5 * S;
                 tol2 += 1e-30;
@@ -200,6 +231,7 @@ static void check_matmul_shape(kern_type_t t, size_t n_out, size_t n_in, size_t 
         }
         free(Y);
         free(Y2);
+        free(Y3);
     }
     kern_init(KERN_ISA_AUTO);
     free(Yref);
@@ -231,9 +263,22 @@ static void test_matmul_float(void **state)
 
 static void test_matmul_q8_q4(void **state)
 {
-    static const size_t n_ins[] = {32, 96, 224, 352}; /* 1, 3, 7, 11 blocks */
-    check_type(KERN_Q8_0, n_ins, 4);
-    check_type(KERN_Q4_0, n_ins, 4);
+    /* 1, 3, 7, 11 blocks (a partial group of 16), 16 (one full group), 33 (two and a bit) */
+    static const size_t n_ins[] = {32, 96, 224, 352, 512, 1056};
+    check_type(KERN_Q8_0, n_ins, 6);
+    check_type(KERN_Q4_0, n_ins, 6);
+}
+
+/* Every token count up to 17 (token tiles of 8 plus a remainder), odd row counts around the
+ * 4-row tiles. */
+static void test_matmul_q8_q4_tokens(void **state)
+{
+    for (size_t n_tok = 1; n_tok <= 17; n_tok++) {
+        check_matmul_shape(KERN_Q8_0, 37, 544, n_tok);
+        check_matmul_shape(KERN_Q4_0, 37, 544, n_tok);
+    }
+    check_matmul_shape(KERN_Q8_0, 70, 1024, 16);
+    check_matmul_shape(KERN_Q4_0, 70, 1024, 16);
 }
 
 static void test_matmul_kquants(void **state)
@@ -271,7 +316,8 @@ static void test_q8_0_extreme_values(void **state)
             continue;
         kern_init(k_isas[li]);
         float y[5];
-        uint8_t act[3 * KERN_Q8_BLOCK_BYTES] __attribute__((aligned(64)));
+        uint8_t act[sizeof(kern_q8_grp_t)] __attribute__((aligned(64)));
+        assert_true(kern_act_bytes(KERN_Q8_0, n_in, 1) <= sizeof act);
         kern_matmul(KERN_Q8_0, w, n_out, n_in, x, 1, y, act);
         for (size_t o = 0; o < n_out; o++) {
             double e = 0;
@@ -440,6 +486,40 @@ static void test_quant_q8_identical(void **state)
         kern_quant_q8(x, n, got);
         assert_memory_equal(ref, got, kern_q8_bytes(n));
     }
+    /* the matmul act buffer: the same blocks in groups of 16 (lane-ordered d, s; zero padding),
+     * byte-identical at every level */
+    size_t gb = kern_act_bytes(KERN_Q8_0, n, 1);
+    uint8_t *gref = malloc(gb), *ggot = malloc(gb);
+    assert_non_null(gref);
+    assert_non_null(ggot);
+    kern_init(KERN_ISA_SCALAR);
+    memset(gref, 0x55, gb);
+    kern_act_prepare(KERN_Q8_0, x, n, 1, gref);
+    for (size_t k = 0; k < n / 32; k++) {
+        float d;
+        int32_t s;
+        const int8_t *qs;
+        kern_q8_grp_block(gref, n / 32, 0, k, &d, &s, &qs);
+        assert_true(d == a[k].d && s == a[k].s);
+        assert_memory_equal(qs, a[k].qs, 32);
+    }
+    const kern_q8_grp_t *last = (const kern_q8_grp_t *)gref + (n / 32 - 1) / KERN_Q8_GROUP;
+    for (size_t j = n / 32 % KERN_Q8_GROUP; j > 0 && j < KERN_Q8_GROUP; j++) {
+        assert_true(last->d[kern_q8_block_lane[j]] == 0.0f);
+        assert_int_equal(last->s[kern_q8_block_lane[j]], 0);
+        for (int i = 0; i < 32; i++)
+            assert_int_equal(last->qs[j][i], 0);
+    }
+    for (size_t li = 1; li < 3; li++) {
+        if (!kern_isa_supported(k_isas[li]))
+            continue;
+        kern_init(k_isas[li]);
+        memset(ggot, 0xaa, gb);
+        kern_act_prepare(KERN_Q4_0, x, n, 1, ggot);
+        assert_memory_equal(gref, ggot, gb);
+    }
+    free(gref);
+    free(ggot);
     kern_init(KERN_ISA_AUTO);
     free(x);
     free(ref);
@@ -525,6 +605,89 @@ static void test_small_ops(void **state)
     }
 }
 
+/* kern_attn_block: several blocks folded into the running state, every level against the scalar
+ * one (odd rows, head dims and key counts, rows masked to 0 keys in some blocks); and at each
+ * level a row computed alone is bit-identical to the same row computed among the others. */
+static void attn_run(const float *qt, size_t ldq, size_t rows, size_t hd, const float *k,
+                     const float *v, size_t n_blk, size_t n, const uint32_t *nvs, float *m,
+                     float *l, float *acc, float *s)
+{
+    for (size_t i = 0; i < ldq; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    memset(acc, 0, rows * hd * sizeof(float));
+    for (size_t b = 0; b < n_blk; b++)
+        kern_attn_block(qt, ldq, rows, hd, k + b * n * (hd + 3), hd + 3, v + b * n * (hd + 1),
+                        hd + 1, n, nvs + b * ldq, m, l, acc, s);
+}
+
+static void test_attn_block(void **state)
+{
+    (void)state;
+    static const size_t shapes[][3] = {{1, 8, 16}, {3, 8, 4}, {17, 5, 7}, {40, 64, 16},
+                                       {33, 67, 19}, {64, 80, 9}, {2, 1, 1}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        size_t rows = shapes[si][0], hd = shapes[si][1], n = shapes[si][2], n_blk = 3;
+        size_t ldq = (rows + KERN_ATTN_LANES - 1) / KERN_ATTN_LANES * KERN_ATTN_LANES;
+        float *qt = calloc(hd * ldq, 4), *k = malloc(n_blk * n * (hd + 3) * 4);
+        float *v = malloc(n_blk * n * (hd + 1) * 4), *s = malloc(n * ldq * 4);
+        uint32_t *nvs = calloc(n_blk * ldq, 4), nv1[KERN_ATTN_LANES * 4];
+        float *m = malloc(ldq * 4), *l = malloc(ldq * 4), *acc = malloc(rows * hd * 4);
+        float *rm = malloc(ldq * 4), *rl = malloc(ldq * 4), *racc = malloc(rows * hd * 4);
+        float q1[128 * KERN_ATTN_LANES], m1[KERN_ATTN_LANES], l1[KERN_ATTN_LANES], a1[128];
+        assert_non_null(racc);
+        for (size_t i = 0; i < hd * ldq; i++)
+            qt[i] = (i % ldq) < rows ? rndf() * 2.0f : 0.0f;
+        for (size_t i = 0; i < n_blk * n * (hd + 3); i++)
+            k[i] = rndf() * 2.0f;
+        for (size_t i = 0; i < n_blk * n * (hd + 1); i++)
+            v[i] = rndf();
+        for (size_t b = 0; b < n_blk; b++)
+            for (size_t r = 0; r < rows; r++) /* block 0 always visible, later ones causal-ish */
+                nvs[b * ldq + r] = b == 0 ? 1 + rnd() % n : rnd() % (n + 1);
+        kern_init(KERN_ISA_SCALAR);
+        attn_run(qt, ldq, rows, hd, k, v, n_blk, n, nvs, rm, rl, racc, s);
+        for (size_t li = 0; li < 3; li++) {
+            if (!kern_isa_supported(k_isas[li]))
+                continue;
+            kern_init(k_isas[li]);
+            attn_run(qt, ldq, rows, hd, k, v, n_blk, n, nvs, m, l, acc, s);
+            for (size_t r = 0; r < rows; r++) {
+                assert_float_equal(m[r], rm[r], 1e-5 * fabs(rm[r]) + 1e-6);
+                assert_float_equal(l[r], rl[r], 1e-5 * rl[r]);
+                for (size_t d = 0; d < hd; d++)
+                    assert_float_equal(acc[r * hd + d] / l[r], racc[r * hd + d] / rl[r], 1e-5);
+            }
+            /* a row alone (lane 0 of a one-row tile) matches the row among the others */
+            for (size_t r = 0; r < rows; r += 7) {
+                memset(q1, 0, sizeof q1);
+                memset(nv1, 0, sizeof nv1);
+                for (size_t d = 0; d < hd; d++)
+                    q1[d * KERN_ATTN_LANES] = qt[d * ldq + r];
+                for (size_t b = 0; b < n_blk; b++)
+                    nv1[b * KERN_ATTN_LANES] = nvs[b * ldq + r];
+                attn_run(q1, KERN_ATTN_LANES, 1, hd, k, v, n_blk, n, nv1, m1, l1, a1, s);
+                assert_memory_equal(&m1[0], &m[r], sizeof(float));
+                assert_memory_equal(&l1[0], &l[r], sizeof(float));
+                assert_memory_equal(a1, acc + r * hd, hd * sizeof(float));
+            }
+        }
+        kern_init(KERN_ISA_AUTO);
+        free(qt);
+        free(k);
+        free(v);
+        free(s);
+        free(nvs);
+        free(m);
+        free(l);
+        free(acc);
+        free(rm);
+        free(rl);
+        free(racc);
+    }
+}
+
 static void test_softmax_extremes(void **state)
 {
     float x[19];
@@ -605,7 +768,9 @@ static void test_init_and_names(void **state)
     assert_int_equal(kern_row_bytes(KERN_Q6_K, 256), 210);
     assert_int_equal(kern_row_bytes(KERN_BF16, 3), 6);
     assert_int_equal(kern_act_bytes(KERN_F32, 64, 3), 0);
-    assert_int_equal(kern_act_bytes(KERN_Q4_0, 64, 3), 3 * 2 * KERN_Q8_BLOCK_BYTES);
+    /* one zero-padded group of 16 blocks per token */
+    assert_int_equal(kern_act_bytes(KERN_Q4_0, 64, 3), 3 * 16 * KERN_Q8_BLOCK_BYTES);
+    assert_int_equal(kern_act_bytes(KERN_Q8_0, 32 * 17, 2), 2 * 32 * KERN_Q8_BLOCK_BYTES);
     assert_string_equal(kern_type_name(KERN_Q4_K), "Q4_K");
 }
 
@@ -621,11 +786,13 @@ int main(void)
         cmocka_unit_test(test_quant_q8_identical),
         cmocka_unit_test(test_matmul_float),
         cmocka_unit_test(test_matmul_q8_q4),
+        cmocka_unit_test(test_matmul_q8_q4_tokens),
         cmocka_unit_test(test_matmul_kquants),
         cmocka_unit_test(test_matmul_model_shapes),
         cmocka_unit_test(test_q8_0_extreme_values),
         cmocka_unit_test(test_small_ops),
         cmocka_unit_test(test_softmax_extremes),
+        cmocka_unit_test(test_attn_block),
         cmocka_unit_test(test_rope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -66,7 +66,7 @@ static int run(exec_t *e, tseq_t **seqs, uint32_t n_seqs, uint32_t n, int32_t eo
         if (!p.n_items)
             return steps;
         uint32_t ns = 0;
-        assert_int_equal(exec_execute(e, &p, sampled, &ns), ST_OK);
+        assert_int_equal(exec_execute(e, &p, sampled, NULL, &ns), ST_OK);
         assert_int_equal(ns, p.n_items);
         for (uint32_t i = 0; i < p.n_items; i++) {
             sched_seq_t *s = p.items[i].seq;
@@ -205,13 +205,20 @@ static void test_sleep(void **state)
     int32_t out[1];
     uint32_t n;
     double t0 = now_s();
-    assert_int_equal(exec_execute(e, &big, out, &n), ST_OK);
+    assert_int_equal(exec_execute(e, &big, out, NULL, &n), ST_OK);
     assert_true(now_s() - t0 < 0.5);
+    /* no distribution: a sequence asking for logprobs gets an invalid entry, never numbers */
+    q.s.sp.logprobs = true;
+    exec_sample_lp_t lp = {.valid = true, .logprob = 1.0f};
+    assert_int_equal(exec_execute(e, &big, out, &lp, &n), ST_OK);
+    assert_int_equal(n, 1);
+    assert_false(lp.valid);
+    q.s.sp.logprobs = false;
     exec_destroy(e);
     sc.speed = -1;
     e = sim_exec_create(&sc);
     t0 = now_s();
-    assert_int_equal(exec_execute(e, &big, out, &n), ST_OK);
+    assert_int_equal(exec_execute(e, &big, out, NULL, &n), ST_OK);
     assert_true(now_s() - t0 < 0.5);
     exec_destroy(e);
 
@@ -222,7 +229,7 @@ static void test_sleep(void **state)
     double want = 10 * sim_exec_step_time(sim_profile_find(NULL), &d) / 10;
     t0 = now_s();
     for (int i = 0; i < 10; i++)
-        assert_int_equal(exec_execute(e, &d, out, &n), ST_OK);
+        assert_int_equal(exec_execute(e, &d, out, NULL, &n), ST_OK);
     double took = now_s() - t0;
     assert_true(took >= want * 0.95);
     assert_true(took < want + 0.5);
@@ -230,7 +237,7 @@ static void test_sleep(void **state)
     struct timespec gap = {0, 20000000};
     nanosleep(&gap, NULL);
     t0 = now_s();
-    assert_int_equal(exec_execute(e, &d, out, &n), ST_OK);
+    assert_int_equal(exec_execute(e, &d, out, NULL, &n), ST_OK);
     took = now_s() - t0;
     assert_true(took >= want / 10 * 0.95);
     exec_destroy(e);
