@@ -290,7 +290,7 @@ static void measure_bounds(tpool_t **pools, const int *threads, int reps, double
 }
 
 static const kern_type_t k_all_types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
-                                           KERN_Q4_0, KERN_Q4_K, KERN_Q6_K};
+                                          KERN_Q4_0, KERN_Q4_K, KERN_Q6_K};
 
 static bool parse_types(const char *s, bool *on)
 {
@@ -425,12 +425,13 @@ int main(int argc, char **argv)
            peak[1]);
 
     /* matvec */
-    static const size_t shapes[][2] = {{768, 768},   {2048, 768},  {768, 2048},  {32000, 768},
-                                       {2048, 2048}, {512, 2048},  {5632, 2048}, {2048, 5632}};
+    static const size_t shapes[][2] = {{768, 768},   {2048, 768}, {768, 2048},  {32000, 768},
+                                       {2048, 2048}, {512, 2048}, {5632, 2048}, {2048, 5632}};
     for (int ni = 0; ni < n_ntok; ni++) {
         size_t nt = ntoks[ni];
-        printf("\nmatvec (n_tok %zu): GB/s of weights streamed (fraction of the bandwidth bound)%s\n",
-               nt, hot ? "; hot: weights in cache" : "");
+        printf(
+            "\nmatvec (n_tok %zu): GB/s of weights streamed (fraction of the bandwidth bound)%s\n",
+            nt, hot ? "; hot: weights in cache" : "");
         printf("%-6s %-11s %8s %18s %18s%s\n", "type", "n_out x n_in", "MB", "1 thread",
                "2 threads", hot ? "     hot 1 / 2 threads" : "");
         for (size_t ti = 0; ti < sizeof k_all_types / sizeof k_all_types[0]; ti++) {
@@ -452,8 +453,8 @@ int main(int argc, char **argv)
                 }
                 if (hot)
                     for (int i = 0; i < 2; i++)
-                        printf("   %7.1f", mb / 1e3 / time_matmul(pools[i], t, n_out, n_in, nt, 0,
-                                                                  reps * 3));
+                        printf("   %7.1f",
+                               mb / 1e3 / time_matmul(pools[i], t, n_out, n_in, nt, 0, reps * 3));
                 printf("\n");
                 fflush(stdout);
             }

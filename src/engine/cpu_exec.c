@@ -6,9 +6,11 @@
  *   per layer  xb = rmsnorm(x) ; q,k,v = xb Wq, Wk, Wv (one GEMM each over all T tokens)
  *              RoPE on q and k ("normal" layout, adjacent pairs: GGUF llama files from HF have
  *              q/k rows permuted for it) ; k,v -> pool slot (block_table[pos / bs], pos % bs)
- *              attention per item and token: causal over positions 0..pos read through the
- *              block table (prefix-cached blocks are read as they are), GQA head h -> kv head
- *              h / (n_heads / n_kv_heads) ; x += att Wo
+ *              attention, flash style: per item, query tiles of att_tq tokens x the
+ *              n_heads / n_kv_heads query heads of one KV head (GQA head h -> kv head
+ *              h / group); each KV block of the sequence (read through the block table,
+ *              prefix-cached blocks as they are) is loaded once per tile and folded into every
+ *              row's running max / sum / acc (kern_attn_block), causal per row ; x += att Wo
  *              xb = rmsnorm(x) ; x += (silu(xb Wgate) * (xb Wup)) Wdown
  *   logits     only for items that sample: rmsnorm(x[last]) Wout, then the vLLM sampler
  *              (sampler.h; greedy = argmax, ties to the lowest id)
@@ -16,15 +18,22 @@
  * KV pool layout: k_pool[layer][block][slot][kv_head][head_dim] (F32 or F16), v_pool the same.
  * Everything is allocated in cpux_create; execute only reads the plan, the sequences' tokens and
  * block tables and writes into the pool and scratch. A token's arithmetic does not depend on the
- * other tokens of the step (each matmul row and each attention row is computed on its own), so a
- * sequence's result does not depend on batching or chunking, up to the kernels' own guarantees.
+ * other tokens of the step (each matmul row, each attention row and each per-token step is
+ * computed on its own: tile and task boundaries change which rows share a loop, never the order
+ * of a row's sums), so a sequence's result does not depend on batching, chunking or the number
+ * of threads, up to the kernels' own guarantees.
+ * Threading: matmuls split output rows over the pool; attention runs tile x KV head tasks (per-
+ * thread scratch from create) when the step has enough work; the per-token steps (embedding,
+ * rmsnorm + residual, RoPE + K/V store, SwiGLU) split tokens when T >= GLUE_MIN_TOKENS. Small
+ * steps (decode of one sequence) stay on the calling thread apart from the bigger matmuls.
  * Sampling: each sampling item goes through the vLLM sampler with its sequence's params
  * (penalties over seq->tokens, logprobs of the raw logits); sampler states come from a pool of
  * max_seqs states created at create with room for the penalties' distinct tokens, and the top
  * logprobs of item i land in lp_top[i * max_top ..] (also allocated at create).
- * Not yet: threaded attention (only the matmuls use the pool), rope scaling other than linear.
- * Thread-safety: the engine core thread calls execute; the pool's workers only run row ranges
- * of one matmul at a time (disjoint outputs).
+ * Not yet: rope scaling other than linear; a decode-shaped attention kernel (one query token
+ * per tile leaves most of kern_attn_block's row lanes empty).
+ * Thread-safety: the engine core thread calls execute; the pool's workers run the tasks of one
+ * matmul, attention or per-token step at a time (disjoint outputs, per-thread scratch).
  */
 #include "engine/cpu_exec.h"
 
@@ -68,28 +77,30 @@ typedef struct cpux_weights {
 } cpux_weights_t;
 
 typedef struct cpux_run {
-    float *x;      /* (T, dim) residual stream */
-    float *xb;     /* (T, dim) normed input of a sublayer */
-    float *q;      /* (T, n_heads * head_dim) */
-    float *k;      /* (T, kv_dim) */
-    float *v;      /* (T, kv_dim) */
-    float *att;    /* (T, n_heads * head_dim) attention output */
-    float *tmp;    /* (T, dim) sublayer output before the residual add */
-    float *hb;     /* (T, n_ff) gate, then silu(gate) * up */
-    float *hb2;    /* (T, n_ff) up */
-    float *cs;     /* (T, n_rot) RoPE (cos, sin) pairs per token */
+    float *x;   /* (T, dim) residual stream */
+    float *xb;  /* (T, dim) normed input of a sublayer */
+    float *q;   /* (T, n_heads * head_dim) */
+    float *k;   /* (T, kv_dim) */
+    float *v;   /* (T, kv_dim) */
+    float *att; /* (T, n_heads * head_dim) attention output */
+    float *tmp; /* (T, dim) sublayer output before the residual add */
+    float *hb;  /* (T, n_ff) gate, then silu(gate) * up */
+    float *hb2; /* (T, n_ff) up */
+    float *cs;  /* (T, n_rot) RoPE (cos, sin) pairs per token */
     /* attention work list and per-thread scratch (see att_task) */
     struct att_tile *tiles; /* (T) query tiles of the step */
     float *att_ws;          /* (threads, att_ws_floats) */
     uint32_t *att_nv;       /* (threads, att_ldq) visible keys per row of the current block */
     size_t att_ws_floats;
     uint32_t att_tq, att_ldq; /* query tokens per tile, padded rows per tile */
-    float *xs;     /* (S, dim) final-normed hidden of sampling items */
-    float *logits; /* (S, vocab) */
-    void *act;     /* activation quantization scratch (act_bytes) */
+    float *xs;                /* (S, dim) final-normed hidden of sampling items */
+    float *logits;            /* (S, vocab) */
+    void *act;                /* activation quantization scratch (act_bytes) */
     size_t act_bytes;
-    uint32_t *pos;     /* (T) position of each batch token */
-    uint32_t n_logits; /* sampled items of the last step */
+    uint32_t *pos;           /* (T) position of each batch token */
+    int32_t *tok;            /* (T) token id of each batch token */
+    const uint32_t **tok_bt; /* (T) block table of each batch token's sequence */
+    uint32_t n_logits;       /* sampled items of the last step */
 } cpux_run_t;
 
 typedef struct cpux {
@@ -402,18 +413,10 @@ static int alloc_run(cpux_t *x, char *err, size_t errlen)
         float **p;
         size_t a, b;
     } bufs[] = {
-        {&r->x, T, c->dim},
-        {&r->xb, T, c->dim},
-        {&r->q, T, qd},
-        {&r->k, T, x->kv_dim},
-        {&r->v, T, x->kv_dim},
-        {&r->att, T, qd},
-        {&r->tmp, T, c->dim},
-        {&r->hb, T, c->n_ff},
-        {&r->hb2, T, c->n_ff},
-        {&r->cs, T, c->n_rot},
-        {&r->xs, S, c->dim},
-        {&r->logits, S, (size_t)c->vocab},
+        {&r->x, T, c->dim},    {&r->xb, T, c->dim},   {&r->q, T, qd},
+        {&r->k, T, x->kv_dim}, {&r->v, T, x->kv_dim}, {&r->att, T, qd},
+        {&r->tmp, T, c->dim},  {&r->hb, T, c->n_ff},  {&r->hb2, T, c->n_ff},
+        {&r->cs, T, c->n_rot}, {&r->xs, S, c->dim},   {&r->logits, S, (size_t)c->vocab},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         size_t n, bytes;
@@ -428,7 +431,9 @@ static int alloc_run(cpux_t *x, char *err, size_t errlen)
         }
     }
     r->pos = sy_malloc(T * sizeof *r->pos);
-    if (!r->pos) {
+    r->tok = sy_malloc(T * sizeof *r->tok);
+    r->tok_bt = sy_malloc(T * sizeof *r->tok_bt);
+    if (!r->pos || !r->tok || !r->tok_bt) {
         set_err(err, errlen, "out of memory");
         return ST_NOMEM;
     }
@@ -518,6 +523,91 @@ static void kv_store(cpux_t *x, void *pool, size_t at, const float *src)
     } else {
         memcpy((float *)pool + at, src, x->kv_dim * sizeof(float));
     }
+}
+
+/* The per-token steps between the matmuls ("glue"), each token on its own (so a token's result
+ * does not depend on how the step's tokens are split), run over token ranges on the pool when
+ * the step is big enough to pay for it. */
+typedef enum glue_op {
+    GLUE_EMBED,    /* x = token_embd[tok]; cs = RoPE table of pos */
+    GLUE_NORM,     /* xb = rmsnorm(x) * w */
+    GLUE_ADD_NORM, /* x += tmp; xb = rmsnorm(x) * w */
+    GLUE_ADD,      /* x += tmp */
+    GLUE_ROPE_KV,  /* RoPE on q and k; k, v into the pool slot of the token */
+    GLUE_SILU,     /* hb = silu(hb) * hb2 */
+} glue_op_t;
+
+typedef struct glue_job {
+    cpux_t *x;
+    glue_op_t op;
+    uint32_t layer;
+    const float *w;
+    size_t chunk, T;
+} glue_job_t;
+
+static void glue_rows(const glue_job_t *j, size_t t0, size_t t1)
+{
+    cpux_t *x = j->x;
+    const cpux_model_info_t *c = &x->cfg;
+    cpux_run_t *r = &x->r;
+    size_t dim = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = x->kv_dim;
+    size_t erow = kern_row_bytes(x->w.tok_embd.type, dim);
+    for (size_t t = t0; t < t1; t++) {
+        float *xt = r->x + t * dim;
+        switch (j->op) {
+        case GLUE_EMBED:
+            kern_dequant_row(x->w.tok_embd.type,
+                             (const uint8_t *)x->w.tok_embd.data + (size_t)r->tok[t] * erow, xt,
+                             dim);
+            kern_rope_table(r->cs + t * c->n_rot, c->n_rot, c->rope_base,
+                            (float)r->pos[t] / c->rope_scale);
+            break;
+        case GLUE_ADD:
+        case GLUE_ADD_NORM:
+            for (size_t i = 0; i < dim; i++)
+                xt[i] += r->tmp[t * dim + i];
+            if (j->op == GLUE_ADD)
+                break;
+            /* fall through */
+        case GLUE_NORM:
+            kern_rmsnorm(r->xb + t * dim, xt, j->w, dim, c->rms_eps);
+            break;
+        case GLUE_ROPE_KV: {
+            const float *cs = r->cs + t * c->n_rot;
+            kern_rope(r->q + t * qd, c->n_heads, c->head_dim, c->n_rot, cs, false);
+            kern_rope(r->k + t * kvd, c->n_kv_heads, c->head_dim, c->n_rot, cs, false);
+            uint32_t p = r->pos[t];
+            size_t at = kv_index(x, j->layer, r->tok_bt[t][p / x->block_size], p % x->block_size);
+            kv_store(x, x->k_pool, at, r->k + t * kvd);
+            kv_store(x, x->v_pool, at, r->v + t * kvd);
+            break;
+        }
+        case GLUE_SILU:
+            kern_silu_mul(r->hb + t * c->n_ff, r->hb + t * c->n_ff, r->hb2 + t * c->n_ff, c->n_ff);
+            break;
+        }
+    }
+}
+
+static void glue_task(void *ctx, size_t task, int thread)
+{
+    (void)thread;
+    const glue_job_t *j = ctx;
+    size_t t0 = task * j->chunk, t1 = t0 + j->chunk < j->T ? t0 + j->chunk : j->T;
+    glue_rows(j, t0, t1);
+}
+
+#define GLUE_MIN_TOKENS 16 /* below this a step's glue runs on the calling thread */
+
+static void glue(cpux_t *x, glue_op_t op, uint32_t layer, const float *w, size_t T)
+{
+    glue_job_t j = {x, op, layer, w, T, T};
+    if (x->pool && T >= GLUE_MIN_TOKENS) {
+        j.chunk = (T + 4 * x->n_threads - 1) / (4 * x->n_threads);
+        if (tpool_run(x->pool, (T + j.chunk - 1) / j.chunk, glue_task, &j) == ST_OK)
+            return;
+    }
+    glue_rows(&j, 0, T);
 }
 
 /* The attention of one layer over the step's query tiles (r->tiles), tile x KV head per task. */
@@ -704,7 +794,7 @@ static int check_plan(const cpux_t *x, const sched_plan_t *plan, uint32_t *n_tok
         if ((uint64_t)nb * x->block_size < end)
             return ST_STATE;
         if (end > (uint64_t)x->num_blocks * x->block_size)
-            return ST_LIMIT; /* longer than the pool (and the scores scratch) */
+            return ST_LIMIT; /* longer than the pool */
         for (uint32_t b = 0; b < nb; b++)
             if (bt[b] >= x->num_blocks)
                 return ST_STATE;
@@ -726,7 +816,7 @@ static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled,
     cpux_t *x = (cpux_t *)e;
     const cpux_model_info_t *c = &x->cfg;
     cpux_run_t *r = &x->r;
-    size_t dim = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = x->kv_dim;
+    size_t dim = c->dim;
     uint32_t T = 0;
     *n_sampled = 0;
     r->n_logits = 0;
@@ -737,62 +827,42 @@ static int cpux_execute(exec_t *e, const sched_plan_t *plan, int32_t *sampled,
         return ST_OK;
 
     /* embed: x[t] = token_embd[token]; positions and RoPE tables */
-    size_t erow = kern_row_bytes(x->w.tok_embd.type, dim);
     uint32_t t = 0;
     for (uint32_t i = 0; i < plan->n_items; i++) {
         const sched_plan_item_t *it = &plan->items[i];
+        uint32_t nb;
+        const uint32_t *bt = kvb_seq_blocks(&it->seq->kv, &nb);
         for (uint32_t j = 0; j < it->n_tokens; j++, t++) {
-            uint32_t p = it->start + j;
-            int32_t tok = it->seq->tokens[p];
-            const uint8_t *row = (const uint8_t *)x->w.tok_embd.data + (size_t)tok * erow;
-            kern_dequant_row(x->w.tok_embd.type, row, r->x + (size_t)t * dim, dim);
-            r->pos[t] = p;
-            kern_rope_table(r->cs + (size_t)t * c->n_rot, c->n_rot, c->rope_base,
-                            (float)p / c->rope_scale);
+            r->pos[t] = it->start + j;
+            r->tok[t] = it->seq->tokens[it->start + j];
+            r->tok_bt[t] = bt;
         }
     }
+    glue(x, GLUE_EMBED, 0, NULL, T);
+    glue(x, GLUE_NORM, 0, x->w.layers[0].attn_norm, T);
 
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const cpux_layer_t *L = &x->w.layers[l];
-        /* attention: xb = rmsnorm(x); q, k, v projections over all tokens */
-        for (t = 0; t < T; t++)
-            kern_rmsnorm(r->xb + (size_t)t * dim, r->x + (size_t)t * dim, L->attn_norm, dim,
-                         c->rms_eps);
+        /* attention: xb = rmsnorm(x) (done above); q, k, v projections over all tokens */
         matmul(x, &L->wq, r->xb, T, r->q);
         matmul(x, &L->wk, r->xb, T, r->k);
         matmul(x, &L->wv, r->xb, T, r->v);
         /* RoPE on q and k; k, v into the pool slot of each token */
-        t = 0;
-        for (uint32_t i = 0; i < plan->n_items; i++) {
-            const sched_plan_item_t *it = &plan->items[i];
-            uint32_t nb;
-            const uint32_t *bt = kvb_seq_blocks(&it->seq->kv, &nb);
-            for (uint32_t j = 0; j < it->n_tokens; j++, t++) {
-                const float *cs = r->cs + (size_t)t * c->n_rot;
-                kern_rope(r->q + (size_t)t * qd, c->n_heads, c->head_dim, c->n_rot, cs, false);
-                kern_rope(r->k + (size_t)t * kvd, c->n_kv_heads, c->head_dim, c->n_rot, cs, false);
-                uint32_t p = r->pos[t];
-                size_t at = kv_index(x, l, bt[p / x->block_size], p % x->block_size);
-                kv_store(x, x->k_pool, at, r->k + (size_t)t * kvd);
-                kv_store(x, x->v_pool, at, r->v + (size_t)t * kvd);
-            }
-        }
+        glue(x, GLUE_ROPE_KV, l, NULL, T);
         /* causal attention over each sequence's block table, tiled, on the pool */
         attention(x, plan, l);
-        /* x += att Wo */
+        /* x += att Wo; xb = rmsnorm(x) */
         matmul(x, &L->wo, r->att, T, r->tmp);
-        for (size_t k = 0; k < (size_t)T * dim; k++)
-            r->x[k] += r->tmp[k];
-        /* feed-forward: x += (silu(xb Wgate) * (xb Wup)) Wdown */
-        for (t = 0; t < T; t++)
-            kern_rmsnorm(r->xb + (size_t)t * dim, r->x + (size_t)t * dim, L->ffn_norm, dim,
-                         c->rms_eps);
+        glue(x, GLUE_ADD_NORM, l, L->ffn_norm, T);
+        /* feed-forward: x += (silu(xb Wgate) * (xb Wup)) Wdown, then the next layer's norm */
         matmul(x, &L->w_gate, r->xb, T, r->hb);
         matmul(x, &L->w_up, r->xb, T, r->hb2);
-        kern_silu_mul(r->hb, r->hb, r->hb2, (size_t)T * c->n_ff);
+        glue(x, GLUE_SILU, l, NULL, T);
         matmul(x, &L->w_down, r->hb, T, r->tmp);
-        for (size_t k = 0; k < (size_t)T * dim; k++)
-            r->x[k] += r->tmp[k];
+        if (l + 1 < c->n_layers)
+            glue(x, GLUE_ADD_NORM, l, x->w.layers[l + 1].attn_norm, T);
+        else
+            glue(x, GLUE_ADD, l, NULL, T);
     }
 
     /* logits for sampling items only: final norm of their last token, then the output head */
@@ -852,6 +922,8 @@ static void cpux_destroy(exec_t *e)
         sy_free(bufs[i]);
     sy_free(r->act);
     sy_free(r->pos);
+    sy_free(r->tok);
+    sy_free((void *)r->tok_bt);
     sy_free(r->tiles);
     sy_free(r->att_nv);
     sy_free(x->k_pool);

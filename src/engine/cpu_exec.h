@@ -8,8 +8,9 @@
  *
  * Does not: tokenize, open or own the GGUF file, compute prompt logprobs, support architectures
  * other than "llama" (nor Llama 3.1 rope_freqs or YaRN scaling), or allocate after cpux_create.
- * Thread-safety: one thread (the engine core) drives an executor; with threads > 1 the matmuls
- * run on an internal thread pool during execute. Call kern_init() once before creating one
+ * Thread-safety: one thread (the engine core) drives an executor; with threads > 1 the matmuls,
+ * the attention and (for big steps) the per-token steps run on an internal thread pool during
+ * execute, with results independent of the thread count. Call kern_init() once before creating one
  * (without it the scalar reference kernels run).
  */
 #ifndef SY_CPU_EXEC_H
@@ -29,7 +30,7 @@ typedef struct cpux_config {
     uint32_t max_batch_tokens; /* the scheduler's max_num_batched_tokens: tokens per step */
     uint32_t max_seqs;         /* items that may sample in one step (max_num_seqs);
                                   0 = max_batch_tokens */
-    int threads;               /* matmul threads including the caller; <= 1 = no pool */
+    int threads;               /* compute threads including the caller; <= 1 = no pool */
     bool kv_f16;               /* store K/V as F16 instead of F32 */
     uint32_t max_logprobs;     /* top logprobs one item may ask for (vLLM's --max-logprobs,
                                   clamped to the vocab); 0 = the sampled token's only. Sizes

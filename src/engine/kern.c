@@ -294,9 +294,9 @@ static void ref_quant_q8(const float *x, size_t n, void *dst)
 }
 
 /* Lane l of kern_avx512.c's reduced group vector holds block lane_block[l] (see there). */
-const uint8_t kern_q8_lane_block[KERN_Q8_GROUP] = {0, 2, 4, 6, 1, 3, 5, 7,
+const uint8_t kern_q8_lane_block[KERN_Q8_GROUP] = {0, 2,  4,  6,  1, 3,  5,  7,
                                                    8, 10, 12, 14, 9, 11, 13, 15};
-const uint8_t kern_q8_block_lane[KERN_Q8_GROUP] = {0, 4, 1, 5, 2, 6, 3, 7,
+const uint8_t kern_q8_block_lane[KERN_Q8_GROUP] = {0, 4,  1, 5,  2,  6,  3,  7,
                                                    8, 12, 9, 13, 10, 14, 11, 15};
 
 static void ref_quant_q8g(const float *x, size_t n, void *dst)
@@ -571,11 +571,10 @@ void kern_rope_table(float *cs, size_t n_rot, float base, float pos)
     {                                                                                              \
         .mm_f32 = ref_mm_f32, .mm_f16 = ref_mm_f16, .mm_bf16 = ref_mm_bf16,                        \
         .mm_q8_0 = ref_mm_q8_0, .mm_q4_0 = ref_mm_q4_0, .mm_q4_k = ref_mm_q4_k,                    \
-        .mm_q6_k = ref_mm_q6_k, .quant_q8 = ref_quant_q8, .quant_q8g = ref_quant_q8g,             \
-        .dot_f32 = ref_dot_f32,                                                                    \
-        .dot_f16 = ref_dot_f16, .axpy_f32 = ref_axpy_f32, .axpy_f16 = ref_axpy_f16,                \
-        .rmsnorm = ref_rmsnorm, .softmax = ref_softmax, .silu_mul = ref_silu_mul,                  \
-        .rope = ref_rope, .attn_block = ref_attn_block,                                            \
+        .mm_q6_k = ref_mm_q6_k, .quant_q8 = ref_quant_q8, .quant_q8g = ref_quant_q8g,              \
+        .dot_f32 = ref_dot_f32, .dot_f16 = ref_dot_f16, .axpy_f32 = ref_axpy_f32,                  \
+        .axpy_f16 = ref_axpy_f16, .rmsnorm = ref_rmsnorm, .softmax = ref_softmax,                  \
+        .silu_mul = ref_silu_mul, .rope = ref_rope, .attn_block = ref_attn_block,                  \
     }
 
 static const kern_ops_t k_scalar_ops = K_SCALAR_OPS;

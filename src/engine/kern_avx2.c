@@ -131,9 +131,10 @@ DEF_FMM(mm_bf16, uint16_t, ftile_bf16)
 
 /* ---- int8 weights ---- */
 
-#define QR 4      /* rows per tile */
-#define QCHUNK 16 /* tile rows per chunk (QR * QCHUNK rows stay in L2 for every token tile) */
-#define QPF 2048  /* software prefetch distance, bytes ahead in each row stream */
+#define QR 4         /* rows per tile */
+#define QCHUNK 16    /* tile rows per chunk (QR * QCHUNK rows stay in L2 for every token tile) */
+#define QPF_GROUPS 4 /* software prefetch distance in each row stream, in groups (kern_avx512.c)   \
+                      */
 
 INLINE __m256i dot_u8s8(__m256i u, __m256i s)
 {
@@ -170,7 +171,7 @@ INLINE void q_tile(int q4, const uint8_t *const *wr, int R, size_t nb, const ker
             {
                 const uint8_t *b = wr[r] + k * bb;
                 if (pf && (k & 1) == 0)
-                    _mm_prefetch((const char *)(b + QPF), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(b + QPF_GROUPS * KERN_Q8_GROUP * bb), _MM_HINT_T0);
                 uint16_t h;
                 memcpy(&h, b, 2);
                 __m256 dw = _mm256_set1_ps(_cvtsh_ss(h));
@@ -580,24 +581,33 @@ static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, co
         /* nv <= 2^31 in practice: signed compares are exact */
         __m256i nvv = _mm256_loadu_si256((const __m256i *)(nv + r0));
         __m256 mo = _mm256_loadu_ps(m + r0), mb = _mm256_set1_ps(-INFINITY);
+        __m256 mb2 = mb; /* two chains (max is exact in any order) */
         for (j = 0; j < nmax; j++) {
             __m256 kj = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nvv, _mm256_set1_epi32((int)j)));
-            mb = _mm256_blendv_ps(mb, _mm256_max_ps(mb, _mm256_loadu_ps(s + j * ldq + r0)), kj);
+            if (j & 1)
+                mb2 = _mm256_blendv_ps(mb2, _mm256_max_ps(mb2, _mm256_loadu_ps(s + j * ldq + r0)),
+                                       kj);
+            else
+                mb = _mm256_blendv_ps(mb, _mm256_max_ps(mb, _mm256_loadu_ps(s + j * ldq + r0)), kj);
         }
+        mb = _mm256_max_ps(mb, mb2);
         __m256 any = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nvv, _mm256_setzero_si256()));
         __m256 mn = _mm256_blendv_ps(mo, _mm256_max_ps(mo, mb), any);
-        __m256 alpha =
-            _mm256_blendv_ps(_mm256_set1_ps(1.0f), exp256(_mm256_sub_ps(mo, mn)), any);
+        __m256 alpha = _mm256_blendv_ps(_mm256_set1_ps(1.0f), exp256(_mm256_sub_ps(mo, mn)), any);
         /* exp256 clamps at -87.3: the first block's alpha (mo = -inf) is tiny, not 0, and only
          * ever scales l = 0 and acc = 0 */
-        __m256 sum = _mm256_setzero_ps();
+        __m256 sum = _mm256_setzero_ps(), sum2 = sum; /* even / odd keys: a fixed order */
         for (j = 0; j < nmax; j++) {
             __m256 kj = _mm256_castsi256_ps(_mm256_cmpgt_epi32(nvv, _mm256_set1_epi32((int)j)));
-            __m256 p = _mm256_and_ps(
-                kj, exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j * ldq + r0), mn)));
-            sum = _mm256_add_ps(sum, p);
+            __m256 p =
+                _mm256_and_ps(kj, exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j * ldq + r0), mn)));
+            if (j & 1)
+                sum2 = _mm256_add_ps(sum2, p);
+            else
+                sum = _mm256_add_ps(sum, p);
             _mm256_storeu_ps(s + j * ldq + r0, p);
         }
+        sum = _mm256_add_ps(sum, sum2);
         _mm256_storeu_ps(m + r0, mn);
         _mm256_storeu_ps(l + r0, _mm256_fmadd_ps(_mm256_loadu_ps(l + r0), alpha, sum));
         float al[8];
@@ -619,17 +629,29 @@ static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, co
                     x[u] = _mm256_mul_ps(_mm256_maskload_ps(ar + b, mk[u]), va);
                 }
                 if (hd - c <= 8) {
-                    for (size_t jj = 0; jj < nr; jj++)
-                        x[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(s + jj * ldq + r),
-                                               _mm256_maskload_ps(v + jj * ldv + c, mk[0]), x[0]);
+                    /* four chains over keys j % 4, summed in a fixed order */
+                    __m256 y[4] = {x[0], _mm256_setzero_ps(), _mm256_setzero_ps(),
+                                   _mm256_setzero_ps()};
+                    size_t jj = 0;
+                    for (; jj + 4 <= nr; jj += 4) {
+                        UNROLL
+                        for (int u = 0; u < 4; u++)
+                            y[u] = _mm256_fmadd_ps(
+                                _mm256_broadcast_ss(s + (jj + (size_t)u) * ldq + r),
+                                _mm256_maskload_ps(v + (jj + (size_t)u) * ldv + c, mk[0]), y[u]);
+                    }
+                    for (int u = 0; jj < nr; jj++, u++)
+                        y[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(s + jj * ldq + r),
+                                               _mm256_maskload_ps(v + jj * ldv + c, mk[0]), y[u]);
+                    x[0] = _mm256_add_ps(_mm256_add_ps(y[0], y[1]), _mm256_add_ps(y[2], y[3]));
                 } else {
                     for (size_t jj = 0; jj < nr; jj++) {
                         __m256 p = _mm256_broadcast_ss(s + jj * ldq + r);
                         const float *vj = v + jj * ldv + c;
                         UNROLL
                         for (int u = 0; u < 4; u++)
-                            x[u] = _mm256_fmadd_ps(
-                                p, _mm256_maskload_ps(vj + 8 * (size_t)u, mk[u]), x[u]);
+                            x[u] = _mm256_fmadd_ps(p, _mm256_maskload_ps(vj + 8 * (size_t)u, mk[u]),
+                                                   x[u]);
                     }
                 }
                 UNROLL

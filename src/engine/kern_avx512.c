@@ -18,11 +18,10 @@
  * kern_act_prepare, kern_int.h). Tiles are 4 rows x up to 8 tokens, so each weight load serves
  * every token of a small batch. The 4 rows of a tile come from 4 equal runs of the row range
  * (4 long sequential streams, which the hardware prefetchers follow), with software prefetch
- * QPF bytes ahead in each. The sum order per (row, token) is fixed, so results do not depend on
- * n_tok or on how rows are split over threads.
- * Q4_K/Q6_K: each super-block is dequantized once (vectorized) and dotted with every token.
- * Does not: allocate, or depend on anything outside kern_int.h.
- * Thread-safety: pure functions.
+ * QPF_GROUPS groups ahead in each. The sum order per (row, token) is fixed, so results do not
+ * depend on n_tok or on how rows are split over threads. Q4_K/Q6_K: each super-block is dequantized
+ * once (vectorized) and dotted with every token. Does not: allocate, or depend on anything outside
+ * kern_int.h. Thread-safety: pure functions.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -34,9 +33,9 @@
 #define INLINE static inline __attribute__((always_inline))
 #define ROW_CHUNK 64
 #define FT 6 /* token tile for the float GEMM */
-/* Float matvec prefetch: rows of a 4-row tile are only a few KB long, so the hardware prefetcher keeps
- * re-training on every tile and leaves DRAM idle. Each step therefore also prefetches (into L2)
- * the same position in the row 4 ahead: the next tile is in flight one tile early. Prefetching
+/* Float matvec prefetch: rows of a 4-row tile are only a few KB long, so the hardware prefetcher
+ * keeps re-training on every tile and leaves DRAM idle. Each step therefore also prefetches (into
+ * L2) the same position in the row 4 ahead: the next tile is in flight one tile early. Prefetching
  * past the last row is harmless (prefetches never fault). */
 
 static size_t min_sz(size_t a, size_t b)
@@ -161,10 +160,10 @@ DEF_FMM(mm_bf16, uint16_t, ftile_bf16)
 #define QR 4      /* rows per tile */
 #define QTT 8     /* tokens per tile */
 #define QCHUNK 16 /* tile rows per chunk: QR * QCHUNK rows stay in L2 for every token tile */
-/* Software prefetch distance, bytes ahead in each of the QR row streams. */
-#ifndef QPF
-#define QPF 2048
-#endif
+/* Software prefetch distance in each of the QR row streams, in groups of the stream: 4 groups is
+ * 2176 bytes of Q8_0 or 1152 of Q4_0, the same lead in time (measured best of 0, 1, 2 and 4 KB
+ * for Q8_0 from DRAM; 1 KB for Q4_0). */
+#define QPF_GROUPS 4
 
 /* Reduction tree: v[i] (i = 0..7) holds the 8 int32 partial sums of block 2i in lanes 0-7 and of
  * block 2i+1 in lanes 8-15. Three levels of (shuffle, shuffle, add) leave one sum per block;
@@ -306,7 +305,8 @@ INLINE void q_row_grp(int q4, const uint8_t *b, int m, const kern_q8_grp_t *A, s
                 const uint8_t *b = wr[r] + g * KERN_Q8_GROUP * bb;                                 \
                 if (pf)                                                                            \
                     _Pragma("GCC unroll 16") for (size_t o = 0; o < KERN_Q8_GROUP * bb; o += 64)   \
-                        _mm_prefetch((const char *)(b + QPF + o), _MM_HINT_T0);                    \
+                        _mm_prefetch((const char *)(b + QPF_GROUPS * KERN_Q8_GROUP * bb + o),      \
+                                     _MM_HINT_T0);                                                 \
                 if (full)                                                                          \
                     q_row_grp(q4, b, KERN_Q8_GROUP, A, ng, g, T, acc[r]);                          \
                 else if (mt == 8)                                                                  \
@@ -356,7 +356,8 @@ INLINE void q_tile_t(int q4, const uint8_t *const *wr, int R, size_t nb, const k
 
 /* Rows [o0, o1) are split into QR equal runs, and a tile takes row i of each run: QR long
  * sequential streams (rows are contiguous in memory), which the hardware prefetchers follow,
- * plus software prefetch QPF bytes ahead in each. The 0-3 leftover rows go one at a time. */
+ * plus software prefetch QPF_GROUPS groups ahead in each. The 0-3 leftover rows go one at a
+ * time. */
 INLINE void q_mm(int q4, const void *W, size_t n_out, size_t n_in, const void *act, size_t n_tok,
                  float *Y, size_t o0, size_t o1)
 {
@@ -731,6 +732,59 @@ void kern_avx512_fill(kern_ops_t *ops)
  * Scores and the softmax state keep query rows in lanes (16 rows per vector, 8 keys per pass,
  * each score one FMA chain over d), so the running max / sum need no horizontal reductions;
  * p * v keeps head dims in lanes (up to 4 vectors of 16 dims per pass). */
+/* acc rows ra and rb += their p * v (every pass of 64 dims wider than 16), sharing the v loads over
+ * the keys both see; each row still sums its keys in order into its own accumulators, as in the
+ * one-row path. */
+static void attn_pv_pair(float *acc, size_t hd, const float *v, size_t ldv, const float *s,
+                         size_t ldq, size_t ra, size_t na, float aa, size_t rb, size_t nb, float ab)
+{
+    float *pa = acc + ra * hd, *pb = acc + rb * hd;
+    __m512 va = _mm512_set1_ps(aa), vb = _mm512_set1_ps(ab);
+    size_t nc = na < nb ? na : nb;
+    for (size_t c = 0; c < hd; c += 64) {
+        __mmask16 mk[4];
+        __m512 x[4], y[4];
+        UNROLL
+        for (int u = 0; u < 4; u++) {
+            size_t b = c + 16 * (size_t)u;
+            size_t w = b >= hd ? 0 : (hd - b >= 16 ? 16 : hd - b);
+            mk[u] = (__mmask16)((1u << w) - 1u);
+            x[u] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[u], pa + b), va);
+            y[u] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[u], pb + b), vb);
+        }
+        size_t jj = 0;
+        for (; jj < nc; jj++) {
+            __m512 sa = _mm512_set1_ps(s[jj * ldq + ra]), sb = _mm512_set1_ps(s[jj * ldq + rb]);
+            const float *vj = v + jj * ldv + c;
+            UNROLL
+            for (int u = 0; u < 4; u++) {
+                __m512 vv = _mm512_maskz_loadu_ps(mk[u], vj + 16 * (size_t)u);
+                x[u] = _mm512_fmadd_ps(sa, vv, x[u]);
+                y[u] = _mm512_fmadd_ps(sb, vv, y[u]);
+            }
+        }
+        for (size_t j2 = jj; j2 < na; j2++) {
+            __m512 sa = _mm512_set1_ps(s[j2 * ldq + ra]);
+            UNROLL
+            for (int u = 0; u < 4; u++)
+                x[u] = _mm512_fmadd_ps(
+                    sa, _mm512_maskz_loadu_ps(mk[u], v + j2 * ldv + c + 16 * (size_t)u), x[u]);
+        }
+        for (size_t j2 = jj; j2 < nb; j2++) {
+            __m512 sb = _mm512_set1_ps(s[j2 * ldq + rb]);
+            UNROLL
+            for (int u = 0; u < 4; u++)
+                y[u] = _mm512_fmadd_ps(
+                    sb, _mm512_maskz_loadu_ps(mk[u], v + j2 * ldv + c + 16 * (size_t)u), y[u]);
+        }
+        UNROLL
+        for (int u = 0; u < 4; u++) {
+            _mm512_mask_storeu_ps(pa + c + 16 * (size_t)u, mk[u], x[u]);
+            _mm512_mask_storeu_ps(pb + c + 16 * (size_t)u, mk[u], y[u]);
+        }
+    }
+}
+
 static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, const float *k,
                        size_t ldk, const float *v, size_t ldv, size_t n, const uint32_t *nv,
                        float *m, float *l, float *acc, float *s)
@@ -741,8 +795,47 @@ static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, co
         nmax = nv[r] > nmax ? nv[r] : nmax;
     for (size_t r0 = 0; r0 < n_rows; r0 += 16) {
         const float *q0 = qt + r0;
-        /* scores s[j][r] for j < nmax */
+        /* scores s[j][r] for j < nmax (the same FMA chain over d for every (r, j) whichever
+         * loop computes it); two row vectors at once when there are 17+ rows left, the second
+         * one's then done when its turn comes */
         size_t j = 0;
+        if (r0 % 32 == 16) {
+            j = nmax;
+        } else if (r0 + 16 < n_rows) {
+            for (; j + 4 <= nmax; j += 4) {
+                __m512 a[4], b[4];
+                UNROLL
+                for (int u = 0; u < 4; u++)
+                    a[u] = b[u] = _mm512_setzero_ps();
+                const float *kj = k + j * ldk;
+                for (size_t d = 0; d < hd; d++) {
+                    __m512 qa = _mm512_loadu_ps(q0 + d * ldq),
+                           qb = _mm512_loadu_ps(q0 + 16 + d * ldq);
+                    UNROLL
+                    for (int u = 0; u < 4; u++) {
+                        __m512 kv = _mm512_set1_ps(kj[u * ldk + d]);
+                        a[u] = _mm512_fmadd_ps(qa, kv, a[u]);
+                        b[u] = _mm512_fmadd_ps(qb, kv, b[u]);
+                    }
+                }
+                UNROLL
+                for (int u = 0; u < 4; u++) {
+                    _mm512_storeu_ps(s + (j + u) * ldq + r0, a[u]);
+                    _mm512_storeu_ps(s + (j + u) * ldq + r0 + 16, b[u]);
+                }
+            }
+            for (; j < nmax; j++) {
+                __m512 a = _mm512_setzero_ps(), b = a;
+                const float *kj = k + j * ldk;
+                for (size_t d = 0; d < hd; d++) {
+                    __m512 kv = _mm512_set1_ps(kj[d]);
+                    a = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + d * ldq), kv, a);
+                    b = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + 16 + d * ldq), kv, b);
+                }
+                _mm512_storeu_ps(s + j * ldq + r0, a);
+                _mm512_storeu_ps(s + j * ldq + r0 + 16, b);
+            }
+        }
         for (; j + 8 <= nmax; j += 8) {
             __m512 a[8];
             UNROLL
@@ -769,22 +862,30 @@ static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, co
         /* running max, rescale factor, p = exp(s - max) (0 where masked), running sum */
         __m512i nvv = _mm512_loadu_si512((const void *)(nv + r0));
         __m512 mo = _mm512_loadu_ps(m + r0), mb = _mm512_set1_ps(-INFINITY);
+        __m512 mb2 = mb; /* two chains (max is exact in any order) */
         for (j = 0; j < nmax; j++) {
             __mmask16 kj = _mm512_cmpgt_epu32_mask(nvv, _mm512_set1_epi32((int)j));
-            mb = _mm512_mask_max_ps(mb, kj, mb, _mm512_loadu_ps(s + j * ldq + r0));
+            if (j & 1)
+                mb2 = _mm512_mask_max_ps(mb2, kj, mb2, _mm512_loadu_ps(s + j * ldq + r0));
+            else
+                mb = _mm512_mask_max_ps(mb, kj, mb, _mm512_loadu_ps(s + j * ldq + r0));
         }
+        mb = _mm512_max_ps(mb, mb2);
         __mmask16 any = _mm512_cmpgt_epu32_mask(nvv, _mm512_setzero_si512());
         __m512 mn = _mm512_mask_max_ps(mo, any, mo, mb);
-        __m512 alpha = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), any,
-                                          exp512(_mm512_sub_ps(mo, mn)));
-        __m512 sum = _mm512_setzero_ps();
+        __m512 alpha = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), any, exp512(_mm512_sub_ps(mo, mn)));
+        __m512 sum = _mm512_setzero_ps(), sum2 = sum; /* even / odd keys: a fixed order */
         for (j = 0; j < nmax; j++) {
             __mmask16 kj = _mm512_cmpgt_epu32_mask(nvv, _mm512_set1_epi32((int)j));
             __m512 p = _mm512_maskz_mov_ps(
                 kj, exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j * ldq + r0), mn)));
-            sum = _mm512_add_ps(sum, p);
+            if (j & 1)
+                sum2 = _mm512_add_ps(sum2, p);
+            else
+                sum = _mm512_add_ps(sum, p);
             _mm512_storeu_ps(s + j * ldq + r0, p);
         }
+        sum = _mm512_add_ps(sum, sum2);
         _mm512_storeu_ps(m + r0, mn);
         _mm512_storeu_ps(l + r0, _mm512_fmadd_ps(_mm512_loadu_ps(l + r0), alpha, sum));
         float al[16];
@@ -795,6 +896,13 @@ static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, co
             size_t nr = nv[r];
             if (nr == 0)
                 continue;
+            /* pairs only when every 64-dim pass takes the one-chain path (last one > 16) */
+            if (hd - (hd - 1) / 64 * 64 > 16 && r + 1 < r1 && nv[r + 1] > 0) {
+                attn_pv_pair(acc, hd, v, ldv, s, ldq, r, nr, al[r - r0], r + 1, nv[r + 1],
+                             al[r + 1 - r0]);
+                r++;
+                continue;
+            }
             float *ar = acc + r * hd;
             __m512 va = _mm512_set1_ps(al[r - r0]);
             for (size_t c = 0; c < hd; c += 64) {
@@ -808,10 +916,23 @@ static void attn_block(const float *qt, size_t ldq, size_t n_rows, size_t hd, co
                     x[u] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[u], ar + b), va);
                 }
                 if (hd - c <= 16) {
-                    for (size_t jj = 0; jj < nr; jj++)
-                        x[0] = _mm512_fmadd_ps(_mm512_set1_ps(s[jj * ldq + r]),
-                                               _mm512_maskz_loadu_ps(mk[0], v + jj * ldv + c),
-                                               x[0]);
+                    /* four chains over keys j % 4, summed in a fixed order: a row's result
+                     * still depends on nothing but its own keys */
+                    __m512 y[4] = {x[0], _mm512_setzero_ps(), _mm512_setzero_ps(),
+                                   _mm512_setzero_ps()};
+                    size_t jj = 0;
+                    for (; jj + 4 <= nr; jj += 4) {
+                        UNROLL
+                        for (int u = 0; u < 4; u++)
+                            y[u] = _mm512_fmadd_ps(
+                                _mm512_set1_ps(s[(jj + (size_t)u) * ldq + r]),
+                                _mm512_maskz_loadu_ps(mk[0], v + (jj + (size_t)u) * ldv + c), y[u]);
+                    }
+                    for (int u = 0; jj < nr; jj++, u++)
+                        y[u] =
+                            _mm512_fmadd_ps(_mm512_set1_ps(s[jj * ldq + r]),
+                                            _mm512_maskz_loadu_ps(mk[0], v + jj * ldv + c), y[u]);
+                    x[0] = _mm512_add_ps(_mm512_add_ps(y[0], y[1]), _mm512_add_ps(y[2], y[3]));
                 } else {
                     for (size_t jj = 0; jj < nr; jj++) {
                         __m512 p = _mm512_set1_ps(s[jj * ldq + r]);

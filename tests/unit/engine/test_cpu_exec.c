@@ -4,9 +4,10 @@
  * plays the engine core (append sampled tokens, finish at a length). Checks against the shared
  * golden files: stories260K greedy tokens and logits (1e-4 max abs), llama-2-tiny-random (F16)
  * top-10 logits; batch invariance (alone, batched with 7 others, chunked at 3, from the prefix
- * cache, 2 threads, AVX vs scalar kernels, F16 KV); F16/BF16/Q8_0/Q4_0 weights on synthetic
- * models (gguf-synth) against their F32 twin; tied embeddings; no allocation in execute;
- * refusal of other architectures, missing tensors, bad shapes and out-of-range tokens.
+ * cache, 2 threads, AVX vs scalar kernels, F16 KV); 2 threads vs 1 on long prefills
+ * (bit-identical); F16/BF16/Q8_0/Q4_0 weights on synthetic models (gguf-synth) against their F32
+ * twin; tied embeddings; no allocation in execute; refusal of other architectures, missing tensors,
+ * bad shapes and out-of-range tokens.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -518,6 +519,50 @@ static void test_batch_invariance(void **state)
     gguf_close(g);
 }
 
+/* Long prefills (several attention tiles per sequence, glue split over token ranges) and decode
+ * of three sequences: 2 threads give the same tokens and bit-identical first logits as 1. */
+static void test_threads_long_prefill(void **state)
+{
+    (void)state;
+    gguf_t *g = NULL;
+    if (!open_model("stories260K.gguf", &g))
+        MODELS_TESTUTIL_MISSING("stories260K.gguf");
+    enum { NP = 300, NG = 12, NS = 3 };
+    int32_t prompt[NP];
+    uint32_t h = 12345;
+    prompt[0] = 1;
+    for (int i = 1; i < NP; i++) {
+        h = h * 1103515245u + 12345u;
+        prompt[i] = 3 + (int32_t)((h >> 8) % 509u);
+    }
+    run_cfg_t rc = {.block_size = 16, .num_blocks = 128, .budget = 512, .threads = 1};
+    int32_t toks[2][NS][NG];
+    float *lg[2][NS];
+    for (int ti = 0; ti < 2; ti++) {
+        rc.threads = ti + 1;
+        core_t c;
+        core_init(&c, g, &rc);
+        sched_seq_t *q[NS];
+        for (int i = 0; i < NS; i++)
+            q[i] = core_add(&c, prompt + i * 7, (uint32_t)(NP - i * 40), NG);
+        core_run(&c);
+        for (int i = 0; i < NS; i++) {
+            memcpy(toks[ti][i], q[i]->tokens + q[i]->n_prompt, sizeof toks[ti][i]);
+            lg[ti][i] = malloc((size_t)c.vocab * sizeof(float));
+            assert_non_null(lg[ti][i]);
+            memcpy(lg[ti][i], c.first_logits[i], (size_t)c.vocab * sizeof(float));
+        }
+        core_deinit(&c);
+    }
+    for (int i = 0; i < NS; i++) {
+        assert_memory_equal(toks[0][i], toks[1][i], sizeof toks[0][i]);
+        assert_memory_equal(lg[0][i], lg[1][i], 512 * sizeof(float));
+        free(lg[0][i]);
+        free(lg[1][i]);
+    }
+    gguf_close(g);
+}
+
 /* The reference kernels and the F16 KV cache give the same greedy text on stories260K (the
  * smallest top-1/top-2 margin over the golden run is 0.0042). */
 static void test_scalar_and_kv_f16(void **state)
@@ -978,12 +1023,13 @@ static void test_penalties(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stories_bos_200),  cmocka_unit_test(test_stories_once_upon),
-        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_scalar_and_kv_f16),
-        cmocka_unit_test(test_tiny_random_f16),  cmocka_unit_test(test_weight_types),
-        cmocka_unit_test(test_tied_embeddings),  cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_bad_token),        cmocka_unit_test(test_seeded_sampling),
-        cmocka_unit_test(test_logprobs),         cmocka_unit_test(test_penalties),
+        cmocka_unit_test(test_stories_bos_200),   cmocka_unit_test(test_stories_once_upon),
+        cmocka_unit_test(test_batch_invariance),  cmocka_unit_test(test_threads_long_prefill),
+        cmocka_unit_test(test_scalar_and_kv_f16), cmocka_unit_test(test_tiny_random_f16),
+        cmocka_unit_test(test_weight_types),      cmocka_unit_test(test_tied_embeddings),
+        cmocka_unit_test(test_refusals),          cmocka_unit_test(test_bad_token),
+        cmocka_unit_test(test_seeded_sampling),   cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_penalties),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -625,7 +625,7 @@ static void attn_run(const float *qt, size_t ldq, size_t rows, size_t hd, const 
 static void test_attn_block(void **state)
 {
     (void)state;
-    static const size_t shapes[][3] = {{1, 8, 16}, {3, 8, 4}, {17, 5, 7}, {40, 64, 16},
+    static const size_t shapes[][3] = {{1, 8, 16},   {3, 8, 4},   {17, 5, 7}, {40, 64, 16},
                                        {33, 67, 19}, {64, 80, 9}, {2, 1, 1}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         size_t rows = shapes[si][0], hd = shapes[si][1], n = shapes[si][2], n_blk = 3;
