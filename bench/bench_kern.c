@@ -20,7 +20,6 @@
  * Does not: assert anything (the machine is shared and noisy; compare ratios side by side).
  * Thread-safety: n/a (program).
  */
-#include <immintrin.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +27,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "bench_bounds.h"
 #include "common/status.h"
 #include "common/tpool.h"
 #include "engine/kern.h"
@@ -68,104 +68,6 @@ static void *xalloc(size_t n)
         exit(1);
     }
     return p;
-}
-
-/* ---- bounds ---- */
-
-typedef struct bw_ctx {
-    const uint8_t *buf;
-    size_t per_thread; /* bytes */
-    int n_threads;
-    uint64_t sink[64];
-} bw_ctx_t;
-
-__attribute__((target("avx2"))) static uint64_t read4_avx2(const uint8_t *p, size_t bytes)
-{
-    size_t q = bytes / 4;
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < q; i += 64) {
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + q + i)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + 2 * q + i)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + 3 * q + i)));
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + q + i + 32)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + 2 * q + i + 32)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + 3 * q + i + 32)));
-    }
-    __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-    return (uint64_t)_mm256_extract_epi64(s, 0);
-}
-
-__attribute__((target("avx512f"))) static uint64_t read4_avx512(const uint8_t *p, size_t bytes)
-{
-    size_t q = bytes / 4;
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < q; i += 64) {
-        a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
-        a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + q + i)));
-        a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + 2 * q + i)));
-        a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + 3 * q + i)));
-    }
-    return (uint64_t)_mm512_reduce_add_epi64(
-        _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
-}
-
-static bool g_avx512;
-
-static void on_bw(void *arg, size_t task, int thread)
-{
-    bw_ctx_t *c = arg;
-    const uint8_t *p = c->buf + task * c->per_thread;
-    c->sink[task] += g_avx512 ? read4_avx512(p, c->per_thread) : read4_avx2(p, c->per_thread);
-}
-
-#define FMA_ITERS 20000000
-
-__attribute__((target("avx512f"))) static float fma_avx512(void)
-{
-    __m512 a[16], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 16; i++)
-        a[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < FMA_ITERS; it++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++)
-            a[i] = _mm512_fmadd_ps(a[i], b, c);
-    }
-    __m512 s = a[0];
-    for (int i = 1; i < 16; i++)
-        s = _mm512_add_ps(s, a[i]);
-    return _mm512_reduce_add_ps(s);
-}
-
-__attribute__((target("avx2,fma"))) static float fma_avx2(void)
-{
-    __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++)
-        a[i] = _mm256_set1_ps((float)i);
-    for (long it = 0; it < FMA_ITERS; it++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++)
-            a[i] = _mm256_fmadd_ps(a[i], b, c);
-    }
-    __m256 s = a[0];
-    for (int i = 1; i < 12; i++)
-        s = _mm256_add_ps(s, a[i]);
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    return out[0];
-}
-
-static volatile float g_fsink;
-
-static void on_fma(void *arg, size_t task, int thread)
-{
-    g_fsink += g_avx512 ? fma_avx512() : fma_avx2();
-}
-
-static double fma_flops_per_call(void)
-{
-    return g_avx512 ? (double)FMA_ITERS * 16 * 16 * 2 : (double)FMA_ITERS * 12 * 8 * 2;
 }
 
 /* ---- matmul ---- */
@@ -264,29 +166,12 @@ static double time_matmul(tpool_t *pool, kern_type_t t, size_t n_out, size_t n_i
     return m;
 }
 
-static void measure_bounds(tpool_t **pools, const int *threads, int reps, double *bw, double *peak)
+static void measure_bounds(tpool_t **pools, int reps, double *bw, double *peak)
 {
-    size_t per_thread = (size_t)256 << 20;
-    uint8_t *buf = xalloc(per_thread * 2);
-    memset(buf, 1, per_thread * 2);
     for (int i = 0; i < 2; i++) {
-        bw_ctx_t c = {.buf = buf, .per_thread = per_thread, .n_threads = threads[i]};
-        bw[i] = 0;
-        for (int r = 0; r < reps; r++) {
-            double t0 = now_s();
-            tpool_run(pools[i], (size_t)threads[i], on_bw, &c);
-            double v = (double)per_thread * threads[i] / (now_s() - t0) / 1e9;
-            bw[i] = v > bw[i] ? v : bw[i];
-        }
-        peak[i] = 0;
-        for (int r = 0; r < 3; r++) {
-            double t0 = now_s();
-            tpool_run(pools[i], (size_t)threads[i], on_fma, NULL);
-            double v = fma_flops_per_call() * threads[i] / (now_s() - t0) / 1e9;
-            peak[i] = v > peak[i] ? v : peak[i];
-        }
+        bw[i] = bbnd_read_gbs(pools[i], reps);
+        peak[i] = bbnd_fma_gflops(pools[i], 3);
     }
-    free(buf);
 }
 
 static const kern_type_t k_all_types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
@@ -401,8 +286,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "sy-bench-kern: ISA not supported on this CPU\n");
         return 2;
     }
-    __builtin_cpu_init();
-    g_avx512 = __builtin_cpu_supports("avx512f");
     if (reps <= 0)
         reps = quick ? 3 : 7;
     int threads[2] = {1, 2};
@@ -417,12 +300,12 @@ int main(int argc, char **argv)
 
     /* bounds (the best of the repetitions: a bound is what the machine can do) */
     double bw[2], peak[2];
-    measure_bounds(pools, threads, reps, bw, peak);
+    measure_bounds(pools, reps, bw, peak);
     printf("\n%-34s %12s %12s\n", "bound", "1 thread", "2 threads");
     printf("%-34s %12.1f %12.1f\n", "read bandwidth, 4 streams (GB/s)", bw[0], bw[1]);
-    printf("%-34s %12.1f %12.1f\n",
-           g_avx512 ? "FMA peak, AVX-512 FP32 (GFLOP/s)" : "FMA peak, AVX2 FP32 (GFLOP/s)", peak[0],
-           peak[1]);
+    char fma_label[48];
+    snprintf(fma_label, sizeof fma_label, "FMA peak, %s FP32 (GFLOP/s)", bbnd_fma_isa());
+    printf("%-34s %12.1f %12.1f\n", fma_label, peak[0], peak[1]);
 
     /* matvec */
     static const size_t shapes[][2] = {{768, 768},   {2048, 768}, {768, 2048},  {32000, 768},
@@ -502,7 +385,7 @@ int main(int argc, char **argv)
 done:;
     /* the host is shared: show the bounds again so drift during the run is visible */
     double bw2[2], peak2[2];
-    measure_bounds(pools, threads, reps, bw2, peak2);
+    measure_bounds(pools, reps, bw2, peak2);
     printf("\nbounds again at the end: read %.1f / %.1f GB/s, FMA %.1f / %.1f GFLOP/s "
            "(1 / 2 threads)\n",
            bw2[0], bw2[1], peak2[0], peak2[1]);
