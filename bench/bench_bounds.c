@@ -59,8 +59,12 @@ __attribute__((target("avx512f"))) static uint64_t read4_avx512(const uint8_t *p
         a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + 2 * q + i)));
         a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + 3 * q + i)));
     }
-    return (uint64_t)_mm512_reduce_add_epi64(
-        _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    uint64_t lanes[8], sum = 0; /* unsigned: the sums wrap (gcc's reduce adds signed) */
+    _mm512_storeu_si512((void *)lanes,
+                        _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    for (int i = 0; i < 8; i++)
+        sum += lanes[i];
+    return sum;
 }
 
 static void on_bw(void *arg, size_t task, int thread)
