@@ -9,15 +9,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_s(void)
+#include "common/ev.h"
+
+double bbnd_now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return (double)sy_mono_ns() * 1e-9;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bbnd_median(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+    return n ? v[n / 2] : 0;
+}
 static bool has_avx512(void)
 {
     __builtin_cpu_init();
@@ -88,9 +98,9 @@ double bbnd_read_gbs(tpool_t *pool, int reps)
     bw_ctx_t c = {.buf = buf, .per_thread = per_thread, .avx512 = has_avx512()};
     double best = 0;
     for (int r = 0; r < (reps < 1 ? 1 : reps); r++) {
-        double t0 = now_s();
+        double t0 = bbnd_now_s();
         tpool_run(pool, (size_t)nt, on_bw, &c);
-        double v = (double)per_thread * nt / (now_s() - t0) / 1e9;
+        double v = (double)per_thread * nt / (bbnd_now_s() - t0) / 1e9;
         best = v > best ? v : best;
     }
     free(buf);
@@ -149,9 +159,9 @@ double bbnd_fma_gflops(tpool_t *pool, int reps)
     double flops = avx512 ? (double)FMA_ITERS * 16 * 16 * 2 : (double)FMA_ITERS * 12 * 8 * 2;
     double best = 0;
     for (int r = 0; r < (reps < 1 ? 1 : reps); r++) {
-        double t0 = now_s();
+        double t0 = bbnd_now_s();
         tpool_run(pool, (size_t)nt, on_fma, &avx512);
-        double v = flops * nt / (now_s() - t0) / 1e9;
+        double v = flops * nt / (bbnd_now_s() - t0) / 1e9;
         best = v > best ? v : best;
     }
     return best;

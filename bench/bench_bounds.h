@@ -6,12 +6,15 @@
  *   weights;
  * - FMA peak: a register-only FP32 FMA loop with 16 (AVX-512) or 12 (AVX2) independent chains
  *   per thread.
- * Each is the best of several repetitions (a bound is what the machine can do).
+ * Each is the best of several repetitions (a bound is what the machine can do). Also the two
+ * timing helpers the benchmarks share (bbnd_now_s, bbnd_median).
  * Does not: pin threads or change CPU frequency (the host is shared; results drift).
  * Thread-safety: call from one thread; the work runs on the given pool.
  */
 #ifndef SY_BENCH_BOUNDS_H
 #define SY_BENCH_BOUNDS_H
+
+#include <stddef.h>
 
 #include "common/tpool.h"
 
@@ -22,5 +25,10 @@ double bbnd_read_gbs(tpool_t *pool, int reps);
 double bbnd_fma_gflops(tpool_t *pool, int reps);
 /* "AVX-512" or "AVX2": the ISA the FMA loop used. */
 const char *bbnd_fma_isa(void);
+
+/* Monotonic clock in seconds (sy_mono_ns). */
+double bbnd_now_s(void);
+/* Sorts v[0..n) in place and returns v[n / 2] (0 when n is 0). */
+double bbnd_median(double *v, size_t n);
 
 #endif

@@ -25,31 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "bench_bounds.h"
 #include "common/status.h"
 #include "common/tpool.h"
 #include "engine/kern.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
 
 static uint64_t g_rng = 88172645463325252ull;
 static uint32_t rnd(void)
@@ -148,16 +128,16 @@ static double time_matmul(tpool_t *pool, kern_type_t t, size_t n_out, size_t n_i
     size_t n_tasks = (n_out + per - 1) / per;
     double *v = malloc(sizeof(double) * (size_t)reps);
     for (int r = -1; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = bbnd_now_s();
         for (size_t k = 0; k < n_copies; k++) {
             c.W = W + k * wbytes;
             kern_act_prepare(t, X, n_in, n_tok, act);
             tpool_run(pool, n_tasks, on_mm, &c);
         }
         if (r >= 0)
-            v[r] = (now_s() - t0) / (double)n_copies;
+            v[r] = (bbnd_now_s() - t0) / (double)n_copies;
     }
-    double m = median(v, reps);
+    double m = bbnd_median(v, (size_t)reps);
     free(v);
     free(W);
     free(X);

@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bench_bounds.h"
 #include "common/status.h"
@@ -40,6 +39,7 @@
 #include "engine/sched.h"
 
 #define MAX_LIST 8
+#define MAX_BATCH 64 /* --batch limit: sequences per step */
 
 typedef struct opts {
     int threads[MAX_LIST];
@@ -58,25 +58,6 @@ typedef struct model_cost {
     double mm_bytes;   /* their bytes */
     double out_params; /* the output head's share of mm_params */
 } model_cost_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n ? v[n / 2] : 0;
-}
 
 static bool name_is(sy_slice_t s, const char *lit)
 {
@@ -206,7 +187,7 @@ static int rig_add(rig_t *r, uint32_t n, uint32_t n_prompt, uint32_t n_gen)
  * (up to cap). Returns the number of steps, or -1 on error. */
 static int rig_run(rig_t *r, double *step_s, int cap)
 {
-    int32_t sampled[MAX_LIST * 64];
+    int32_t sampled[MAX_BATCH];
     int steps = 0;
     for (;;) {
         sched_plan_t *p = NULL;
@@ -216,9 +197,9 @@ static int rig_run(rig_t *r, double *step_s, int cap)
         if (rc != ST_OK || p->n_items > sizeof sampled / sizeof sampled[0])
             return -1;
         uint32_t ns = 0;
-        double t0 = now_s();
+        double t0 = bbnd_now_s();
         rc = exec_execute(r->e, p, sampled, NULL, &ns);
-        double dt = now_s() - t0;
+        double dt = bbnd_now_s() - t0;
         if (rc != ST_OK) {
             fprintf(stderr, "sy-bench-model: execute failed (%d)\n", rc);
             return -1;
@@ -259,7 +240,7 @@ static double time_prefill(rig_t *r, const opts_t *o)
         if (k >= 0)
             v[n++] = s[0];
     }
-    return median(v, (size_t)n);
+    return bbnd_median(v, (size_t)n);
 }
 
 /* Median seconds of a decode step with b sequences (steps after the first). */
@@ -273,7 +254,7 @@ static double time_decode(rig_t *r, const opts_t *o, uint32_t b)
     if (rig_add(r, b, 1, o->gen) == ST_OK) {
         int n = rig_run(r, s, cap);
         if (n > 2)
-            m = median(s + 1, (size_t)(n < cap ? n : cap) - 1);
+            m = bbnd_median(s + 1, (size_t)(n < cap ? n : cap) - 1);
     }
     free(s);
     return m;
@@ -417,7 +398,7 @@ int main(int argc, char **argv)
         }
     }
     for (int bi = 0; bi < o.n_batch; bi++)
-        if (o.batch[bi] > 64)
+        if (o.batch[bi] > MAX_BATCH)
             return usage();
     if (o.gen < 3 || first_model >= argc)
         return usage();

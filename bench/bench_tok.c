@@ -78,7 +78,8 @@ int main(int argc, char **argv)
             goto fail;
         }
         double t1 = now_s();
-        n_blocks = kvh_chain_low64(&none, BLOCK_SIZE, ids, n_tok, NULL, 0, hashes, cap / BLOCK_SIZE);
+        n_blocks =
+            kvh_chain_low64(&none, BLOCK_SIZE, ids, n_tok, NULL, 0, hashes, cap / BLOCK_SIZE);
         double t2 = now_s();
         sink += hashes[n_blocks - 1] ^ (uint64_t)ids[n_tok - 1];
         t_tok[i] = t1 - t0;
