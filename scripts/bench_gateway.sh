@@ -14,6 +14,11 @@
 # Prints Markdown tables and writes build/bench-gateway.json.
 # Usage: scripts/bench_gateway.sh [--duration S] [--reps N] [--conns "32 256"]
 #                                 [--backends "static engine"] [--idle-conns N] [--build-dir DIR]
+#                                 [--tests "A B C D"]
+# Besides each front's medians, A reports paired statistics, which the host's drift affects much
+# less: per repetition, the front's requests/s divided by nginx's in the same repetition, and its
+# p99 minus nginx's, then the median over repetitions; and the CPU time per request of the proxy
+# process and of the backend (utime + stime from /proc over the wrk run).
 # Needs: nginx and wrk (installed with apt-get when missing, as root; the system nginx service is
 # never touched: nginx runs from a temp prefix with its own config), taskset, curl, /usr/bin/python3.
 # Talks only to 127.0.0.1. Thread-safety: n/a.
@@ -27,6 +32,7 @@ CONNS="32 256"
 BACKENDS="static engine"
 IDLE_CONNS=10000
 BIG_KB=200
+TESTS="A B C D"
 while [ $# -gt 0 ]; do
     case "$1" in
     --duration) DUR=$2; shift 2 ;;
@@ -35,7 +41,8 @@ while [ $# -gt 0 ]; do
     --backends) BACKENDS=$2; shift 2 ;;
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    --tests) TESTS=$2; shift 2 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "bench_gateway: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -163,12 +170,15 @@ vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"$MODEL\"} 0.0
     }"
 STATIC_PID=$LAST_PID
 wait_http "http://127.0.0.1:$P_STATIC/health" "$STATIC_PID" static
+declare -A BE_PID
+BE_PID[static]=$(pgrep -P "$STATIC_PID" | head -n 1)
 
 # engine backend (started only if measured)
 if [[ " $BACKENDS " == *" engine "* ]]; then
     taskset -c $SRV_CPU "$SY_BIN" engine --sim --sim-speed 0 --host 127.0.0.1 --port "$P_ENGINE" \
         --served-model-name "$MODEL" --max-num-seqs 512 --log-level warn >"$TMP/engine.log" 2>&1 &
     PIDS+=($!)
+    BE_PID[engine]=$!
     wait_http "http://127.0.0.1:$P_ENGINE/health" "$!" engine
 fi
 
@@ -264,14 +274,30 @@ resume_all() {
     local k
     for k in "${!GW_PID[@]}"; do kill -CONT "${GW_PID[$k]}" 2>/dev/null || true; done
 }
+cpu_ticks() { # pid: utime + stime in clock ticks (0 if unknown)
+    [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+front_pid() { # backend front: the proxy process of the front (none for direct)
+    case "$2" in
+    direct) echo "" ;;
+    nginx) echo "$NGINX_WORKER_PID" ;;
+    *) echo "${GW_PID[$1/$2]:-}" ;;
+    esac
+}
 run_wrk() { # test backend front conns rep body duration
-    local url="http://127.0.0.1:${PORT[$2/$3]}/v1/completions" line
+    local url="http://127.0.0.1:${PORT[$2/$3]}/v1/completions" line fpid f0 f1 b0 b1
     solo "$2/$3"
+    fpid=$(front_pid "$2" "$3")
+    f0=$(cpu_ticks "$fpid")
+    b0=$(cpu_ticks "${BE_PID[$2]:-}")
     line=$(SY_BODY_FILE=$6 taskset -c $CLI_CPU timeout $(($7 + 30)) wrk -t1 -c"$4" -d"${7}s" \
         --timeout 10s -s "$TMP/post.lua" "$url" 2>&1 | sed -n 's/^JSON //p' || true)
+    f1=$(cpu_ticks "$fpid")
+    b1=$(cpu_ticks "${BE_PID[$2]:-}")
     [ -n "$line" ] || line='{"requests":0,"duration_us":1,"p50_us":0,"p99_us":0,"max_us":0,"status_errors":-1,"connect_errors":0,"read_errors":0,"write_errors":0,"timeouts":0}'
-    echo "{\"test\":\"$1\",\"backend\":\"$2\",\"front\":\"$3\",\"conns\":$4,\"rep\":$5,\"wrk\":$line}" >>"$RESULTS"
+    echo "{\"test\":\"$1\",\"backend\":\"$2\",\"front\":\"$3\",\"conns\":$4,\"rep\":$5,\"front_ticks\":$((f1 - f0)),\"backend_ticks\":$((b1 - b0)),\"wrk\":$line}" >>"$RESULTS"
 }
+has_test() { [[ " $TESTS " == *" $1 "* ]]; }
 FRONTS="direct nginx gw-round-robin gw-default"
 
 # warm-up: every path once for 1 s
@@ -288,7 +314,7 @@ rotated() { # rep: FRONTS rotated left by rep-1
     local i k=$((($1 - 1) % ${#f[@]}))
     for ((i = 0; i < ${#f[@]}; i++)); do printf '%s ' "${f[(i + k) % ${#f[@]}]}"; done
 }
-for rep in $(seq "$REPS"); do
+has_test A && for rep in $(seq "$REPS"); do
     for be in $BACKENDS; do
         for c in $CONNS; do
             for fr in $(rotated "$rep"); do
@@ -301,7 +327,7 @@ done
 # ---- B: 200 KB prompt, 1 connection, static backend ----
 BIG_DUR=$(((DUR + 1) / 2))
 echo "bench_gateway: B (${BIG_KB} KB prompt): $REPS reps x ${BIG_DUR}s" >&2
-for rep in $(seq "$REPS"); do
+has_test B && for rep in $(seq "$REPS"); do
     for fr in $(rotated "$rep"); do run_wrk bigprompt static "$fr" 1 "$rep" "$TMP/big.json" "$BIG_DUR"; done
 done
 
@@ -395,10 +421,12 @@ print(json.dumps(r))
 PYEOF
 }
 echo "bench_gateway: C ($IDLE_CONNS idle connections)" >&2
-hold_test gateway "${PORT[static/gw-round-robin]}" "${GW_PID[static/gw-round-robin]}"
-# a second round on the same gateway: RSS that keeps growing round after round would be a leak
-hold_test gateway-again "${PORT[static/gw-round-robin]}" "${GW_PID[static/gw-round-robin]}"
-hold_test nginx "${PORT[static/nginx]}" "$NGINX_WORKER_PID"
+if has_test C; then
+    hold_test gateway "${PORT[static/gw-round-robin]}" "${GW_PID[static/gw-round-robin]}"
+    # a second round on the same gateway: RSS that keeps growing round after round would be a leak
+    hold_test gateway-again "${PORT[static/gw-round-robin]}" "${GW_PID[static/gw-round-robin]}"
+    hold_test nginx "${PORT[static/nginx]}" "$NGINX_WORKER_PID"
+fi
 
 # were all servers alive through the run?
 ALIVE=1
@@ -406,17 +434,23 @@ for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || ALIVE=0; done
 
 # ---- D: micro-benchmarks (pinned to the server core, nothing else under load) ----
 echo "bench_gateway: D (micro-benchmarks)" >&2
-taskset -c $SRV_CPU "$BUILD/sy-bench-sched" >"$TMP/sched.txt"
-taskset -c $SRV_CPU "$BUILD/sy-bench-index" >"$TMP/index.txt"
-taskset -c $SRV_CPU "$BUILD/sy-bench-tok" >"$TMP/tok.txt"
+: >"$TMP/sched.txt"
+: >"$TMP/index.txt"
+: >"$TMP/tok.txt"
+if has_test D; then
+    taskset -c $SRV_CPU "$BUILD/sy-bench-sched" >"$TMP/sched.txt"
+    taskset -c $SRV_CPU "$BUILD/sy-bench-index" >"$TMP/index.txt"
+    taskset -c $SRV_CPU "$BUILD/sy-bench-tok" >"$TMP/tok.txt"
+fi
 
 # ---- report ----
 $PY - "$RESULTS" "$TMP/sched.txt" "$TMP/index.txt" "$TMP/tok.txt" "$OUT_JSON" "$DUR" "$REPS" \
     "$NCPU" "$ALIVE" "$BIG_KB" "$IDLE_CONNS" "$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
-    "$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')" <<'PYEOF'
-import json, sys, statistics, platform, re
+    "$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')" "$(getconf CLK_TCK)" <<'PYEOF'
+import json, os, sys, statistics, platform, re
 res_f, sched_f, index_f, tok_f, out = sys.argv[1:6]
 dur, reps, ncpu, alive, big_kb, idle_n = (int(x) for x in sys.argv[6:12])
+hz = int(sys.argv[14])
 nginx_v, wrk_v = sys.argv[12], sys.argv[13]
 rows = [json.loads(l) for l in open(res_f) if l.strip()]
 med = statistics.median
@@ -464,55 +498,96 @@ for be in backends:
                 add(a["added_p50_us"]) if prox else "-", add(a["added_p99_us"]) if prox else "-",
                 ("%.2fx" % (a["rps"] / n["rps"])) if prox and n and n["rps"] else "-", a["errors"]))
     print("")
-print("### B. %d KB prompt (1 connection, static backend, %d interleaved runs, medians)\n" % (big_kb, reps))
-print("| front | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
-d = agg("bigprompt", "static", "direct", 1)
-for fr in fronts:
-    a = agg("bigprompt", "static", fr, 1)
-    if not a:
-        continue
-    a.update(front=fr, added_p50_us=a["p50_us"] - d["p50_us"], added_p99_us=a["p99_us"] - d["p99_us"])
-    report["big_prompt"].append(a)
-    prox = fr != "direct"
-    print("| %s | %s | %s | %s | %s | %s | %d |" % (names[fr], "{:,.0f}".format(a["rps"]), ms(a["p50_us"]),
-          ms(a["p99_us"]), add(a["added_p50_us"]) if prox else "-", add(a["added_p99_us"]) if prox else "-",
-          a["errors"]))
-print("")
-print("### C. %s idle keep-alive client connections (static backend)\n" % "{:,}".format(idle_n))
-print("| server | connections held (200 OK) | RSS before | RSS holding | memory per connection | RSS after close | probe while holding | closed by server while idle |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for r in rows:
-    if r["test"] != "idle":
-        continue
-    held = r.get("opened", 0)
-    per = (r["rss_held_kib"] - r["rss_before_kib"]) * 1024 / held if held else 0
-    r["memory_per_connection_bytes"] = round(per)
-    report["idle"].append(r)
-    print("| %s | %s of %s (%s ok, %s failed) | %.1f MiB | %.1f MiB | %.2f KiB | %.1f MiB | HTTP %d in %.1f ms | %s |" % (
-        {"gateway": "gateway (round-robin)", "gateway-again": "same gateway, second round",
-         "nginx": "nginx proxy worker"}[r["front"]],
-        "{:,}".format(held), "{:,}".format(r["target_conns"]), "{:,}".format(r.get("ok", 0)), r.get("bad", "?"),
-        r["rss_before_kib"] / 1024, r["rss_held_kib"] / 1024, per / 1024, r["rss_after_close_kib"] / 1024,
-        r["probe_status"], r["probe_s"] * 1000, r.get("closed_by_server_while_idle", "?")))
-print("")
-print("### D. Component micro-benchmarks (pinned to core 0)\n")
-sched = open(sched_f).read().strip().splitlines()
-index = open(index_f).read().strip().splitlines()
-tok = open(tok_f).read().strip().splitlines()
-print("```")
-print("$ sy-bench-sched"); print("\n".join(sched))
-print("$ sy-bench-index"); print("\n".join(l for l in index if not l.startswith("{")))
-print("$ sy-bench-tok"); print("\n".join(l for l in tok if not l.startswith("{")))
-print("```")
-report["micro"]["sched"] = {}
-for l in sched[1:]:
-    m = re.match(r"(\S+)\s+p50\s+([\d.]+) us\s+p99\s+([\d.]+) us\s+max\s+([\d.]+) us", l)
-    if m:
-        report["micro"]["sched"][m.group(1)] = {"p50_us": float(m.group(2)), "p99_us": float(m.group(3)), "max_us": float(m.group(4))}
-for l in index + tok:
-    if l.startswith("{"):
-        report["micro"].update(json.loads(l))
+    print("Paired by repetition (median over the %d repetitions of: the front's requests/s divided by nginx's in the same repetition; its p50 and p99 minus nginx's; CPU per request of the proxy process and of the backend):\n" % reps)
+    print("| conns | front | req/s vs nginx (paired) | p50 minus nginx ms | p99 minus nginx ms | reps at >= 1.00x | proxy CPU us/req | backend CPU us/req |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in conns:
+        byrep = {}
+        for r in rows:
+            if r["test"] == "overhead" and r["backend"] == be and r["conns"] == c:
+                byrep.setdefault(r["rep"], {})[r["front"]] = r
+        for fr in fronts:
+            ratios, d50, d99, fcpu, bcpu = [], [], [], [], []
+            for rp, m in byrep.items():
+                a, n = m.get(fr), m.get("nginx")
+                if not a or not a["wrk"]["requests"]:
+                    continue
+                nreq = a["wrk"]["requests"]
+                fcpu.append(a.get("front_ticks", 0) * 1e6 / hz / nreq)
+                bcpu.append(a.get("backend_ticks", 0) * 1e6 / hz / nreq)
+                if n and n["wrk"]["requests"]:
+                    ra = nreq / a["wrk"]["duration_us"]
+                    rn = n["wrk"]["requests"] / n["wrk"]["duration_us"]
+                    ratios.append(ra / rn)
+                    d50.append(a["wrk"]["p50_us"] - n["wrk"]["p50_us"])
+                    d99.append(a["wrk"]["p99_us"] - n["wrk"]["p99_us"])
+            if not fcpu:
+                continue
+            paired = {"backend": be, "front": fr, "conns": c, "proxy_cpu_us_per_req": med(fcpu),
+                      "backend_cpu_us_per_req": med(bcpu)}
+            if ratios:
+                paired.update(rps_vs_nginx=med(ratios), p50_minus_nginx_us=med(d50),
+                              p99_minus_nginx_us=med(d99),
+                              reps_at_least_nginx=sum(1 for x in ratios if x >= 1.0), reps=len(ratios))
+            report.setdefault("paired", []).append(paired)
+            cmp = fr not in ("direct", "nginx") and ratios
+            print("| %d | %s | %s | %s | %s | %s | %s | %.1f |" % (
+                c, names[fr], ("%.2fx" % med(ratios)) if cmp else "-", add(med(d50)) if cmp else "-",
+                add(med(d99)) if cmp else "-", ("%d of %d" % (paired["reps_at_least_nginx"], len(ratios))) if cmp else "-",
+                ("%.1f" % med(fcpu)) if fr != "direct" else "-", med(bcpu)))
+    print("")
+if any(r["test"] == "bigprompt" for r in rows):
+    print("### B. %d KB prompt (1 connection, static backend, %d interleaved runs, medians)\n" % (big_kb, reps))
+    print("| front | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    d = agg("bigprompt", "static", "direct", 1)
+    for fr in fronts:
+        a = agg("bigprompt", "static", fr, 1)
+        if not a:
+            continue
+        a.update(front=fr, added_p50_us=a["p50_us"] - d["p50_us"], added_p99_us=a["p99_us"] - d["p99_us"])
+        report["big_prompt"].append(a)
+        prox = fr != "direct"
+        print("| %s | %s | %s | %s | %s | %s | %d |" % (names[fr], "{:,.0f}".format(a["rps"]), ms(a["p50_us"]),
+              ms(a["p99_us"]), add(a["added_p50_us"]) if prox else "-", add(a["added_p99_us"]) if prox else "-",
+              a["errors"]))
+    print("")
+if any(r["test"] == "idle" for r in rows):
+    print("### C. %s idle keep-alive client connections (static backend)\n" % "{:,}".format(idle_n))
+    print("| server | connections held (200 OK) | RSS before | RSS holding | memory per connection | RSS after close | probe while holding | closed by server while idle |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        if r["test"] != "idle":
+            continue
+        held = r.get("opened", 0)
+        per = (r["rss_held_kib"] - r["rss_before_kib"]) * 1024 / held if held else 0
+        r["memory_per_connection_bytes"] = round(per)
+        report["idle"].append(r)
+        print("| %s | %s of %s (%s ok, %s failed) | %.1f MiB | %.1f MiB | %.2f KiB | %.1f MiB | HTTP %d in %.1f ms | %s |" % (
+            {"gateway": "gateway (round-robin)", "gateway-again": "same gateway, second round",
+             "nginx": "nginx proxy worker"}[r["front"]],
+            "{:,}".format(held), "{:,}".format(r["target_conns"]), "{:,}".format(r.get("ok", 0)), r.get("bad", "?"),
+            r["rss_before_kib"] / 1024, r["rss_held_kib"] / 1024, per / 1024, r["rss_after_close_kib"] / 1024,
+            r["probe_status"], r["probe_s"] * 1000, r.get("closed_by_server_while_idle", "?")))
+    print("")
+if os.path.getsize(sched_f):
+    print("### D. Component micro-benchmarks (pinned to core 0)\n")
+    sched = open(sched_f).read().strip().splitlines()
+    index = open(index_f).read().strip().splitlines()
+    tok = open(tok_f).read().strip().splitlines()
+    print("```")
+    print("$ sy-bench-sched"); print("\n".join(sched))
+    print("$ sy-bench-index"); print("\n".join(l for l in index if not l.startswith("{")))
+    print("$ sy-bench-tok"); print("\n".join(l for l in tok if not l.startswith("{")))
+    print("```")
+    report["micro"]["sched"] = {}
+    for l in sched[1:]:
+        m = re.match(r"(\S+)\s+p50\s+([\d.]+) us\s+p99\s+([\d.]+) us\s+max\s+([\d.]+) us", l)
+        if m:
+            report["micro"]["sched"][m.group(1)] = {"p50_us": float(m.group(2)), "p99_us": float(m.group(3)), "max_us": float(m.group(4))}
+    for l in index + tok:
+        if l.startswith("{"):
+            report["micro"].update(json.loads(l))
 open(out, "w").write(json.dumps(report, indent=2) + "\n")
 print("\nJSON: " + out)
 PYEOF
