@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job: installs missing Debian packages, builds Switchyard, starts a small local cluster
-# on 127.0.0.1 that needs no model file (three simulated vLLM-compatible engines publishing KV
-# events, and the gateway in front of them with KV-cache-aware routing), sends real OpenAI-style
+# on 127.0.0.1 with `switchyard up` that needs no model file (three simulated vLLM-compatible
+# engines publishing KV events, and the gateway in front of them with KV-cache-aware routing),
+# waits for its ready line, sends real OpenAI-style
 # requests (conversations sharing a long system prompt among them), shows which engine served
-# each request and what came from its prefix cache, then stops every process cleanly.
+# each request and what came from its prefix cache, then stops the cluster with SIGTERM to `up`
+# (gateway first, then the engines) and checks that it exited 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,61 +14,53 @@ make release >/dev/null
 BIN=build/switchyard
 PY=/usr/bin/python3
 MODEL=sim-llama
-N=3
-export PYTHONHASHSEED=0 # engines and gateway hash prompt blocks identically
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 LOGDIR=$(mktemp -d -t switchyard-demo.XXXXXX)
-PIDS=()
+UP_OUT=$LOGDIR/up.out
+UP_PID=
 cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
+        kill -TERM "$UP_PID" 2>/dev/null || true # up stops the gateway, then the engines
+        wait "$UP_PID" 2>/dev/null || true
+    fi
     rm -rf "$LOGDIR"
 }
 trap cleanup EXIT INT TERM
 
-wait_health() { # URL LOG
-    for _ in $(seq 100); do
-        curl -sf "$1/health" >/dev/null && return 0
-        sleep 0.1
-    done
-    echo "did not start:"
-    cat "$2"
-    exit 1
-}
-
-EP_ARGS=()
-for i in $(seq 1 $N); do
-    port=$(free_port)
-    kv=$(free_port)
-    $BIN engine --sim --host 127.0.0.1 --port "$port" --served-model-name "$MODEL" --sim-speed 1 \
-        --kv-events-config "{\"enable_kv_cache_events\":true,\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:$kv\",\"topic\":\"kv@engine$i@$MODEL\"}" \
-        >"$LOGDIR/engine$i.log" 2>&1 &
-    PIDS+=($!)
-    wait_health "http://127.0.0.1:$port" "$LOGDIR/engine$i.log"
-    EP_ARGS+=(--endpoint "http://127.0.0.1:$port,kv-events=tcp://127.0.0.1:$kv")
-    echo "engine $i (simulated A100 + Llama-3-8B) on http://127.0.0.1:$port, KV events on tcp://127.0.0.1:$kv"
-done
-GPORT=$(free_port)
-$BIN gateway --host 127.0.0.1 --port "$GPORT" --scheduler default "${EP_ARGS[@]}" \
-    >"$LOGDIR/gateway.log" 2>&1 &
-PIDS+=($!)
-URL="http://127.0.0.1:$GPORT"
-wait_health "$URL" "$LOGDIR/gateway.log"
-for _ in $(seq 50); do # the gateway reads each engine's models
-    curl -sf "$URL/v1/models" | grep -q "$MODEL" && break
+# The default cluster of `switchyard up`: three simulated engines (A100 + Llama-3-8B timing)
+# publishing KV events over ZMQ, PYTHONHASHSEED=0 for all so that engines and gateway hash prompt
+# blocks identically, and the gateway in front with KV-cache- and load-aware routing. --port 0
+# gives the gateway a free port (the default is 8080); every child logs into $LOGDIR.
+echo "\$ switchyard up --port 0 --log-dir $LOGDIR"
+$BIN up --port 0 --log-dir "$LOGDIR" >"$UP_OUT" 2>&1 &
+UP_PID=$!
+for _ in $(seq 900); do # up gives each child 60 s to become ready, and reports failures itself
+    grep -q '^ready: ' "$UP_OUT" && break
+    kill -0 "$UP_PID" 2>/dev/null || break
     sleep 0.1
 done
-echo "gateway (KV-cache- and load-aware routing) on $URL"
+if ! grep -q '^ready: ' "$UP_OUT"; then
+    echo "switchyard up did not start the cluster:"
+    cat "$UP_OUT"
+    exit 1
+fi
+URL=$(sed -n 's|^ready: \(http://127\.0\.0\.1:[0-9]*\).*|\1|p' "$UP_OUT")
+grep -E '^(  (engine|gateway)|switchyard up: cluster ready|ready:)' "$UP_OUT"
 echo
 
 ask() { # TITLE PATH BODY: prints which engine served the request and what was cached
     local hdr body
     hdr=$(mktemp -p "$LOGDIR")
     body=$(curl -sf -D "$hdr" "$URL$2" -H 'Content-Type: application/json' -d "$3")
-    $PY - "$1" "$body" "$(tr -d '\r' <"$hdr" | awk -F': ' 'tolower($1)=="x-switchyard-endpoint" {print $2}')" <<'PYEOF'
-import json, sys
+    $PY - "$1" "$body" "$(tr -d '\r' <"$hdr" | awk -F': ' 'tolower($1)=="x-switchyard-endpoint" {print $2}')" "$UP_OUT" <<'PYEOF'
+import json, re, sys
 title, body, endpoint = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+# the engine's name from up's ready block ("  engine2  pid=... url=http://127.0.0.1:PORT ...")
+names = dict((m.group(2), m.group(1)) for m in re.finditer(
+    r"^  (engine\d+)\s+pid=\d+ url=http://127\.0\.0\.1:(\d+)", open(sys.argv[4]).read(), re.M))
+port = re.search(r":(\d+)/*$", endpoint)
+if port and port.group(1) in names:
+    endpoint = "%s (%s)" % (names[port.group(1)], endpoint)
 c = body["choices"][0]
 text = c["text"] if "text" in c else c["message"]["content"]
 u = body["usage"]
@@ -98,3 +92,19 @@ curl -sN "$URL/v1/completions" -H 'Content-Type: application/json' \
 echo
 echo "8) gateway metrics: picks per engine and routing regret (cached tokens available / predicted / delivered):"
 curl -sf "$URL/metrics" | grep -E '^switchyard_gateway_(picks_total|cached_tokens_total)' | sed 's/^/  /'
+echo
+echo "9) stopping the cluster: SIGTERM to switchyard up, which stops the gateway, then the engines:"
+kill -TERM "$UP_PID"
+for _ in $(seq 600); do # up bounds each stop phase itself (10 s, then SIGKILL)
+    kill -0 "$UP_PID" 2>/dev/null || break
+    sleep 0.1
+done
+rc=0
+wait "$UP_PID" || rc=$?
+UP_PID=
+grep -E '^switchyard up: (stopping|[a-z0-9]+ stopped|stopped)' "$UP_OUT" | sed 's/^/  /'
+if [ "$rc" -ne 0 ]; then
+    echo "switchyard up exited with status $rc:"
+    tail -n 30 "$UP_OUT"
+    exit 1
+fi

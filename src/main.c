@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench/sb_main.h"
 #include "common/buf.h"
 #include "common/cli.h"
 #include "engine/engine_main.h"
 #include "engine/gguf_tools.h"
 #include "gateway/gw_main.h"
+#include "up/up_main.h"
 
 #define SY_VERSION "0.1.0"
 
@@ -27,9 +29,13 @@ static const cli_cmd_t commands[] = {
      engine_main},
     {"gateway", "LLM-aware inference gateway: KV-cache- and load-aware endpoint picking",
      gateway_main},
+    {"bench", "streaming load generator for OpenAI-compatible servers: TTFT, ITL, goodput",
+     bench_main},
     {"gguf-info", "print a GGUF file's metadata and tensor table", gguf_info_main},
     {"gguf-synth", "write a synthetic llama GGUF with random weights (benchmarks, tests)",
      gguf_synth_main},
+    {"up", "start a local cluster (gateway + sim or real engines) on 127.0.0.1, stop it on Ctrl-C",
+     up_main},
     {"version", "print the version", version_main},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
