@@ -19,7 +19,9 @@
 #
 # Usage: scripts/bench_routing.sh [--quick] [--engines N] [--duration S] [--warmup S]
 #            [--workloads "shared-prefix no-prefix hot-prefix"] [--schedulers "..."]
-#            [--out-dir DIR] [--update-docs] [--build-dir DIR]
+#            [--rates R1,R2,...] [--out-dir DIR] [--update-docs] [--build-dir DIR]
+#   --rates: one ladder for every workload instead of the built-in ones
+#   --report-only: no runs; the report (and --update-docs) from the results already in --out-dir
 #   --quick: 2 engines, tiny sizes and 2 s stages (a smoke run for the tests; numbers mean nothing)
 # Talks only to 127.0.0.1. Needs /usr/bin/python3 for the report. Thread-safety: n/a.
 set -euo pipefail
@@ -31,8 +33,10 @@ DUR=20
 WARMUP=5
 WORKLOADS="shared-prefix no-prefix hot-prefix"
 SCHEDULERS=""
+RATES=""
 OUT=""
 UPDATE_DOCS=0
+REPORT_ONLY=0
 QUICK=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,10 +46,12 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
     --schedulers) SCHEDULERS=$2; shift 2 ;;
+    --rates) RATES=$2; shift 2 ;;
     --out-dir) OUT=$2; shift 2 ;;
     --update-docs) UPDATE_DOCS=1; shift ;;
+    --report-only) REPORT_ONLY=1; shift ;;
     --build-dir) BUILD=$2; shift 2 ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "bench_routing: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -76,11 +82,15 @@ if [ "$QUICK" -eq 1 ]; then
     ENGINES=2 DUR=2 WARMUP=0.5 BLOCKS=256 N_GROUPS=6 PER_GROUP=4 SYS_LEN=256 Q_LEN=32 OUT_LEN=8
     NP_IN=288 RATES_SP="4,8" RATES_NP="4,8" RATES_HOT="4,8"
 fi
+if [ -n "$RATES" ]; then
+    RATES_SP=$RATES RATES_NP=$RATES RATES_HOT=$RATES
+fi
 if [ -z "$SCHEDULERS" ]; then
     SCHEDULERS="round-robin random load prefix-approx prefix-precise default"
 fi
 # Scheduler names are the gateway's built-ins, plus default-noguard: the default config with the
-# hot-spot guard of both prefix scorers turned off (written from deploy/scheduler/default.yaml).
+# hot-spot guard of both prefix scorers turned off (written from deploy/scheduler/default.yaml),
+# plus NAME=FILE.yaml: an EndpointPickerConfig file run under the label NAME.
 schedulers_for() { # workload: the full set for shared-prefix; the baseline and the best otherwise
     local want
     case "$1" in
@@ -91,7 +101,23 @@ schedulers_for() { # workload: the full set for shared-prefix; the baseline and 
     for s in $want; do
         [[ " $SCHEDULERS " == *" ${s%-noguard} "* ]] && printf '%s ' "$s"
     done
+    for s in $SCHEDULERS; do # configs from files run on every workload
+        [ -n "${CONFIG_OF[$s]:-}" ] && printf '%s ' "$s"
+    done
+    return 0
 }
+declare -A CONFIG_OF
+names=""
+for s in $SCHEDULERS; do
+    if [[ "$s" == *=* ]]; then
+        f=${s#*=}
+        [ -f "$f" ] || { echo "bench_routing: no such config file: $f" >&2; exit 2; }
+        CONFIG_OF[${s%%=*}]=$(cd "$(dirname "$f")" && pwd)/$(basename "$f")
+        s=${s%%=*}
+    fi
+    names="$names $s"
+done
+SCHEDULERS=${names# }
 NOGUARD=$OUT/default-noguard.yaml
 sed -e 's/^    lruCapacityPerServer: 31250$/&\n    hotspotGuard: false/' \
     -e 's/^- type: precise-prefix-cache-scorer$/&\n  parameters:\n    hotspotGuard: false/' \
@@ -112,6 +138,7 @@ trap 'exit 143' TERM INT
 start_cluster() { # name scheduler -> sets URL, UP_PID
     local d=$OUT/$1 i sched="scheduler: $2"
     [ "$2" = default-noguard ] && sched="config: $NOGUARD"
+    [ -n "${CONFIG_OF[$2]:-}" ] && sched="config: ${CONFIG_OF[$2]}"
     rm -rf "$d"
     mkdir -p "$d/logs"
     cat >"$d/cluster.yaml" <<EOF
@@ -174,16 +201,19 @@ run_one() { # workload scheduler
     stop_cluster
 }
 
-T0=$(date +%s)
-for w in $WORKLOADS; do
-    files=()
-    for s in $(schedulers_for "$w"); do
-        run_one "$w" "$s"
-        files+=("$OUT/$w-$s.json")
+if [ "$REPORT_ONLY" -eq 0 ]; then
+    T0=$(date +%s)
+    for w in $WORKLOADS; do
+        files=()
+        for s in $(schedulers_for "$w"); do
+            run_one "$w" "$s"
+            files+=("$OUT/$w-$s.json")
+        done
+        "$SY_BIN" bench plot "${files[@]}" --out "$OUT/$w.svg"
     done
-    "$SY_BIN" bench plot "${files[@]}" --out "$OUT/$w.svg"
-done
-ELAPSED=$(($(date +%s) - T0))
+    echo $(($(date +%s) - T0)) >"$OUT/elapsed_s"
+fi
+ELAPSED=$(cat "$OUT/elapsed_s" 2>/dev/null || echo 0)
 
 # ---- report ----
 $PY - "$OUT" "$ENGINES" "$BLOCKS" "$N_GROUPS" "$PER_GROUP" "$SYS_LEN" "$Q_LEN" "$OUT_LEN" "$NP_IN" \
