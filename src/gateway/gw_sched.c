@@ -1427,6 +1427,9 @@ static const struct {
      "# default: precise prefix scoring from KV events plus the approximate index (which still\n"
      "# scores when the precise index has no data), queue depth, KV utilization and in-flight "
      "requests.\n"
+     "# Load weights: in-flight requests (tracked by the gateway, no lag) 4, queue 1, KV\n"
+     "# utilization 1, instead of llm-d's queue 2 / KV 2: with those, the hot-spot guard could not\n"
+     "# move a hot prefix off its engine (docs/benchmarks.md, \"Routing experiment\").\n"
      "# Switchyard endpoint-picker config (llm-d EndpointPickerConfig shape), built in as\n"
      "# \"default\" (gw_sched.c embeds this text;\n"
      "# a unit test checks they match).\n"
@@ -1457,11 +1460,11 @@ static const struct {
      "  - pluginRef: precise-prefix-cache-scorer\n"
      "    weight: 3\n"
      "  - pluginRef: queue-scorer\n"
-     "    weight: 2\n"
-     "  - pluginRef: kv-cache-utilization-scorer\n"
-     "    weight: 2\n"
-     "  - pluginRef: active-request-scorer\n"
      "    weight: 1\n"
+     "  - pluginRef: kv-cache-utilization-scorer\n"
+     "    weight: 1\n"
+     "  - pluginRef: active-request-scorer\n"
+     "    weight: 4\n"
      "  - pluginRef: max-score-picker\n"},
 };
 

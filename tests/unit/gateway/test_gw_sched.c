@@ -689,18 +689,18 @@ static void test_default_pipeline_json_and_no_alloc(void **state)
     assert_ptr_equal(d.endpoint, &EP[3]);
     assert_int_equal(d.n_candidates, NEP - 1);
     assert_int_equal(d.n_scorers, 5);
-    /* 3*1 + 3*1 + 2*1 + 2*0.5 + 1*1 */
-    assert_float_equal(d.total[3], 10.0, 1e-9);
-    assert_float_equal(d.total[0], 5.0, 1e-9); /* 0 + 0 + 2 + 2 + 1 */
+    /* 3*1 + 3*1 + 1*1 + 1*0.5 + 4*1 */
+    assert_float_equal(d.total[3], 11.5, 1e-9);
+    assert_float_equal(d.total[0], 6.0, 1e-9); /* 0 + 0 + 1 + 1 + 4 */
     sy_buf_t b = SY_BUF_INIT;
     assert_int_equal(gws_decision_json(&d, 2, &b), ST_OK);
     const char *want =
-        "{\"profile\":\"default\",\"endpoint\":\"10.0.0.3:8000\",\"total\":10,\"scores\":{"
+        "{\"profile\":\"default\",\"endpoint\":\"10.0.0.3:8000\",\"total\":11.5,\"scores\":{"
         "\"prefix-cache-scorer\":1,\"precise-prefix-cache-scorer\":1,\"queue-scorer\":1,"
         "\"kv-cache-utilization-scorer\":0.5,\"active-request-scorer\":1},\"candidates\":7,"
         "\"endpoints\":8,\"cachedBlocks\":[8,8],\"cachedChunks\":[8,8],\"hotspot\":false,"
-        "\"others\":[{\"endpoint\":\"10.0.0.0:8000\",\"total\":5},{\"endpoint\":\"10.0.0.1:8000\","
-        "\"total\":5}]}";
+        "\"others\":[{\"endpoint\":\"10.0.0.0:8000\",\"total\":6},{\"endpoint\":\"10.0.0.1:8000\","
+        "\"total\":6}]}";
     assert_string_equal(b.data, want);
     sy_buf_reset(&b);
     r.model = "model-c";
