@@ -407,18 +407,10 @@ int bench_main(int argc, char **argv)
     char err[512];
     err[0] = '\0';
     o.progress = isatty(STDERR_FILENO);
-    int rc = cli_parse(&spec, argc, argv, NULL, NULL, err, sizeof err);
-    if (rc == CLI_HELP) {
-        sy_buf_t b = SY_BUF_INIT;
-        cli_usage(&spec, &b);
-        fputs(b.data ? b.data : "", stdout);
-        sy_buf_deinit(&b);
-        return 0;
-    }
-    if (rc != ST_OK) {
-        fprintf(stderr, "switchyard bench: %s (see --help)\n", err);
-        return 2;
-    }
+    int done = cli_parse_main(&spec, argc, argv, NULL, NULL);
+    if (done >= 0)
+        return done;
+    int rc;
     int lvl = sy_log_level_parse(o.log_level);
     if (lvl < 0) {
         fprintf(stderr, "switchyard bench: --log-level: unknown level '%s'\n", o.log_level);

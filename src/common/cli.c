@@ -275,3 +275,23 @@ int cli_cmds_usage(const char *prog, const cli_cmd_t *cmds, size_t n, sy_buf_t *
                             prog);
     return rc;
 }
+
+int cli_parse_main(const cli_spec_t *spec, int argc, char **argv, const char **positional,
+                   size_t *n_positional)
+{
+    char err[768];
+    err[0] = '\0';
+    int rc = cli_parse(spec, argc, argv, positional, n_positional, err, sizeof err);
+    if (rc == CLI_HELP) {
+        sy_buf_t b = SY_BUF_INIT;
+        cli_usage(spec, &b);
+        fputs(b.data ? b.data : "", stdout);
+        sy_buf_deinit(&b);
+        return 0;
+    }
+    if (rc != ST_OK) {
+        fprintf(stderr, "%s: %s (see --help)\n", spec->prog ? spec->prog : "switchyard", err);
+        return 2;
+    }
+    return -1;
+}

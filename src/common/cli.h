@@ -59,6 +59,12 @@ typedef struct cli_spec {
 int cli_parse(const cli_spec_t *spec, int argc, char **argv, const char **positional,
               size_t *n_positional, char *err, size_t err_cap);
 
+/* cli_parse for a subcommand's entry point: on -h/--help prints the usage text to stdout and
+ * returns 0; on a parse error prints "<prog>: <message> (see --help)" to stderr and returns 2;
+ * returns -1 when the caller should go on (everything parsed). */
+int cli_parse_main(const cli_spec_t *spec, int argc, char **argv, const char **positional,
+                   size_t *n_positional);
+
 /* Appends the generated usage text (usage line, summary, one line per option, -h/--help) to out.
  * ST_OK or ST_NOMEM. */
 int cli_usage(const cli_spec_t *spec, sy_buf_t *out);

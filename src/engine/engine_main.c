@@ -224,19 +224,9 @@ int engine_main(int argc, char **argv)
         .opts = opts,
         .n_opts = sizeof opts / sizeof opts[0],
     };
-    char err[256];
-    int rc = cli_parse(&spec, argc, argv, NULL, NULL, err, sizeof err);
-    if (rc == CLI_HELP) {
-        sy_buf_t b = SY_BUF_INIT;
-        cli_usage(&spec, &b);
-        fputs(b.data ? b.data : "", stdout);
-        sy_buf_deinit(&b);
-        return 0;
-    }
-    if (rc != ST_OK) {
-        fprintf(stderr, "switchyard engine: %s (see --help)\n", err);
-        return 2;
-    }
+    int done = cli_parse_main(&spec, argc, argv, NULL, NULL);
+    if (done >= 0)
+        return done;
     if (o.log_level) {
         int lvl = sy_log_level_parse(o.log_level);
         if (lvl < 0) {

@@ -720,19 +720,11 @@ int up_main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0); /* a script waiting for "ready:" sees it at once */
     const char *pos[1] = {NULL};
     size_t n_pos = 0;
+    int done = cli_parse_main(&spec, argc, argv, pos, &n_pos);
+    if (done >= 0)
+        return done;
     char err[768];
-    int rc = cli_parse(&spec, argc, argv, pos, &n_pos, err, sizeof err);
-    if (rc == CLI_HELP) {
-        sy_buf_t b = SY_BUF_INIT;
-        cli_usage(&spec, &b);
-        fputs(b.data ? b.data : "", stdout);
-        sy_buf_deinit(&b);
-        return 0;
-    }
-    if (rc != ST_OK) {
-        fprintf(stderr, "switchyard up: %s (see --help)\n", err);
-        return 2;
-    }
+    int rc;
 
     up_ctx_t ctx;
     memset(&ctx, 0, sizeof ctx);
