@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
-      libjansson-dev libzmq3-dev libmsgpack-dev libssl-dev libxxhash-dev libyaml-dev libcmocka-dev
+      libjansson-dev libzmq3-dev libmsgpack-dev libssl-dev libxxhash-dev libyaml-dev libpcre2-dev libcmocka-dev
       curl python3-zmq python3-msgpack python3-prometheus-client nodejs npm unicode-data)
 
 missing=()

@@ -52,6 +52,8 @@ typedef struct gw_endpoint {
     bool kv_index_stale;    /* KV-event sequence gap not yet recovered: precise entries unsure */
     uint32_t inflight_requests; /* tracked by the gateway itself (no metric lag) */
     uint64_t inflight_tokens;   /* prompt + expected output tokens of in-flight requests */
+    uint64_t inflight_prefill_tokens; /* prompt tokens not expected in the endpoint's cache, of
+                                       * in-flight requests still waiting for their first token */
 } gw_endpoint_t;
 
 /* True if ep serves model (exact name match). */

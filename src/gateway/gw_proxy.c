@@ -55,6 +55,8 @@ typedef struct gwx {
     char ctype[96];
     uint64_t start_ns, first_byte_ns;
     uint32_t predicted_cached_blocks, best_cached_blocks;
+    uint32_t prefill_charge;  /* tokens added to ep->inflight_prefill_tokens, until the first
+                               * streamed bytes (or the end of a buffered answer) */
     int64_t delivered_cached; /* -1 unknown */
     struct gwx *prev, *next;  /* in-flight list, or the free list (next only) */
 } gwx_t;
@@ -170,6 +172,44 @@ gw_proxy_t *gw_proxy_create(const gw_proxy_config_t *cfg)
 
 static void gwx_release(gw_proxy_t *p, gwx_t *x);
 
+static uint64_t sub_floor(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : 0;
+}
+
+/* The endpoint's prefill is done for x (its first bytes arrived, or it ended): x's uncached
+ * prompt tokens leave ep->inflight_prefill_tokens. Idempotent. */
+static void ep_prefill_done(gwx_t *x)
+{
+    if (x->ep && x->prefill_charge) {
+        x->ep->inflight_prefill_tokens = sub_floor(x->ep->inflight_prefill_tokens, x->prefill_charge);
+        x->prefill_charge = 0;
+    }
+}
+
+/* Charges x's load to x->ep (just picked): one request, its estimated tokens, and its prompt
+ * tokens the scheduler did not find cached there as pending prefill. */
+static void ep_load_add(gwx_t *x, uint32_t block_size)
+{
+    gw_endpoint_t *ep = x->ep;
+    uint64_t cached = (uint64_t)x->predicted_cached_blocks * block_size;
+    x->prefill_charge = (uint32_t)sub_floor(x->q.prompt_tokens, cached);
+    ep->inflight_requests++;
+    ep->inflight_tokens += x->q.est_tokens;
+    ep->inflight_prefill_tokens += x->prefill_charge;
+}
+
+/* Returns x's load to x->ep (finished, or leaving it for a retry). NULL ep ok. */
+static void ep_load_remove(gwx_t *x)
+{
+    if (!x->ep)
+        return;
+    ep_prefill_done(x);
+    if (x->ep->inflight_requests)
+        x->ep->inflight_requests--;
+    x->ep->inflight_tokens = sub_floor(x->ep->inflight_tokens, x->q.est_tokens);
+}
+
 /* Unlinks a finished exchange, returns its load to its endpoint and releases it. */
 static void gwx_free(gwx_t *x)
 {
@@ -181,12 +221,7 @@ static void gwx_free(gwx_t *x)
     if (x->next)
         x->next->prev = x->prev;
     p->inflight--;
-    if (x->ep) {
-        if (x->ep->inflight_requests)
-            x->ep->inflight_requests--;
-        x->ep->inflight_tokens =
-            x->ep->inflight_tokens > x->q.est_tokens ? x->ep->inflight_tokens - x->q.est_tokens : 0;
-    }
+    ep_load_remove(x);
     gwx_release(p, x);
 }
 
@@ -469,6 +504,7 @@ static void up_on_data(http_call_t *c, const char *data, size_t len, void *udata
 {
     gwx_t *x = udata;
     if (x->state == GWX_STREAMING) {
+        ep_prefill_done(x); /* the first streamed bytes: the prompt is prefilled */
         /* keep a short tail so a usage chunk split across reads is still found */
         sy_buf_append(&x->resp, data, len);
         scan_cached(x, x->resp.data, x->resp.len);
@@ -513,11 +549,7 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
                 st_str(status), x->status, x->attempts);
         if (x->attempts <= p->cfg.max_retries) {
             mx_counter_inc(p->s_retries);
-            if (x->ep->inflight_requests)
-                x->ep->inflight_requests--;
-            x->ep->inflight_tokens = x->ep->inflight_tokens > x->q.est_tokens
-                                         ? x->ep->inflight_tokens - x->q.est_tokens
-                                         : 0;
+            ep_load_remove(x);
             x->ep = NULL;
             x->state = GWX_PICK;
             sy_buf_reset(&x->resp);
@@ -624,8 +656,7 @@ static void start_attempt(gwx_t *x)
         precise ? p->decision.cached_blocks_chosen : p->decision.cached_chunks_chosen;
     x->best_cached_blocks =
         precise ? p->decision.cached_blocks_best : p->decision.cached_chunks_best;
-    ep->inflight_requests++;
-    ep->inflight_tokens += x->q.est_tokens;
+    ep_load_add(x, p->cfg.block_size);
     mx_counter_inc(pick_series(p, ep));
     if (p->cfg.aidx && x->q.n_chunks)
         aidx_record(p->cfg.aidx, ep->id, x->q.chunks, x->q.n_chunks);
@@ -835,6 +866,7 @@ int gw_proxy_prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gw_
     /* estimated load: exact prompt tokens when known, and the requested output (16 when the
      * request leaves it to the engine's default) */
     uint64_t est = g.prompt ? g.n_prompt : text.len / 4 + 1;
+    out->prompt_tokens = est > UINT32_MAX ? UINT32_MAX : (uint32_t)est;
     bool has_max = json_is_number(json_object_get(root, "max_tokens")) ||
                    (chat && json_is_number(json_object_get(root, "max_completion_tokens")));
     est += has_max ? g.sp.max_tokens : 16;

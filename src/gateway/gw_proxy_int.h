@@ -25,6 +25,7 @@ typedef struct gw_prep {
     char *model;         /* served name the request targets (owned) */
     bool stream;         /* "stream": true */
     uint32_t est_tokens; /* prompt tokens (exact with a tokenizer, chars/4 without) + output */
+    uint32_t prompt_tokens; /* prompt tokens alone (exact with a tokenizer, chars/4 without) */
     uint64_t *hashes;    /* precise block hashes (owned), NULL when not computed */
     size_t n_hashes;
     uint64_t chunks[GW_MAX_CHUNKS]; /* approximate chunk hashes */

@@ -398,6 +398,31 @@ static const gws_param_t token_load_params[] = {
     {"queueThresholdTokens", GWS_P_INT, offsetof(token_load_scorer_t, threshold), "4194304"},
 };
 
+typedef struct prefill_load_scorer {
+    gws_plugin_t base;
+    int64_t floor; /* normalizationFloorTokens */
+} prefill_load_scorer_t;
+
+/* prefill-load-scorer: 1 - p / max(max p over the candidates, normalizationFloorTokens), p = the
+ * endpoint's in-flight prompt tokens not expected in its cache whose first token has not arrived
+ * (tracked by the gateway itself, no metric lag). The floor keeps a few hundred pending tokens from
+ * counting as "the most loaded" when every other candidate has none. */
+static void prefill_load_score(gws_plugin_t *p, gws_ctx_t *c, double *out)
+{
+    const prefill_load_scorer_t *s = (const prefill_load_scorer_t *)p;
+    double max = (double)s->floor;
+    for (size_t i = 0; i < c->n_cand; i++) {
+        double n = (double)cand_ep(c, i)->inflight_prefill_tokens;
+        max = n > max ? n : max;
+    }
+    for (size_t i = 0; i < c->n_cand; i++)
+        out[i] = 1.0 - (double)cand_ep(c, i)->inflight_prefill_tokens / max;
+}
+
+static const gws_param_t prefill_load_params[] = {
+    {"normalizationFloorTokens", GWS_P_INT, offsetof(prefill_load_scorer_t, floor), "2048"},
+};
+
 typedef struct load_aware_scorer {
     gws_plugin_t base;
     int64_t threshold; /* threshold */
@@ -420,7 +445,7 @@ static const gws_param_t load_aware_params[] = {
 
 static int positive_int_init(gws_plugin_t *p, char *err, size_t errlen)
 {
-    /* token-load-scorer and load-aware-scorer: the one int parameter follows the base */
+    /* token-load-, prefill-load- and load-aware-scorer: the one int parameter follows the base */
     int64_t v = *(const int64_t *)((const char *)p + p->type->params[0].offset);
     if (v <= 0) {
         seterr(err, errlen, "%s: %s must be > 0", p->type->name, p->type->params[0].key);
@@ -605,6 +630,10 @@ static const gws_plugin_type_t token_load_scorer_type = {
     GWS_COMMON("token-load-scorer", GWS_KIND_SCORER, sizeof(token_load_scorer_t)),
     .params = token_load_params, .n_params = NPARAMS(token_load_params), .init = positive_int_init,
     .score = token_load_score};
+static const gws_plugin_type_t prefill_load_scorer_type = {
+    GWS_COMMON("prefill-load-scorer", GWS_KIND_SCORER, sizeof(prefill_load_scorer_t)),
+    .params = prefill_load_params, .n_params = NPARAMS(prefill_load_params),
+    .init = positive_int_init, .score = prefill_load_score};
 static const gws_plugin_type_t load_aware_scorer_type = {
     GWS_COMMON("load-aware-scorer", GWS_KIND_SCORER, sizeof(load_aware_scorer_t)),
     .params = load_aware_params, .n_params = NPARAMS(load_aware_params), .init = positive_int_init,
@@ -629,23 +658,12 @@ static const gws_plugin_type_t round_robin_picker_type = {
     .pick = round_robin_pick};
 
 static const gws_plugin_type_t *const registry[] = {
-    &model_filter_type,
-    &decode_filter_type,
-    &prefill_filter_type,
-    &health_filter_type,
-    &saturation_filter_type,
-    &queue_scorer_type,
-    &kv_util_scorer_type,
-    &approx_prefix_scorer_type,
-    &precise_prefix_scorer_type,
-    &active_request_scorer_type,
-    &token_load_scorer_type,
-    &load_aware_scorer_type,
-    &session_affinity_scorer_type,
-    &max_score_picker_type,
-    &random_picker_type,
-    &weighted_random_picker_type,
-    &topk_softmax_picker_type,
+    &model_filter_type,          &decode_filter_type,           &prefill_filter_type,
+    &health_filter_type,         &saturation_filter_type,       &queue_scorer_type,
+    &kv_util_scorer_type,        &approx_prefix_scorer_type,    &precise_prefix_scorer_type,
+    &active_request_scorer_type, &token_load_scorer_type,       &prefill_load_scorer_type,
+    &load_aware_scorer_type,     &session_affinity_scorer_type, &max_score_picker_type,
+    &random_picker_type,         &weighted_random_picker_type,  &topk_softmax_picker_type,
     &round_robin_picker_type,
 };
 
@@ -1428,8 +1446,13 @@ static const struct {
      "# scores when the precise index has no data), queue depth, KV utilization and in-flight "
      "requests.\n"
      "# Load weights: in-flight requests (tracked by the gateway, no lag) 4, queue 1, KV\n"
-     "# utilization 1, instead of llm-d's queue 2 / KV 2: with those, the hot-spot guard could not\n"
-     "# move a hot prefix off its engine (docs/benchmarks.md, \"Routing experiment\").\n"
+     "# utilization 1, instead of llm-d's queue 2 / KV 2: with those, the hot-spot guard could "
+     "not\n"
+     "# move a hot prefix off its engine. Pending prefill (prompt tokens not cached on the "
+     "endpoint,\n"
+     "# of requests still waiting for their first token; tracked by the gateway) 4: without it,\n"
+     "# equal-sized prompts collided on one engine's prefill and round-robin had the better TTFT\n"
+     "# (docs/benchmarks.md, \"Routing experiment\").\n"
      "# Switchyard endpoint-picker config (llm-d EndpointPickerConfig shape), built in as\n"
      "# \"default\" (gw_sched.c embeds this text;\n"
      "# a unit test checks they match).\n"
@@ -1448,6 +1471,7 @@ static const struct {
      "- type: queue-scorer\n"
      "- type: kv-cache-utilization-scorer\n"
      "- type: active-request-scorer\n"
+     "- type: prefill-load-scorer\n"
      "- type: max-score-picker\n"
      "schedulingProfiles:\n"
      "- name: default\n"
@@ -1464,6 +1488,8 @@ static const struct {
      "  - pluginRef: kv-cache-utilization-scorer\n"
      "    weight: 1\n"
      "  - pluginRef: active-request-scorer\n"
+     "    weight: 4\n"
+     "  - pluginRef: prefill-load-scorer\n"
      "    weight: 4\n"
      "  - pluginRef: max-score-picker\n"},
 };

@@ -261,6 +261,36 @@ static void test_load_scorers(void **state)
     assert_float_equal(sc[2], 1.0 - 5000.0 / 4194304.0, 1e-12);
     gws_sched_destroy(s);
 
+    /* prefill-load-scorer: 1 - p / max(max p, normalizationFloorTokens) */
+    EP[0].inflight_prefill_tokens = 0;
+    EP[1].inflight_prefill_tokens = 512;
+    EP[2].inflight_prefill_tokens = 1024;
+    s = ONE_SCORER("prefill-load-scorer", "");
+    sc = score_with(s, &r, 3, NULL, NULL, &d);
+    assert_float_equal(sc[0], 1.0, 1e-12);
+    assert_float_equal(sc[1], 0.75, 1e-12); /* below the floor of 2048: absolute scale */
+    assert_float_equal(sc[2], 0.5, 1e-12);
+    EP[2].inflight_prefill_tokens = 4096;
+    sc = score_with(s, &r, 3, NULL, NULL, &d);
+    assert_float_equal(sc[1], 0.875, 1e-12); /* above it: relative to the most loaded */
+    assert_float_equal(sc[2], 0.0, 1e-12);
+    assert_ptr_equal(d.endpoint, &EP[0]);
+    gws_sched_destroy(s);
+    s = ONE_SCORER("prefill-load-scorer", "  parameters:\n    normalizationFloorTokens: 256\n");
+    EP[2].inflight_prefill_tokens = 0;
+    sc = score_with(s, &r, 3, NULL, NULL, &d);
+    assert_float_equal(sc[1], 0.0, 1e-12);
+    assert_float_equal(sc[2], 1.0, 1e-12);
+    gws_sched_destroy(s);
+    char err[GWS_ERR_MAX];
+    const char *bad = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
+                      "- type: prefill-load-scorer\n  parameters:\n"
+                      "    normalizationFloorTokens: 0\n"
+                      "schedulingProfiles:\n- name: p\n  plugins:\n"
+                      "  - pluginRef: prefill-load-scorer\n";
+    assert_int_equal(gws_config_load_text(bad, strlen(bad), &s, err, sizeof err), ST_INVAL);
+    assert_non_null(strstr(err, "normalizationFloorTokens must be > 0"));
+
     /* load-aware-scorer: q = 0 -> 0.5, else 0.5 (1 - min(q, T)/T) */
     EP[0].m.waiting = 0;
     EP[1].m.waiting = 64;
@@ -688,19 +718,20 @@ static void test_default_pipeline_json_and_no_alloc(void **state)
     assert_int_equal(sy_alloc_total_count(), allocs);
     assert_ptr_equal(d.endpoint, &EP[3]);
     assert_int_equal(d.n_candidates, NEP - 1);
-    assert_int_equal(d.n_scorers, 5);
-    /* 3*1 + 3*1 + 1*1 + 1*0.5 + 4*1 */
-    assert_float_equal(d.total[3], 11.5, 1e-9);
-    assert_float_equal(d.total[0], 6.0, 1e-9); /* 0 + 0 + 1 + 1 + 4 */
+    assert_int_equal(d.n_scorers, 6);
+    /* 3*1 + 3*1 + 1*1 + 1*0.5 + 4*1 + 4*1 */
+    assert_float_equal(d.total[3], 15.5, 1e-9);
+    assert_float_equal(d.total[0], 10.0, 1e-9); /* 0 + 0 + 1 + 1 + 4 + 4 */
     sy_buf_t b = SY_BUF_INIT;
     assert_int_equal(gws_decision_json(&d, 2, &b), ST_OK);
     const char *want =
-        "{\"profile\":\"default\",\"endpoint\":\"10.0.0.3:8000\",\"total\":11.5,\"scores\":{"
+        "{\"profile\":\"default\",\"endpoint\":\"10.0.0.3:8000\",\"total\":15.5,\"scores\":{"
         "\"prefix-cache-scorer\":1,\"precise-prefix-cache-scorer\":1,\"queue-scorer\":1,"
-        "\"kv-cache-utilization-scorer\":0.5,\"active-request-scorer\":1},\"candidates\":7,"
+        "\"kv-cache-utilization-scorer\":0.5,\"active-request-scorer\":1,"
+        "\"prefill-load-scorer\":1},\"candidates\":7,"
         "\"endpoints\":8,\"cachedBlocks\":[8,8],\"cachedChunks\":[8,8],\"hotspot\":false,"
-        "\"others\":[{\"endpoint\":\"10.0.0.0:8000\",\"total\":6},{\"endpoint\":\"10.0.0.1:8000\","
-        "\"total\":6}]}";
+        "\"others\":[{\"endpoint\":\"10.0.0.0:8000\",\"total\":10},{\"endpoint\":\"10.0.0.1:8000\","
+        "\"total\":10}]}";
     assert_string_equal(b.data, want);
     sy_buf_reset(&b);
     r.model = "model-c";
