@@ -12,6 +12,8 @@
 #include "engine/engine_main.h"
 #include "engine/gguf_tools.h"
 #include "gateway/gw_main.h"
+#include "gov/gov_audit_cli.h"
+#include "gov/gov_tenant.h"
 #include "up/up_main.h"
 
 #define SY_VERSION "0.1.0"
@@ -36,6 +38,10 @@ static const cli_cmd_t commands[] = {
      gguf_synth_main},
     {"up", "start a local cluster (gateway + sim or real engines) on 127.0.0.1, stop it on Ctrl-C",
      up_main},
+    {"audit", "verify the hash chain of prompt audit logs; benchmark the audit writer",
+     audit_main},
+    {"apikey", "generate a gateway API key (new) or print a key's SHA-256 (hash)",
+     gten_apikey_main},
     {"version", "print the version", version_main},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

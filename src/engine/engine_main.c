@@ -6,6 +6,7 @@
  *
  * Process shape: the main thread runs the event loop (HTTP + API); the engine core runs its own
  * thread; the KV-event publisher runs its own thread.
+ * With --tls-cert/--tls-key the HTTP listener speaks TLS (http_tls.h; no reload in the engine).
  * Does not: load GGUF models yet (--model is refused with a clear message; a later issue adds the
  * CPU executor behind the same executor interface).
  * Thread-safety: process entry, main thread.
@@ -37,6 +38,7 @@
 #include "engine/tok_gguf.h"
 #include "engine/tokenizer.h"
 #include "http/http_server.h"
+#include "http/http_tls.h"
 
 #define SY_VERSION "0.1.0"
 #define MAX_NAMES 16
@@ -74,11 +76,13 @@ typedef struct engine_opts {
     uint64_t max_connections;
     double drain_timeout;
     const char *log_level;
+    const char *tls_cert, *tls_key; /* both or neither: HTTPS */
 } engine_opts_t;
 
 typedef struct engine_ctx {
     ev_loop_t *loop;
     http_server_t *srv;
+    htls_server_t *tls; /* --tls-cert/--tls-key; NULL = plain HTTP */
     api_t *api;
     ecore_t *core;
     double drain_timeout;
@@ -169,6 +173,10 @@ int engine_main(int argc, char **argv)
     const cli_opt_t opts[] = {
         {"host", "HOST", CLI_STRING, &o.host, "address to listen on", "0.0.0.0"},
         {"port", "PORT", CLI_UINT, &o.port, "HTTP port", "8000"},
+        {"tls-cert", "FILE", CLI_STRING, &o.tls_cert,
+         "serve over TLS with this PEM certificate (leaf first, then its chain); needs --tls-key",
+         NULL},
+        {"tls-key", "FILE", CLI_STRING, &o.tls_key, "the PEM private key of --tls-cert", NULL},
         {"served-model-name", "NAMES", CLI_STRING, &o.served_model_name,
          "model name(s) served, comma-separated; the first is used in metrics",
          "the --model path, or sim-model"},
@@ -499,6 +507,20 @@ int engine_main(int argc, char **argv)
     ctx.srv = http_server_create(ctx.loop, &hcfg, api_on_request, api);
     if (!ctx.srv)
         goto oom;
+    if (!o.tls_cert != !o.tls_key) {
+        fprintf(stderr, "switchyard engine: --tls-cert and --tls-key go together\n");
+        exit_code = 2;
+        goto fail;
+    }
+    if (o.tls_cert) {
+        char terr[512];
+        ctx.tls = htls_server_create(o.tls_cert, o.tls_key, terr, sizeof terr);
+        if (!ctx.tls) {
+            fprintf(stderr, "switchyard engine: TLS: %s\n", terr);
+            goto fail;
+        }
+        http_server_set_tls(ctx.srv, ctx.tls);
+    }
     status = http_server_listen(ctx.srv, o.host, (int)o.port);
     if (status != ST_OK) {
         fprintf(stderr, "switchyard engine: cannot listen on %s:%llu: %s\n", o.host,
@@ -533,6 +555,7 @@ cleanup:
         close(ctx.sigfd);
     }
     http_server_destroy(ctx.srv); /* closes exchanges: their requests are aborted */
+    htls_server_destroy(ctx.tls);
     if (api)
         api_set_core(api, NULL); /* the exchanges are gone; nothing may reach the core now */
     ecore_destroy(ctx.core);

@@ -31,12 +31,13 @@ static int parse_role(const char *v, gw_role_t *out)
     return ST_OK;
 }
 
-/* "http://host[:port][/...]" into out->host / out->port. */
+/* "http[s]://host[:port][/...]" into out->host / out->port / out->tls. */
 static int parse_url(const char *url, gw_ep_spec_t *out)
 {
-    if (strncmp(url, "http://", 7) != 0)
+    bool tls = strncmp(url, "https://", 8) == 0;
+    if (!tls && strncmp(url, "http://", 7) != 0)
         return ST_INVAL;
-    const char *hp = url + 7;
+    const char *hp = url + (tls ? 8 : 7);
     size_t hl = strcspn(hp, "/");
     char buf[128];
     if (hl == 0 || hl >= sizeof buf)
@@ -44,7 +45,7 @@ static int parse_url(const char *url, gw_ep_spec_t *out)
     memcpy(buf, hp, hl);
     buf[hl] = '\0';
     char *colon = strrchr(buf, ':');
-    long port = 80;
+    long port = tls ? 443 : 80;
     if (colon) {
         char *end = NULL;
         errno = 0;
@@ -58,6 +59,7 @@ static int parse_url(const char *url, gw_ep_spec_t *out)
         return ST_INVAL;
     memcpy(out->host, buf, n + 1);
     out->port = (int)port;
+    out->tls = tls;
     return ST_OK;
 }
 
@@ -73,7 +75,7 @@ int gw_ep_spec_parse_arg(const char *text, gw_ep_spec_t *out, char *err, size_t 
     char *save = NULL;
     char *url = strtok_r(buf, ",", &save);
     if (!url || parse_url(url, out) != ST_OK) {
-        sy_errf(err, errlen, "--endpoint '%s': expected http://HOST:PORT", text);
+        sy_errf(err, errlen, "--endpoint '%s': expected http[s]://HOST:PORT", text);
         return ST_INVAL;
     }
     for (char *kv = strtok_r(NULL, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
@@ -598,9 +600,10 @@ void gw_ep_list_deinit(gw_ep_list_t *l)
 
 bool gw_ep_spec_equal(const gw_ep_spec_t *a, const gw_ep_spec_t *b)
 {
-    if (strcmp(a->host, b->host) != 0 || a->port != b->port || a->role != b->role ||
-        strcmp(a->kv_events, b->kv_events) != 0 || strcmp(a->replay, b->replay) != 0 ||
-        strcmp(a->metrics_path, b->metrics_path) != 0 || a->n_models != b->n_models)
+    if (strcmp(a->host, b->host) != 0 || a->port != b->port || a->tls != b->tls ||
+        a->role != b->role || strcmp(a->kv_events, b->kv_events) != 0 ||
+        strcmp(a->replay, b->replay) != 0 || strcmp(a->metrics_path, b->metrics_path) != 0 ||
+        a->n_models != b->n_models)
         return false;
     for (size_t i = 0; i < a->n_models; i++)
         if (strcmp(a->models[i], b->models[i]) != 0)

@@ -4,7 +4,8 @@
  * file (YAML, reloaded on SIGHUP by gw_main):
  *
  *   endpoints:
- *     - url: http://10.0.0.5:8000          # required, http://HOST[:PORT][/...]
+ *     - url: http://10.0.0.5:8000          # required, http[s]://HOST[:PORT][/...]; https =
+ *                                          # TLS to the engine (gateway --upstream-tls-ca)
  *       models: [meta-llama/Llama-3.1-8B]  # optional; default: read from its /v1/models
  *       role: both                         # optional: both (default), prefill, decode
  *       kv_events: tcp://10.0.0.5:5557     # optional: the engine's KV-event publisher
@@ -35,6 +36,7 @@
 typedef struct gw_ep_spec {
     char host[96];
     int port;
+    bool tls; /* https:// (default port 443) */
     gw_role_t role;
     char kv_events[256];    /* "" = none */
     char replay[256];       /* "" = none */
@@ -63,7 +65,7 @@ typedef struct gw_ep_list {
     size_t n_disc;
 } gw_ep_list_t;
 
-/* Parses "http://host:port[/...][,kv-events=ZMQ][,replay=ZMQ][,role=R][,model=NAME]" into *out.
+/* Parses "http[s]://host:port[/...][,kv-events=ZMQ][,replay=ZMQ][,role=R][,model=NAME]" into *out.
  * ST_OK, or ST_INVAL with a message in err. */
 int gw_ep_spec_parse_arg(const char *text, gw_ep_spec_t *out, char *err, size_t errlen);
 

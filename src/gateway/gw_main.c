@@ -16,7 +16,15 @@
  * Hash parity: with KV events, the tick drives gw_parity.h, which probes every subscribed
  * endpoint once its models are known (at start-up and whenever one is added) and exports
  * switchyard_gateway_hash_parity; ep_remove tells it before the slot's upstream goes.
- * Does not: re-read the file's `discovery:` entries on SIGHUP (they are read at start).
+ * Listeners: the client listener speaks TLS with --tls-cert/--tls-key (certificate and key
+ * re-read on SIGHUP; a bad pair keeps the running one and logs gateway.tls_reload_failed). With
+ * --admin-port, /metrics moves to a separate plain-HTTP admin listener (default 127.0.0.1) that
+ * serves /metrics and /health only; the client listener answers /metrics with 404 and keeps
+ * /health. Endpoints with an https:// URL are reached through a second HTTP client whose TLS
+ * context verifies them against --upstream-tls-ca (or the system store); their scrapers use it
+ * too (a scraper serves one metrics path over one client).
+ * Does not: re-read the file's `discovery:` entries on SIGHUP (they are read at start); TLS for
+ * discovered endpoints or for the KV-event (ZMQ) connections.
  * Thread-safety: process entry, main thread.
  */
 #include "gateway/gw_main.h"
@@ -52,6 +60,7 @@
 #include "gateway/prefix_index.h"
 #include "http/http_client.h"
 #include "http/http_server.h"
+#include "http/http_tls.h"
 
 #define GW_MAX_SPECS 256
 #define GW_TICK_MS 50
@@ -62,12 +71,18 @@
 typedef struct gw_ctx {
     ev_loop_t *loop;
     http_server_t *srv;
-    http_client_t *client;
+    http_server_t *admin;      /* --admin-port: /metrics and /health; NULL = none */
+    htls_server_t *tls;        /* --tls-cert/--tls-key for srv; NULL = plain HTTP */
+    http_client_t *client;     /* upstreams of http:// endpoints */
+    http_client_t *tls_client; /* upstreams of https:// endpoints; created on first use */
+    htls_client_t *utls;       /* tls_client's context (--upstream-tls-ca) */
+    const char *upstream_ca;   /* --upstream-tls-ca; NULL = the system store */
     gw_table_t table;
     gw_proxy_t *proxy;
     gw_scraper_config_t scfg;
     struct {
         char path[128]; /* "" = the default */
+        bool tls;       /* over tls_client */
         gw_scraper_t *s;
     } scrapers[GW_MAX_SCRAPERS];
     size_t n_scrapers;
@@ -187,21 +202,45 @@ static void models_refresh(gw_ctx_t *ctx)
 /* ------------------------------------------------------------------------------------------ */
 /* endpoint lifecycle: add, drain, remove (SIGHUP reload of --endpoints-file)                  */
 
-/* The scraper polling `path` ("" = /metrics), created on first use. NULL on failure. */
-static gw_scraper_t *scraper_for(gw_ctx_t *ctx, const char *path)
+/* The HTTP client for plain (tls false) or https:// endpoints; the TLS one is created on first
+ * use. NULL with err set on failure. */
+static http_client_t *client_for(gw_ctx_t *ctx, bool tls, char *err, size_t errlen)
+{
+    if (!tls)
+        return ctx->client;
+    if (ctx->tls_client)
+        return ctx->tls_client;
+    char terr[256];
+    if (!ctx->utls && !(ctx->utls = htls_client_create(ctx->upstream_ca, terr, sizeof terr))) {
+        snprintf(err, errlen, "upstream TLS: %.200s", terr);
+        return NULL;
+    }
+    http_client_config_t ccfg;
+    http_client_config_default(&ccfg);
+    ccfg.tls = ctx->utls;
+    ctx->tls_client = http_client_create(ctx->loop, &ccfg);
+    if (!ctx->tls_client)
+        snprintf(err, errlen, "out of memory");
+    return ctx->tls_client;
+}
+
+/* The scraper polling `path` ("" = /metrics) over the plain or the TLS client, created on first
+ * use. NULL on failure. */
+static gw_scraper_t *scraper_for(gw_ctx_t *ctx, const char *path, bool tls)
 {
     for (size_t i = 0; i < ctx->n_scrapers; i++)
-        if (strcmp(ctx->scrapers[i].path, path) == 0)
+        if (strcmp(ctx->scrapers[i].path, path) == 0 && ctx->scrapers[i].tls == tls)
             return ctx->scrapers[i].s;
     if (ctx->n_scrapers == GW_MAX_SCRAPERS)
         return NULL;
     gw_scraper_config_t c = ctx->scfg;
     if (path[0])
         c.metrics_path = path;
-    gw_scraper_t *s = gw_scraper_create(ctx->loop, ctx->client, &c);
+    gw_scraper_t *s = gw_scraper_create(ctx->loop, tls ? ctx->tls_client : ctx->client, &c);
     if (!s)
         return NULL;
     snprintf(ctx->scrapers[ctx->n_scrapers].path, sizeof ctx->scrapers[0].path, "%s", path);
+    ctx->scrapers[ctx->n_scrapers].tls = tls;
     ctx->scrapers[ctx->n_scrapers++].s = s;
     return s;
 }
@@ -293,12 +332,19 @@ static int ep_add(gw_ctx_t *ctx, const gw_ep_spec_t *spec, char *err, size_t err
         snprintf(err, errlen, "endpoint %s: models: %s", ep->name, st_str(st));
         goto fail;
     }
-    ctx->table.ups[id] = http_upstream_create(ctx->client, ep->host, ep->port, &st);
+    char cerr[320];
+    http_client_t *cl = client_for(ctx, spec->tls, cerr, sizeof cerr);
+    if (!cl) {
+        snprintf(err, errlen, "endpoint %s: %.300s", ep->name, cerr);
+        st = ST_INVAL;
+        goto fail;
+    }
+    ctx->table.ups[id] = http_upstream_create(cl, ep->host, ep->port, &st);
     if (!ctx->table.ups[id]) {
         snprintf(err, errlen, "endpoint %s: %s", ep->name, st_str(st));
         goto fail;
     }
-    gw_scraper_t *sc = scraper_for(ctx, spec->metrics_path);
+    gw_scraper_t *sc = scraper_for(ctx, spec->metrics_path, spec->tls);
     if (!sc || (st = gw_scraper_add(sc, ep)) != ST_OK) {
         snprintf(err, errlen, "endpoint %s: scraper: %s", ep->name,
                  sc ? st_str(st) : "too many metrics paths");
@@ -429,7 +475,8 @@ static int apply_wanted(gw_ctx_t *ctx, const gw_ep_list_t *want, apply_counts_t 
 static void reload(gw_ctx_t *ctx)
 {
     if (!ctx->endpoints_file) {
-        sy_warn("gateway.reload_skipped", "msg=\"SIGHUP without --endpoints-file\"");
+        if (!ctx->tls) /* with TLS, SIGHUP re-reads the certificate (tls_reload) */
+            sy_warn("gateway.reload_skipped", "msg=\"SIGHUP without --endpoints-file\"");
         return;
     }
     char err[512];
@@ -469,6 +516,42 @@ static void reload(gw_ctx_t *ctx)
         sy_info("gateway.reload", "file=\"%s\" kept=%zu added=%zu removed=%zu failed=%zu",
                 ctx->endpoints_file, c.kept, c.added, c.removed, c.failed);
     gw_ep_list_deinit(&want);
+}
+
+/* SIGHUP with --tls-cert: re-reads the certificate and key; new client connections get the new
+ * pair, open ones keep theirs. A bad pair keeps the running one. */
+static void tls_reload(gw_ctx_t *ctx)
+{
+    char err[512], desc[512];
+    int rc = htls_server_reload(ctx->tls, NULL, NULL, err, sizeof err);
+    htls_server_describe(ctx->tls, desc, sizeof desc);
+    if (rc != ST_OK)
+        sy_error("gateway.tls_reload_failed", "error=\"%s\" kept_%s", err, desc);
+    else
+        sy_info("gateway.tls_reload", "%s", desc);
+}
+
+/* --admin-port given: the client listener does not serve /metrics. */
+static void on_client_request(http_req_t *req, void *udata)
+{
+    gw_ctx_t *ctx = udata;
+    if (sy_slice_eq(http_req_path(req), "/metrics")) {
+        http_req_respond_error(req, 404, "NotFoundError", "Not Found", NULL);
+        return;
+    }
+    gw_proxy_on_request(req, ctx->proxy);
+}
+
+/* The admin listener: /metrics and /health (answered by the proxy), nothing else. */
+static void on_admin_request(http_req_t *req, void *udata)
+{
+    gw_ctx_t *ctx = udata;
+    sy_slice_t path = http_req_path(req);
+    if (sy_slice_eq(path, "/metrics") || sy_slice_eq(path, "/health")) {
+        gw_proxy_on_request(req, ctx->proxy);
+        return;
+    }
+    http_req_respond_error(req, 404, "NotFoundError", "Not Found", NULL);
 }
 
 /* Discovery (loop thread, from gwdns' ev_async): a target's set changed; apply the wanted set. */
@@ -616,6 +699,8 @@ static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
     struct signalfd_siginfo si;
     while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGHUP) {
+            if (!ctx->draining && ctx->tls)
+                tls_reload(ctx);
             if (!ctx->draining)
                 reload(ctx);
             continue;
@@ -639,6 +724,8 @@ int gateway_main(int argc, char **argv)
 {
     const char *host = "0.0.0.0", *scheduler = "default", *config = NULL, *log_level = NULL;
     const char *tokenizer = "builtin", *chat_template = "chatml", *endpoints_file = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL, *upstream_ca = NULL, *admin_host = "127.0.0.1";
+    uint64_t admin_port = 0;
     uint64_t port = 8080, block_size = 16, max_retries = 2, eject_after = 3;
     uint64_t scrape_ms = 50, staleness_ms = 1000, health_ms = 1000, index_blocks = 4000000;
     uint64_t max_body = 32u << 20, max_conns = 100000;
@@ -677,8 +764,25 @@ int gateway_main(int argc, char **argv)
     const cli_opt_t opts[] = {
         {"host", "HOST", CLI_STRING, &host, "address to listen on", "0.0.0.0"},
         {"port", "PORT", CLI_UINT, &port, "HTTP port", "8080"},
+        {"tls-cert", "FILE", CLI_STRING, &tls_cert,
+         "serve clients over TLS (HTTP/1.1) with this PEM certificate (leaf first, then its "
+         "chain); needs --tls-key; both are re-read on SIGHUP",
+         NULL},
+        {"tls-key", "FILE", CLI_STRING, &tls_key, "the PEM private key of --tls-cert", NULL},
+        {"upstream-tls-ca", "FILE", CLI_STRING, &upstream_ca,
+         "CA certificates (PEM) that https:// endpoints are verified against (default: the "
+         "system store)",
+         NULL},
+        {"admin-port", "PORT", CLI_UINT, &admin_port,
+         "serve /metrics (and /health) on this separate plain-HTTP port; the client port then "
+         "answers /metrics with 404",
+         NULL},
+        {"admin-address", "ADDR", CLI_STRING, &admin_host, "address of the admin listener",
+         "127.0.0.1"},
         {"endpoint", "URL[,kv-events=ZMQ][,replay=ZMQ][,role=R][,model=M]", CLI_STRING, NULL,
-         "a model server (repeat for each); models are read from its /v1/models", NULL},
+         "a model server (repeat for each): http://, or https:// for TLS (see --upstream-tls-ca); "
+         "models are read from its /v1/models",
+         NULL},
         {"endpoints-file", "FILE", CLI_STRING, &endpoints_file,
          "YAML list of endpoints (url, models, role, kv_events, replay, metrics_path), re-read "
          "on SIGHUP, and of discovery targets (target, kv_events_port, role, models, "
@@ -773,7 +877,12 @@ int gateway_main(int argc, char **argv)
         fprintf(stderr, "switchyard gateway: %s\n", err);
         return 2;
     }
-    if (port > 65535 || block_size == 0 || block_size > 1024 || n_endpoint_args > GW_MAX_SPECS) {
+    if (!tls_cert != !tls_key) {
+        fprintf(stderr, "switchyard gateway: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (port > 65535 || admin_port > 65535 || block_size == 0 || block_size > 1024 ||
+        n_endpoint_args > GW_MAX_SPECS) {
         fprintf(stderr, "switchyard gateway: an option is out of range\n");
         return 2;
     }
@@ -802,6 +911,7 @@ int gateway_main(int argc, char **argv)
     }
     ctx.drain_timeout = drain_timeout;
     ctx.block_size = (uint32_t)block_size;
+    ctx.upstream_ca = upstream_ca;
     tok_t *tok = NULL;
     sigset_t mask;
     sy_proc_tune_malloc();
@@ -952,14 +1062,40 @@ int gateway_main(int argc, char **argv)
     hcfg.max_body_bytes = (size_t)max_body;
     hcfg.max_connections = max_conns ? (size_t)max_conns : 1;
     sy_raise_fd_limit();
-    ctx.srv = http_server_create(ctx.loop, &hcfg, gw_proxy_on_request, ctx.proxy);
+    if (tls_cert && !(ctx.tls = htls_server_create(tls_cert, tls_key, err, sizeof err))) {
+        fprintf(stderr, "switchyard gateway: TLS: %s\n", err);
+        goto fail;
+    }
+    /* without an admin listener the proxy answers every route directly, as before */
+    ctx.srv = admin_port ? http_server_create(ctx.loop, &hcfg, on_client_request, &ctx)
+                         : http_server_create(ctx.loop, &hcfg, gw_proxy_on_request, ctx.proxy);
     if (!ctx.srv)
         goto oom;
+    http_server_set_tls(ctx.srv, ctx.tls);
     rc = http_server_listen(ctx.srv, host, (int)port);
     if (rc != ST_OK) {
         fprintf(stderr, "switchyard gateway: cannot listen on %s:%llu: %s\n", host,
                 (unsigned long long)port, st_str(rc));
         goto fail;
+    }
+    if (admin_port) {
+        http_server_config_t acfg;
+        http_server_config_default(&acfg);
+        acfg.max_connections = 1024;
+        ctx.admin = http_server_create(ctx.loop, &acfg, on_admin_request, &ctx);
+        if (!ctx.admin)
+            goto oom;
+        rc = http_server_listen(ctx.admin, admin_host, (int)admin_port);
+        if (rc != ST_OK) {
+            fprintf(stderr, "switchyard gateway: cannot listen on %s:%llu (admin): %s\n",
+                    admin_host, (unsigned long long)admin_port, st_str(rc));
+            goto fail;
+        }
+    }
+    if (ctx.tls) {
+        char desc[512];
+        htls_server_describe(ctx.tls, desc, sizeof desc);
+        sy_info("gateway.tls", "cert=\"%s\" %s", tls_cert, desc);
     }
     ctx.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (ctx.sigfd < 0 || ev_fd_add(ctx.loop, ctx.sigfd, EV_READ, on_signal, &ctx) != ST_OK)
@@ -983,11 +1119,12 @@ int gateway_main(int argc, char **argv)
     ev_timer_add(ctx.loop, GW_TICK_MS, tick, &ctx);
     sy_info("gateway.start",
             "addr=%s:%d endpoints=%zu discovery=%zu file=%s scheduler=%s precise=%s approx=%s "
-            "kv_events=%s block_size=%llu",
+            "kv_events=%s block_size=%llu tls=%s admin=%s:%d",
             host, http_server_port(ctx.srv), ctx.table.n, ctx.n_disc,
             endpoints_file ? endpoints_file : "none", config ? config : scheduler,
             (needs & GWS_NEEDS_PRECISE) ? "on" : "off", (needs & GWS_NEEDS_APPROX) ? "on" : "off",
-            any_events ? "on" : "off", (unsigned long long)block_size);
+            any_events ? "on" : "off", (unsigned long long)block_size, ctx.tls ? "on" : "off",
+            ctx.admin ? admin_host : "none", ctx.admin ? http_server_port(ctx.admin) : 0);
     ev_run(ctx.loop);
     exit_code = 0;
     goto cleanup;
@@ -1002,6 +1139,8 @@ cleanup:
     }
     gwdns_destroy(ctx.dns);       /* joins its thread */
     http_server_destroy(ctx.srv); /* client exchanges end: their upstream calls are cancelled */
+    http_server_destroy(ctx.admin);
+    htls_server_destroy(ctx.tls); /* after the server: its connections were made from it */
     gw_proxy_destroy(ctx.proxy);
     while (ctx.table.n) /* endpoints first: they unregister from the scrapers and kvsub */
         ep_remove(&ctx, (uint32_t)(ctx.table.n - 1));
@@ -1012,6 +1151,8 @@ cleanup:
     for (size_t i = 0; i < GW_MAX_ENDPOINTS; i++)
         sy_buf_deinit(&ctx.models_body[i]);
     http_client_destroy(ctx.client);
+    http_client_destroy(ctx.tls_client);
+    htls_client_destroy(ctx.utls);
     pidx_destroy(ctx.pidx);
     aidx_destroy(ctx.aidx);
     gws_sched_destroy(ctx.sched);

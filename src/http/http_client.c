@@ -5,8 +5,10 @@
  *
  *    conn_open (non-blocking connect)          pool hit in http_call_start
  *        |                                  +--------------------------------- IDLE <-+
- *        v            connected             v        head parsed (1xx skipped)    ^    |
+ *        v            connected (plain)     v        head parsed (1xx skipped)    ^    |
  *    CONNECTING ------------------------> REQUEST ------------------------> BODY   |    |
+ *        | connected (TLS)                  ^ handshake done
+ *        +------------------> HANDSHAKE ----+
  *        |                                  |  head without body (HEAD/204/   |    |    |
  *        |                                  |  304/CL 0), keep-alive          |    |    |
  *        |                                  +---------------------------------+----+    |
@@ -18,19 +20,23 @@
  *
  * Transitions (from -> to: trigger [function]):
  *   (new)      -> CONNECTING : call started, no idle connection       [conn_open]
- *   CONNECTING -> REQUEST    : SO_ERROR == 0 after EV_WRITE           [conn_connected]
+ *   CONNECTING -> REQUEST    : SO_ERROR == 0 after EV_WRITE (plain)   [conn_connected]
+ *   CONNECTING -> HANDSHAKE  : SO_ERROR == 0 after EV_WRITE (TLS)     [conn_connected]
+ *   HANDSHAKE  -> REQUEST    : TLS handshake complete, peer verified  [conn_handshake]
  *   IDLE       -> REQUEST    : call started, LIFO pool pop            [http_call_start]
  *   REQUEST    -> BODY       : final (>= 200) response head parsed    [conn_process]
  *   REQUEST    -> IDLE       : bodiless response done, reusable       [conn_complete]
  *   BODY       -> IDLE       : body complete, reusable                [conn_complete]
  *   REQUEST/BODY -> CLOSED   : response done, connection not reusable [conn_complete]
- *   CONNECTING/REQUEST/BODY -> CLOSED : I/O error, EOF, bad bytes, timeout [conn_fail]
+ *   CONNECTING/HANDSHAKE/REQUEST/BODY -> CLOSED : I/O error, EOF, bad bytes, certificate
+ *                             refused, timeout                         [conn_fail]
  *   CONNECTING/REQUEST/BODY -> CLOSED : http_call_cancel              [http_call_cancel]
  *   IDLE       -> CLOSED     : idle timeout, peer closed / sent bytes [on_conn_timer, idle_on_read]
  *   CLOSED     -> (freed)    : 0 ms pending timer after the callbacks ran [on_pend]
  *
  * Invariants (checked by uconn_assert_state):
  *   CONNECTING : fd open; call attached (call->conn == c); nothing written; deadline = connect.
+ *   HANDSHAKE  : as CONNECTING, fd watched, tls set; deadline still the connect one.
  *   REQUEST    : fd open and watched; call attached; the request is being written or was written;
  *                no head parsed yet (1xx heads are consumed here).
  *   BODY       : fd open and watched; call attached; head delivered (on_head ran).
@@ -59,8 +65,12 @@
  * defaults. HTTP/1.0 responses are reused only with "Connection: keep-alive"; read-until-close
  * bodies, leftover bytes after a response, or a request not fully written when the response ended
  * make the connection non-reusable. http_client_destroy / http_upstream_destroy must not be called
- * from inside a call callback. Does not: pipeline requests, limit connections per upstream (only
- * idle ones), TLS. Thread-safety: loop thread only.
+ * from inside a call callback. TLS: reads and writes go through tls_recv / tls_send, which look
+ * like recv / send (errno EAGAIN when OpenSSL would block), so the plain path only tests c->tls;
+ * decrypted bytes OpenSSL still holds after a read are picked up by a deferred read (PEND_READ),
+ * since the socket will not signal them; close_notify is sent best effort when a connection that
+ * had no TLS error is closed. Does not: pipeline requests, limit connections per upstream (only
+ * idle ones). Thread-safety: loop thread only.
  */
 #include "http/http_client.h"
 
@@ -84,6 +94,7 @@
 
 typedef enum uc_state {
     UC_CONNECTING,
+    UC_HANDSHAKE,
     UC_REQUEST,
     UC_BODY,
     UC_IDLE,
@@ -92,7 +103,15 @@ typedef enum uc_state {
 
 typedef enum body_mode { BM_NONE, BM_LENGTH, BM_CHUNKED, BM_CLOSE } body_mode_t;
 
-enum { PEND_REAP = 1u, PEND_PROCESS = 2u, PEND_FAIL = 4u };
+enum { PEND_REAP = 1u, PEND_PROCESS = 2u, PEND_FAIL = 4u, PEND_READ = 8u };
+
+/* uconn_t.tls_flags */
+enum {
+    TLS_UP = 1u,             /* handshake complete */
+    TLS_FATAL = 2u,          /* an error: no close_notify */
+    TLS_RD_WANTS_WRITE = 4u, /* the last read needs EV_WRITE */
+    TLS_WR_WANTS_READ = 8u,  /* the last write needs EV_READ */
+};
 
 typedef struct uconn uconn_t;
 
@@ -133,6 +152,9 @@ struct uconn {
     int connect_err;
     bool reused; /* completed at least one exchange before the current call */
     bool in_process;
+    htls_conn_t *tls;  /* NULL = plain (owned) */
+    uint32_t tls_want; /* HANDSHAKE: the event the handshake waits for */
+    unsigned tls_flags;
     /* response framing of the current call */
     body_mode_t body;
     uint64_t remaining;
@@ -145,6 +167,7 @@ struct http_upstream {
     http_upstream_t *prev, *next;
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    char *host;     /* as given (owned): what the TLS certificate is checked against */
     char *host_hdr; /* "host:port" (owned) */
     uconn_t *idle;  /* LIFO: most recently used first */
     size_t n_idle;
@@ -166,6 +189,7 @@ struct http_client {
 static void conn_process(uconn_t *c);
 static void conn_fail(uconn_t *c, int status);
 static void conn_write(uconn_t *c);
+static void conn_read(uconn_t *c);
 
 /* ---- small helpers ---- */
 
@@ -200,6 +224,10 @@ static void uconn_assert_state(const uconn_t *c)
     case UC_CONNECTING:
         SY_ASSERT(c->fd >= 0 && c->up && c->call && c->call->conn == c && c->out_off == 0);
         break;
+    case UC_HANDSHAKE:
+        SY_ASSERT(c->fd >= 0 && c->watched && c->tls && c->up && c->call && c->call->conn == c);
+        SY_ASSERT(c->out_off == 0);
+        break;
     case UC_REQUEST:
     case UC_BODY:
         SY_ASSERT(c->fd >= 0 && c->watched && c->up && c->call && c->call->conn == c);
@@ -222,9 +250,19 @@ static uint32_t conn_want(const uconn_t *c)
         return EV_WRITE;
     case UC_IDLE:
         return EV_READ;
+    case UC_HANDSHAKE:
+        return c->tls_want;
     case UC_REQUEST:
-    case UC_BODY:
-        return (conn_out_pending(c) ? EV_WRITE : 0u) | (c->call->paused ? 0u : EV_READ);
+    case UC_BODY: {
+        uint32_t m = (conn_out_pending(c) ? EV_WRITE : 0u) | (c->call->paused ? 0u : EV_READ);
+        if (c->tls) {
+            if ((m & EV_READ) && (c->tls_flags & TLS_RD_WANTS_WRITE))
+                m |= EV_WRITE;
+            if ((m & EV_WRITE) && (c->tls_flags & TLS_WR_WANTS_READ))
+                m |= EV_READ;
+        }
+        return m;
+    }
     case UC_CLOSED:
         break;
     }
@@ -256,10 +294,15 @@ static void on_pend(ev_loop_t *loop, uint64_t id, void *udata)
         c->pend_flags = 0;
         c->in_pend = false;
         if (c->state != UC_CLOSED) {
-            if (f & PEND_FAIL)
+            if (f & PEND_FAIL) {
                 conn_fail(c, c->connect_err);
-            else if (f & PEND_PROCESS)
-                conn_process(c);
+            } else {
+                if (f & PEND_PROCESS)
+                    conn_process(c);
+                if ((f & PEND_READ) && (c->state == UC_REQUEST || c->state == UC_BODY) && c->call &&
+                    !c->call->paused)
+                    conn_read(c);
+            }
         }
         if (c->state == UC_CLOSED && !c->in_pend) {
             sy_buf_deinit(&c->in);
@@ -339,6 +382,9 @@ static void conn_close(uconn_t *c)
     if (c->watched)
         ev_fd_del(cl->loop, c->fd);
     c->watched = false;
+    if (c->tls) /* close_notify best effort while the fd is open, never after an error */
+        htls_conn_free(c->tls, (c->tls_flags & (TLS_UP | TLS_FATAL)) == TLS_UP);
+    c->tls = NULL;
     close(c->fd);
     c->fd = -1;
     if (c->timer)
@@ -670,6 +716,45 @@ static void conn_process(uconn_t *c)
     c->in_process = false;
 }
 
+/* Like recv(): bytes, 0 at close_notify, or -1 with errno (EAGAIN when OpenSSL would block;
+ * ECONNRESET for an EOF without close_notify, so a stale pooled connection is retried). */
+static ssize_t tls_recv(uconn_t *c, char *buf, size_t n)
+{
+    uint32_t want = 0;
+    ssize_t r = htls_read(c->tls, buf, n, &want);
+    c->tls_flags &= ~(unsigned)TLS_RD_WANTS_WRITE;
+    if (r >= 0)
+        return r;
+    if (r == ST_AGAIN) {
+        if (want == EV_WRITE)
+            c->tls_flags |= TLS_RD_WANTS_WRITE;
+        errno = EAGAIN;
+        return -1;
+    }
+    c->tls_flags |= TLS_FATAL;
+    errno = r == ST_CLOSED ? ECONNRESET : r < 0 && r > -4096 ? (int)-r : EPROTO;
+    return -1;
+}
+
+/* Like send(): bytes written, or -1 with errno (EAGAIN when OpenSSL would block). */
+static ssize_t tls_send(uconn_t *c, const char *buf, size_t n)
+{
+    uint32_t want = 0;
+    ssize_t r = htls_write(c->tls, buf, n, &want);
+    c->tls_flags &= ~(unsigned)TLS_WR_WANTS_READ;
+    if (r >= 0)
+        return r;
+    if (r == ST_AGAIN) {
+        if (want == EV_READ)
+            c->tls_flags |= TLS_WR_WANTS_READ;
+        errno = EAGAIN;
+        return -1;
+    }
+    c->tls_flags |= TLS_FATAL;
+    errno = r < 0 && r > -4096 ? (int)-r : EPROTO;
+    return -1;
+}
+
 static void conn_eof(uconn_t *c, int err)
 {
     if (c->state == UC_BODY && c->body == BM_CLOSE && err == 0) {
@@ -695,7 +780,9 @@ static void conn_read(uconn_t *c)
     }
     ssize_t n;
     do {
-        n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, 0);
+        char *dst = c->in.data + c->in.len;
+        size_t room = c->in.cap - c->in.len - 1;
+        n = c->tls ? tls_recv(c, dst, room) : recv(c->fd, dst, room, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -711,6 +798,8 @@ static void conn_read(uconn_t *c)
     c->call->first_byte = true;
     conn_deadline(c, c->cl->cfg.read_timeout_ms);
     conn_process(c);
+    if (c->tls && c->state != UC_CLOSED && htls_pending(c->tls))
+        conn_pend(c, PEND_READ); /* decrypted bytes the socket will not signal */
 }
 
 /* Sends what the socket takes of the call's request. ST_OK (all sent, or it would block) or
@@ -719,8 +808,9 @@ static int conn_send(uconn_t *c)
 {
     http_call_t *call = c->call;
     while (c->out_off < call->req.len) {
-        ssize_t n =
-            send(c->fd, call->req.data + c->out_off, call->req.len - c->out_off, MSG_NOSIGNAL);
+        const char *p = call->req.data + c->out_off;
+        size_t len = call->req.len - c->out_off;
+        ssize_t n = c->tls ? tls_send(c, p, len) : send(c->fd, p, len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -759,6 +849,30 @@ static void conn_write_now(uconn_t *c)
     conn_update_mask(c);
 }
 
+/* HANDSHAKE step: on completion the call's request is sent. */
+static void conn_handshake(uconn_t *c)
+{
+    uint32_t want = 0;
+    char err[256];
+    int rc = htls_handshake(c->tls, &want, err, sizeof err);
+    if (rc == ST_AGAIN) {
+        c->tls_want = want;
+        conn_update_mask(c);
+        return;
+    }
+    if (rc != ST_OK) {
+        c->tls_flags |= TLS_FATAL;
+        sy_warn("http_client.tls_failed", "upstream=%s err=\"%s\"", c->up->host_hdr, err);
+        conn_fail(c, rc == ST_CLOSED || rc == ST_PROTO ? ST_PROTO : rc);
+        return;
+    }
+    c->tls_flags |= TLS_UP;
+    c->state = UC_REQUEST;
+    conn_deadline(c, c->cl->cfg.first_byte_timeout_ms);
+    uconn_assert_state(c);
+    conn_write(c);
+}
+
 static void conn_connected(uconn_t *c)
 {
     int err = 0;
@@ -767,6 +881,18 @@ static void conn_connected(uconn_t *c)
         err = errno;
     if (err) {
         conn_fail(c, -err);
+        return;
+    }
+    if (c->cl->cfg.tls) {
+        c->tls = htls_client_conn_new(c->cl->cfg.tls, c->fd, c->up->host);
+        if (!c->tls) {
+            conn_fail(c, ST_NOMEM);
+            return;
+        }
+        c->state = UC_HANDSHAKE;
+        c->tls_want = EV_WRITE;
+        uconn_assert_state(c);
+        conn_handshake(c); /* the connect deadline also bounds the handshake */
         return;
     }
     c->state = UC_REQUEST;
@@ -794,6 +920,9 @@ static void conn_on_io(ev_loop_t *loop, int fd, uint32_t events, void *udata)
     case UC_CONNECTING:
         conn_connected(c);
         return;
+    case UC_HANDSHAKE:
+        conn_handshake(c);
+        return;
     case UC_IDLE:
         idle_on_read(c);
         return;
@@ -804,11 +933,14 @@ static void conn_on_io(ev_loop_t *loop, int fd, uint32_t events, void *udata)
         return;
     }
     http_call_t *call = c->call;
-    if ((events & EV_WRITE) && conn_out_pending(c)) {
+    bool tls_wr = c->tls && (events & EV_READ) && (c->tls_flags & TLS_WR_WANTS_READ);
+    if (((events & EV_WRITE) || tls_wr) && conn_out_pending(c)) {
         conn_write(c);
         if (c->call != call || c->state == UC_CLOSED)
             return;
     }
+    if (c->tls && (events & EV_WRITE) && (c->tls_flags & TLS_RD_WANTS_WRITE))
+        events |= EV_READ; /* OpenSSL's read waited for this */
     if (call->paused) {
         if (events & EV_ERROR) { /* reset while paused: the buffered response is lost */
             int err = 0;
@@ -832,6 +964,7 @@ void http_client_config_default(http_client_config_t *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->max_idle_per_upstream = 1024;
     cfg->max_head_bytes = 65536;
+    cfg->tls = NULL;
 }
 
 http_client_t *http_client_create(ev_loop_t *loop, const http_client_config_t *cfg)
@@ -915,8 +1048,9 @@ http_upstream_t *http_upstream_create(http_client_t *cl, const char *host, int p
     memcpy(&up->addr, res->ai_addr, res->ai_addrlen);
     up->addrlen = res->ai_addrlen;
     size_t hl = strlen(host) + sizeof portstr + 4;
+    up->host = sy_strdup(host);
     up->host_hdr = sy_malloc(hl);
-    if (!up->host_hdr)
+    if (!up->host || !up->host_hdr)
         goto fail;
     snprintf(up->host_hdr, hl, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, portstr);
     freeaddrinfo(res);
@@ -931,8 +1065,10 @@ http_upstream_t *http_upstream_create(http_client_t *cl, const char *host, int p
 fail:
     if (res)
         freeaddrinfo(res);
-    if (up)
+    if (up) {
+        sy_free(up->host);
         sy_free(up->host_hdr);
+    }
     sy_free(up);
     if (status)
         *status = st;
@@ -963,6 +1099,7 @@ void http_upstream_destroy(http_upstream_t *up)
         cl->ups = up->next;
     if (up->next)
         up->next->prev = up->prev;
+    sy_free(up->host);
     sy_free(up->host_hdr);
     sy_free(up);
 }
@@ -1068,7 +1205,7 @@ void http_call_pause(http_call_t *call)
         return;
     call->paused = true;
     uconn_t *c = call->conn;
-    if (c && c->state != UC_CONNECTING) {
+    if (c && c->state != UC_CONNECTING && c->state != UC_HANDSHAKE) {
         conn_update_mask(c);
         conn_deadline(c, 0); /* a slow client is not a slow upstream */
     }
@@ -1080,12 +1217,14 @@ void http_call_resume(http_call_t *call)
         return;
     call->paused = false;
     uconn_t *c = call->conn;
-    if (c && c->state != UC_CONNECTING) {
+    if (c && c->state != UC_CONNECTING && c->state != UC_HANDSHAKE) {
         conn_update_mask(c);
         conn_deadline(c, call->first_byte ? c->cl->cfg.read_timeout_ms
                                           : c->cl->cfg.first_byte_timeout_ms);
         if (c->in_off < c->in.len)
             conn_pend(c, PEND_PROCESS);
+        if (c->tls && htls_pending(c->tls))
+            conn_pend(c, PEND_READ);
     }
 }
 

@@ -13,7 +13,14 @@
  * connections are closed after idle_timeout_ms or when the peer closes them (detected while
  * idle). A request sent on a reused connection that fails before any response byte is retried
  * once on a fresh connection (the stale keep-alive race).
- * Does not: TLS, redirects, HTTP/2, DNS at call time (host is resolved at upstream creation).
+ * TLS: a client whose config names a TLS context (cfg.tls) speaks TLS on every connection of
+ * every upstream it creates: after the TCP connect comes a non-blocking handshake (within
+ * connect_timeout_ms) that verifies the server's certificate against the context's CAs and the
+ * upstream's host (an IP address against the certificate's IP SANs, a name against its DNS names
+ * and sent as SNI). A refused certificate fails the call with ST_PROTO (first_byte false) and
+ * logs the reason (http_client.tls_failed).
+ * Does not: redirects, HTTP/2, DNS at call time (host is resolved at upstream creation), client
+ * certificates.
  * Thread-safety: loop thread only.
  */
 #ifndef SY_HTTP_CLIENT_H
@@ -25,6 +32,7 @@
 
 #include "common/ev.h"
 #include "http/http_parse.h"
+#include "http/http_tls.h"
 
 typedef struct http_client http_client_t;
 typedef struct http_upstream http_upstream_t;
@@ -37,6 +45,7 @@ typedef struct http_client_config {
     uint32_t idle_timeout_ms;       /* pooled idle connection lifetime; default 60000 */
     size_t max_idle_per_upstream;   /* default 256 */
     size_t max_head_bytes;          /* default 65536 */
+    htls_client_t *tls;             /* borrowed, outlives the client; NULL (default) = plain */
 } http_client_config_t;
 
 void http_client_config_default(http_client_config_t *cfg);

@@ -3,9 +3,9 @@
  *
  * Connection state machine (http_conn_t.state):
  *
- *   accept
- *     |
- *     v          head parsed, body follows
+ *   accept (TLS) --> HANDSHAKE --handshake done--+
+ *     | (plain)                                 |
+ *     v          head parsed, body follows <----+
  *   READING_HEAD ---------------------------> READING_BODY
  *     ^    |  head parsed, no body                 | body complete
  *     |    +-------------------------------+       |
@@ -21,6 +21,8 @@
  *   any state -- EOF / RST / write error / idle or write-stall timeout --> CLOSING --> reaped
  *
  * Transitions (from -> to: trigger [function]):
+ *   HANDSHAKE    -> READING_HEAD : TLS handshake complete                  [conn_handshake]
+ *   HANDSHAKE    -> CLOSING      : handshake failed, EOF / timed out [conn_handshake/on_rd_timer]
  *   READING_HEAD -> READING_BODY : head parsed, CL > 0 or chunked          [conn_start_request]
  *   READING_HEAD -> HANDLING     : head parsed, no body                    [conn_dispatch]
  *   READING_BODY -> HANDLING     : last body byte / terminating chunk      [conn_dispatch]
@@ -36,6 +38,7 @@
  *   CLOSING      -> (freed)      : deferred task after the callbacks ran   [conn_reap]
  *
  * Invariants (checked by http_conn_assert_state):
+ *   HANDSHAKE    : tls set; no exchange; no input or output buffered; handshake timer armed.
  *   READING_HEAD : no exchange (req NULL); no queued output; read interest unless EOF.
  *   READING_BODY : req set, not dispatched; read timer armed (the one started with the head).
  *   HANDLING     : req set, dispatched, not streaming; no read timer.
@@ -60,6 +63,17 @@
  * discards input for up to HTTP_LINGER_MS so the client can read the error before the close
  * (no RST). Zero fields in http_server_config_t take the defaults. HTTP/1.1 requests without Host
  * are accepted. http_server_destroy() must not be called from inside a server callback.
+ * TLS: with a TLS context set, a connection starts in HANDSHAKE (bounded by read_timeout_ms) and
+ * all of its reads and writes go through tls_recv / tls_send, which look like recv / send to the
+ * rest of the file (errno EAGAIN when OpenSSL would block). Beyond that the plain path tests the
+ * c->tls pointer once per read, write and event-mask update. Output is queued in c->out before it
+ * is encrypted (no writev over TLS); a write that would block is retried from the queue, which
+ * OpenSSL accepts since the bytes stay at the front (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+ * OpenSSL may hold decrypted bytes the socket no longer signals (a record larger than the read),
+ * so whenever reading is wanted and htls_pending() is true a deferred read (PEND_READ) is queued.
+ * A read that needs the socket writable (or a write that needs it readable) sets a tls_flags bit
+ * that adds the other event to the mask. close_notify is sent best effort at reap (and before
+ * the lingering close's shutdown(SHUT_WR)), never after a TLS error.
  * Thread-safety: loop thread only.
  */
 #include "http/http_server.h"
@@ -87,6 +101,7 @@
 #define HTTP_ACCEPT_BACKOFF_MS 100
 
 typedef enum http_conn_state {
+    CS_HANDSHAKE,
     CS_READING_HEAD,
     CS_READING_BODY,
     CS_HANDLING,
@@ -96,13 +111,21 @@ typedef enum http_conn_state {
     CS_CLOSING,
 } http_conn_state_t;
 
-static const char *const state_names[] = {"reading_head", "reading_body", "handling", "streaming",
-                                          "writing",      "lingering",    "closing"};
+static const char *const state_names[] = {"handshake", "reading_head", "reading_body", "handling",
+                                          "streaming", "writing",      "lingering",    "closing"};
 
 typedef enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED } body_mode_t;
-typedef enum rd_kind { RD_NONE, RD_IDLE, RD_READ, RD_LINGER } rd_kind_t;
+typedef enum rd_kind { RD_NONE, RD_IDLE, RD_READ, RD_LINGER, RD_HANDSHAKE } rd_kind_t;
 
-enum { PEND_PROCESS = 1u, PEND_WRITABLE = 2u, PEND_REAP = 4u };
+enum { PEND_PROCESS = 1u, PEND_WRITABLE = 2u, PEND_REAP = 4u, PEND_READ = 8u };
+
+/* http_conn_t.tls_flags */
+enum {
+    TLS_UP = 1u,             /* handshake complete */
+    TLS_FATAL = 2u,          /* an error: no close_notify, only free */
+    TLS_RD_WANTS_WRITE = 4u, /* the last read needs EV_WRITE */
+    TLS_WR_WANTS_READ = 8u,  /* the last write needs EV_READ */
+};
 
 typedef struct http_conn http_conn_t;
 
@@ -151,7 +174,10 @@ struct http_conn {
     bool close_after;  /* close once the current response is written */
     bool linger_after; /* ... after a lingering close (server errors) */
     bool wr_shut;
-    bool in_process; /* conn_process re-entrancy guard */
+    bool in_process;   /* conn_process re-entrancy guard */
+    htls_conn_t *tls;  /* NULL = plain HTTP (owned) */
+    uint32_t tls_want; /* HANDSHAKE: the event the handshake waits for */
+    unsigned tls_flags;
     char peer[INET6_ADDRSTRLEN + 8];
 };
 
@@ -161,6 +187,7 @@ struct http_server {
     http_limits_t lim;
     http_on_request_cb on_request;
     void *udata;
+    htls_server_t *tls; /* borrowed; NULL = plain HTTP */
     int lfd;
     int port;
     bool listen_paused;
@@ -200,6 +227,10 @@ static bool slice_ieq(sy_slice_t s, const char *lit)
 static void http_conn_assert_state(const http_conn_t *c)
 {
     switch (c->state) {
+    case CS_HANDSHAKE:
+        SY_ASSERT(c->tls && c->req == NULL && out_pending(c) == 0 && c->in.len == 0);
+        SY_ASSERT(c->rd_kind == RD_HANDSHAKE || c->rd_timer == 0);
+        break;
     case CS_READING_HEAD:
         SY_ASSERT(c->req == NULL);
         SY_ASSERT(out_pending(c) == 0);
@@ -292,6 +323,20 @@ static void wr_timer_cancel(http_conn_t *c)
 
 /* ---- events ---- */
 
+/* TLS part of conn_update_events: the mask the handshake or OpenSSL needs on top of m. */
+static uint32_t conn_tls_events(http_conn_t *c, uint32_t m)
+{
+    if (c->state == CS_HANDSHAKE)
+        return c->tls_want;
+    if ((m & EV_READ) && (c->tls_flags & TLS_RD_WANTS_WRITE))
+        m |= EV_WRITE;
+    if ((m & EV_WRITE) && (c->tls_flags & TLS_WR_WANTS_READ))
+        m |= EV_READ;
+    if (!c->peer_eof && (m & EV_READ) && htls_pending(c->tls))
+        pend_add(c, PEND_READ); /* decrypted bytes the socket will not signal */
+    return m;
+}
+
 static void conn_update_events(http_conn_t *c)
 {
     if (c->state == CS_CLOSING)
@@ -300,6 +345,8 @@ static void conn_update_events(http_conn_t *c)
     if (c->state == CS_HANDLING || c->state == CS_STREAMING || c->state == CS_WRITING)
         want_read = want_read && c->in.len < c->srv->cfg.max_head_bytes;
     uint32_t m = (want_read ? EV_READ : 0u) | (out_pending(c) > 0 && !c->wr_shut ? EV_WRITE : 0u);
+    if (c->tls)
+        m = conn_tls_events(c, m);
     if (m != c->ev_mask) {
         int rc = ev_fd_mod(c->srv->loop, c->fd, m);
         if (rc != ST_OK) {
@@ -308,7 +355,7 @@ static void conn_update_events(http_conn_t *c)
         }
         c->ev_mask = m;
     }
-    if ((m & EV_WRITE) && !c->wr_timer && !c->srv->destroying) {
+    if ((m & EV_WRITE) && out_pending(c) > 0 && !c->wr_timer && !c->srv->destroying) {
         c->wr_progress_ms = ev_now_ms(c->srv->loop);
         c->wr_timer = ev_timer_add(c->srv->loop, c->srv->cfg.idle_timeout_ms, on_wr_timer, c);
     }
@@ -377,6 +424,8 @@ static void conn_reap(http_conn_t *c)
         }
         exchange_end(c);
     }
+    if (c->tls) /* close_notify best effort (the fd is still open), never after an error */
+        htls_conn_free(c->tls, (c->tls_flags & (TLS_UP | TLS_FATAL)) == TLS_UP);
     close(c->fd);
     sy_buf_deinit(&c->in);
     sy_buf_deinit(&c->out);
@@ -392,7 +441,89 @@ static void conn_reap(http_conn_t *c)
         listener_resume(srv);
 }
 
+/* ---- TLS I/O with the socket calls' conventions ---- */
+
+/* Like recv(): bytes, 0 at EOF, or -1 with errno (EAGAIN when OpenSSL would block). */
+static ssize_t tls_recv(http_conn_t *c, char *buf, size_t n)
+{
+    uint32_t want = 0;
+    ssize_t r = htls_read(c->tls, buf, n, &want);
+    c->tls_flags &= ~(unsigned)TLS_RD_WANTS_WRITE;
+    if (r >= 0)
+        return r;
+    if (r == ST_AGAIN) {
+        if (want == EV_WRITE)
+            c->tls_flags |= TLS_RD_WANTS_WRITE;
+        errno = EAGAIN;
+        return -1;
+    }
+    c->tls_flags |= TLS_FATAL;
+    if (r == ST_CLOSED)
+        return 0;
+    errno = r < 0 && r > -4096 ? (int)-r : EPROTO;
+    return -1;
+}
+
+/* Like send(): bytes written, or -1 with errno (EAGAIN when OpenSSL would block). */
+static ssize_t tls_send(http_conn_t *c, const char *buf, size_t n)
+{
+    uint32_t want = 0;
+    ssize_t r = htls_write(c->tls, buf, n, &want);
+    c->tls_flags &= ~(unsigned)TLS_WR_WANTS_READ;
+    if (r >= 0)
+        return r;
+    if (r == ST_AGAIN) {
+        if (want == EV_READ)
+            c->tls_flags |= TLS_WR_WANTS_READ;
+        errno = EAGAIN;
+        return -1;
+    }
+    c->tls_flags |= TLS_FATAL;
+    errno = r < 0 && r > -4096 ? (int)-r : EPROTO;
+    return -1;
+}
+
 /* ---- output ---- */
+
+/* Sends queued output until drained or the socket would block. ST_OK, or ST_CLOSED after a write
+ * error (the connection is CLOSING). No state transition. */
+static int out_send(http_conn_t *c)
+{
+    while (out_pending(c) > 0) {
+        const char *p = c->out.data + c->out_off;
+        ssize_t w =
+            c->tls ? tls_send(c, p, out_pending(c)) : send(c->fd, p, out_pending(c), MSG_NOSIGNAL);
+        if (w > 0) {
+            c->out_off += (size_t)w;
+            c->wr_progress_ms = ev_now_ms(c->srv->loop);
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        conn_close(c, "write error");
+        return ST_CLOSED;
+    }
+    return ST_OK;
+}
+
+/* TLS part of conn_write: everything is queued, then encrypted from the queue. */
+static int conn_write_tls(http_conn_t *c, const struct iovec *iov, int iovcnt)
+{
+    bool was_empty = out_pending(c) == 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (sy_buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) != ST_OK) {
+            conn_close(c, "out of memory");
+            return ST_NOMEM;
+        }
+    }
+    /* with bytes already queued, EV_WRITE is armed and conn_flush sends in order */
+    if (was_empty && out_send(c) != ST_OK)
+        return ST_CLOSED;
+    conn_update_events(c);
+    return ST_OK;
+}
 
 /* Queues iov for sending: writes directly when nothing is queued, keeps the rest.
  * ST_OK, ST_CLOSED (connection failed/closing; it is now CLOSING) or ST_NOMEM (closed too). */
@@ -400,6 +531,8 @@ static int conn_write(http_conn_t *c, const struct iovec *iov, int iovcnt)
 {
     if (c->state == CS_CLOSING || c->wr_shut)
         return ST_CLOSED;
+    if (c->tls)
+        return conn_write_tls(c, iov, iovcnt);
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
@@ -457,20 +590,8 @@ static void fire_on_writable(http_conn_t *c)
 static void conn_flush(http_conn_t *c)
 {
     bool was_above = out_pending(c) >= c->srv->cfg.write_high_water;
-    while (out_pending(c) > 0) {
-        ssize_t w = send(c->fd, c->out.data + c->out_off, out_pending(c), MSG_NOSIGNAL);
-        if (w > 0) {
-            c->out_off += (size_t)w;
-            c->wr_progress_ms = ev_now_ms(c->srv->loop);
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        conn_close(c, "write error");
+    if (out_send(c) != ST_OK)
         return;
-    }
     if (out_pending(c) == 0) {
         if (c->out.cap > ((size_t)4 << 20))
             sy_buf_deinit(&c->out); /* give a big burst's memory back */
@@ -596,6 +717,8 @@ static void conn_response_done(http_conn_t *c)
     wr_timer_cancel(c);
     if (c->close_after || c->peer_eof || c->srv->draining) {
         if (c->linger_after && !c->peer_eof) {
+            if (c->tls && (c->tls_flags & (TLS_UP | TLS_FATAL)) == TLS_UP)
+                htls_shutdown(c->tls); /* close_notify before the FIN */
             shutdown(c->fd, SHUT_WR);
             c->wr_shut = true;
             sy_buf_reset(&c->in);
@@ -917,13 +1040,13 @@ static void conn_read(http_conn_t *c)
             room = b->cap - b->len - 1;
         }
         dst = b->data + b->len;
-        ssize_t n = recv(c->fd, dst, room, 0);
+        ssize_t n = c->tls ? tls_recv(c, dst, room) : recv(c->fd, dst, room, 0);
         if (n > 0) {
             b->len += (size_t)n;
             b->data[b->len] = '\0';
             if (to_body)
                 c->req->body_remaining -= (uint64_t)n;
-            if ((size_t)n < room)
+            if ((size_t)n < room && !c->tls) /* TLS: one record per read; go on until EAGAIN */
                 break;
             continue;
         }
@@ -941,11 +1064,62 @@ static void conn_read(http_conn_t *c)
     conn_process(c);
 }
 
+/* HANDSHAKE step: on completion the connection reads its first request. */
+static void conn_handshake(http_conn_t *c)
+{
+    uint32_t want = 0;
+    char err[256];
+    int rc = htls_handshake(c->tls, &want, err, sizeof err);
+    if (rc == ST_AGAIN) {
+        c->tls_want = want;
+        conn_update_events(c);
+        return;
+    }
+    if (rc != ST_OK) {
+        c->tls_flags |= TLS_FATAL;
+        if (SY_LOG_DEBUG_ENABLED())
+            sy_debug("http.tls.handshake_failed", "fd=%d peer=%s err=\"%s\"", c->fd, c->peer, err);
+        conn_close(c, "tls handshake failed");
+        return;
+    }
+    c->tls_flags |= TLS_UP;
+    if (SY_LOG_DEBUG_ENABLED()) {
+        char alpn[32];
+        sy_debug("http.tls.up", "fd=%d peer=%s version=%s alpn=\"%s\"", c->fd, c->peer,
+                 htls_version(c->tls), htls_alpn(c->tls, alpn, sizeof alpn));
+    }
+    rd_timer_cancel(c);
+    set_state(c, CS_READING_HEAD);
+    rd_timer_arm(c, RD_IDLE, c->srv->cfg.idle_timeout_ms);
+    conn_read(c); /* the request may have come with the client's last handshake flight */
+}
+
+/* conn_on_io for TLS connections: the handshake, and events OpenSSL asked for. */
+static void conn_on_io_tls(http_conn_t *c, uint32_t events)
+{
+    if (c->state == CS_HANDSHAKE) {
+        conn_handshake(c);
+        return;
+    }
+    if ((events & EV_WRITE) || ((events & EV_READ) && (c->tls_flags & TLS_WR_WANTS_READ)))
+        conn_flush(c);
+    if (c->state == CS_CLOSING)
+        return;
+    if ((events & EV_READ) || ((events & EV_WRITE) && (c->tls_flags & TLS_RD_WANTS_WRITE)))
+        conn_read(c);
+    else if (events & EV_ERROR)
+        conn_close(c, "hangup");
+}
+
 static void conn_on_io(ev_loop_t *loop, int fd, uint32_t events, void *udata)
 {
     http_conn_t *c = udata;
     if (c->state == CS_CLOSING)
         return;
+    if (c->tls) {
+        conn_on_io_tls(c, events);
+        return;
+    }
     if (events & EV_WRITE)
         conn_flush(c);
     if (c->state == CS_CLOSING)
@@ -977,6 +1151,10 @@ static void on_rd_timer(ev_loop_t *loop, uint64_t id, void *udata)
         break;
     case RD_LINGER:
         conn_close(c, "linger timeout");
+        break;
+    case RD_HANDSHAKE:
+        if (c->state == CS_HANDSHAKE)
+            conn_close(c, "tls handshake timeout");
         break;
     case RD_NONE:
         break;
@@ -1014,6 +1192,9 @@ static void on_pend_timer(ev_loop_t *loop, uint64_t id, void *udata)
         } else {
             if (flags & PEND_PROCESS)
                 conn_process(c);
+            if ((flags & PEND_READ) && c->state != CS_CLOSING && c->state != CS_HANDSHAKE &&
+                c->state != CS_LINGERING)
+                conn_read(c);
             if ((flags & PEND_WRITABLE) && c->state != CS_CLOSING)
                 fire_on_writable(c);
         }
@@ -1071,19 +1252,33 @@ static void conn_new(http_server_t *srv, int fd, const struct sockaddr_storage *
     c->srv = srv;
     c->fd = fd;
     peer_text(ss, c->peer, sizeof c->peer);
+    if (srv->tls) {
+        c->tls = htls_server_conn_new(srv->tls, fd);
+        c->tls_want = EV_READ;
+        if (!c->tls) {
+            sy_warn("http.tls.conn_failed", "peer=%s err=nomem", c->peer);
+            sy_free(c);
+            close(fd);
+            return;
+        }
+    }
     if (ev_fd_add(srv->loop, fd, EV_READ, conn_on_io, c) != ST_OK) {
+        htls_conn_free(c->tls, false);
         sy_free(c);
         close(fd);
         return;
     }
     c->ev_mask = EV_READ;
-    c->state = CS_READING_HEAD;
+    c->state = c->tls ? CS_HANDSHAKE : CS_READING_HEAD;
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
     srv->conns = c;
     srv->n_conns++;
-    rd_timer_arm(c, RD_IDLE, srv->cfg.idle_timeout_ms);
+    if (c->tls)
+        rd_timer_arm(c, RD_HANDSHAKE, srv->cfg.read_timeout_ms);
+    else
+        rd_timer_arm(c, RD_IDLE, srv->cfg.idle_timeout_ms);
     if (SY_LOG_DEBUG_ENABLED())
         sy_debug("http.conn.open", "fd=%d peer=%s", fd, c->peer);
 }
@@ -1234,6 +1429,11 @@ int http_server_listen(http_server_t *srv, const char *host, int port)
     return ST_OK;
 }
 
+void http_server_set_tls(http_server_t *srv, htls_server_t *tls)
+{
+    srv->tls = tls;
+}
+
 int http_server_port(const http_server_t *srv)
 {
     return srv->port;
@@ -1256,7 +1456,7 @@ void http_server_stop_accepting(http_server_t *srv)
     listener_close(srv);
     srv->draining = true;
     for (http_conn_t *c = srv->conns; c; c = c->next)
-        if (c->state == CS_READING_HEAD && c->in.len == 0)
+        if ((c->state == CS_READING_HEAD && c->in.len == 0) || c->state == CS_HANDSHAKE)
             conn_close(c, "draining");
 }
 

@@ -15,7 +15,9 @@
  * Errors the server detects itself (bad syntax 400, head too large 431, body too large 413,
  * unsupported transfer-encoding 501, timeouts) are answered by the server with a vLLM-style JSON
  * error body: {"error":{"message":...,"type":...,"param":null,"code":N}}.
- * Does not: TLS, HTTP/2, Expect: 100-continue beyond answering it.
+ * TLS (http_server_set_tls): connections accepted afterwards start with a non-blocking TLS
+ * handshake (bounded by read_timeout_ms), then speak HTTP/1.1 over it exactly as above.
+ * Does not: HTTP/2, Expect: 100-continue beyond answering it.
  * Thread-safety: all calls on the loop thread only.
  */
 #ifndef SY_HTTP_SERVER_H
@@ -28,6 +30,7 @@
 #include "common/buf.h"
 #include "common/ev.h"
 #include "http/http_parse.h"
+#include "http/http_tls.h"
 
 typedef struct http_server http_server_t;
 typedef struct http_req http_req_t;
@@ -56,6 +59,10 @@ http_server_t *http_server_create(ev_loop_t *loop, const http_server_config_t *c
 /* Binds and listens (SO_REUSEADDR, backlog 4096). host NULL = "0.0.0.0". port 0 picks a free one.
  * ST_OK or -errno / ST_INVAL (bad address). */
 int http_server_listen(http_server_t *srv, const char *host, int port);
+/* Makes connections accepted from now on speak TLS with tls (borrowed; it must outlive srv; NULL
+ * = plain HTTP again). Reloading tls (htls_server_reload) changes the certificate of later
+ * connections only. */
+void http_server_set_tls(http_server_t *srv, htls_server_t *tls);
 /* The bound port (after listen). */
 int http_server_port(const http_server_t *srv);
 /* Stops accepting new connections (closes the listener); in-flight exchanges continue and idle

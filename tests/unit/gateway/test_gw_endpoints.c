@@ -81,7 +81,7 @@ static void test_errors(void **state)
         {"endpoints: {url: http://a:1}\n", "must be a list"},
         {"endpoints:\n  - http://a:1\n", "line 2: endpoints[0] must be a mapping"},
         {"endpoints:\n  - role: both\n", "'url' is required"},
-        {"endpoints:\n  - url: https://a:1\n", "url: bad value"},
+        {"endpoints:\n  - url: ftp://a:1\n", "url: bad value"},
         {"endpoints:\n  - url: http://a:0\n", "url: bad value"},
         {"endpoints:\n  - url: http://a:99999\n", "url: bad value"},
         {"endpoints:\n  - url: http://a:x1\n", "url: bad value"},
@@ -155,6 +155,13 @@ static void test_arg(void **state)
     gw_ep_list_deinit(&l);
     assert_int_equal(gw_ep_spec_parse_arg("http://h:1", &t, err, sizeof err), ST_OK);
     assert_false(gw_ep_spec_equal(&s, &t));
+    /* https:// is TLS to the endpoint (default port 443), a different spec from http:// */
+    gw_ep_spec_t u;
+    assert_int_equal(gw_ep_spec_parse_arg("https://h:1", &u, err, sizeof err), ST_OK);
+    assert_true(u.tls && !t.tls && u.port == 1);
+    assert_false(gw_ep_spec_equal(&t, &u));
+    assert_int_equal(gw_ep_spec_parse_arg("https://h", &u, err, sizeof err), ST_OK);
+    assert_int_equal(u.port, 443);
     assert_int_equal(gw_ep_spec_parse_arg("h:1", &t, err, sizeof err), ST_INVAL);
     assert_int_equal(gw_ep_spec_parse_arg("http://h:1,role=x", &t, err, sizeof err), ST_INVAL);
     assert_int_equal(gw_ep_spec_parse_arg("http://h:1,nope", &t, err, sizeof err), ST_INVAL);
