@@ -180,6 +180,22 @@ void mx_registry_on_collect(mx_registry_t *r, mx_collect_cb cb, void *udata)
     pthread_mutex_unlock(&r->mu);
 }
 
+void mx_registry_off_collect(mx_registry_t *r, mx_collect_cb cb, void *udata)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n_collectors; i++) {
+        if (r->collectors[i].cb == cb && r->collectors[i].udata == udata) {
+            memmove(&r->collectors[i], &r->collectors[i + 1],
+                    (r->n_collectors - i - 1) * sizeof r->collectors[0]);
+            r->n_collectors--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* Metric names: [a-zA-Z_:][a-zA-Z0-9_:]*; label names: the same without ':'. */
 static bool valid_name(const char *s, bool colon_ok)
 {

@@ -56,6 +56,9 @@ double mx_series_sum(const mx_series_t *s);
 /* Scrape-time callback: called under the registry lock at render time to refresh gauges. */
 typedef void (*mx_collect_cb)(void *udata);
 void mx_registry_on_collect(mx_registry_t *r, mx_collect_cb cb, void *udata);
+/* Removes the callback registered with exactly (cb, udata) (the owner of udata is going away).
+ * No-op when not registered or r is NULL. Do not call from inside a collect callback. */
+void mx_registry_off_collect(mx_registry_t *r, mx_collect_cb cb, void *udata);
 
 /* Appends the whole exposition to out. ST_OK or ST_NOMEM. */
 int mx_registry_render(mx_registry_t *r, sy_buf_t *out);

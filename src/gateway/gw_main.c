@@ -52,6 +52,7 @@
 #include "gateway/approx_index.h"
 #include "gateway/gw_dns.h"
 #include "gateway/gw_endpoints.h"
+#include "gateway/gw_gov.h"
 #include "gateway/gw_parity.h"
 #include "gateway/gw_proxy.h"
 #include "gateway/gw_sched.h"
@@ -79,6 +80,7 @@ typedef struct gw_ctx {
     const char *upstream_ca;   /* --upstream-tls-ca; NULL = the system store */
     gw_table_t table;
     gw_proxy_t *proxy;
+    gwg_t *gov; /* --api-keys, --guardrails, --audit-log; NULL when none is given */
     gw_scraper_config_t scfg;
     struct {
         char path[128]; /* "" = the default */
@@ -101,7 +103,7 @@ typedef struct gw_ctx {
     aidx_t *aidx;
     gws_sched_t *sched;
     mx_registry_t *reg;
-    mx_family_t *f_ep_healthy, *f_ep_inflight, *f_ep_lag, *f_index, *f_kv;
+    mx_family_t *f_ep_healthy, *f_ep_inflight, *f_ep_prefill, *f_ep_lag, *f_index, *f_kv;
     bool models_pending[GW_MAX_ENDPOINTS];
     http_call_t *models_call[GW_MAX_ENDPOINTS];
     sy_buf_t models_body[GW_MAX_ENDPOINTS];
@@ -475,7 +477,7 @@ static int apply_wanted(gw_ctx_t *ctx, const gw_ep_list_t *want, apply_counts_t 
 static void reload(gw_ctx_t *ctx)
 {
     if (!ctx->endpoints_file) {
-        if (!ctx->tls) /* with TLS, SIGHUP re-reads the certificate (tls_reload) */
+        if (!ctx->tls && !ctx->gov) /* SIGHUP also re-reads the certificate, keys, guardrails */
             sy_warn("gateway.reload_skipped", "msg=\"SIGHUP without --endpoints-file\"");
         return;
     }
@@ -633,6 +635,9 @@ static void collect(void *udata)
         s = mx_series_get(ctx->f_ep_inflight, lv, 1);
         if (s)
             mx_gauge_set(s, ep->inflight_requests);
+        s = mx_series_get(ctx->f_ep_prefill, lv, 1);
+        if (s)
+            mx_gauge_set(s, (double)ep->inflight_prefill_tokens);
         kvsub_stats_t st;
         if (ctx->kvsub && kvsub_get_stats(ctx->kvsub, ep->id, &st) == ST_OK) {
             if (st.have_seq && (s = mx_series_get(ctx->f_ep_lag, lv, 1)))
@@ -675,6 +680,11 @@ static void metrics_init(gw_ctx_t *ctx)
     ctx->f_ep_inflight =
         mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_endpoint_inflight_requests",
                          "Requests the gateway has in flight on the endpoint.", l_ep, 1, NULL, 0);
+    ctx->f_ep_prefill = mx_family_create(
+        ctx->reg, MX_GAUGE, "switchyard_gateway_endpoint_inflight_prefill_tokens",
+        "Prompt tokens not expected in the endpoint's cache, of its in-flight requests still "
+        "waiting for their first token (prefill-load-scorer).",
+        l_ep, 1, NULL, 0);
     ctx->f_ep_lag = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_kv_event_lag_seconds",
                                      "Arrival time minus the engine timestamp of the last KV "
                                      "event batch.",
@@ -692,6 +702,68 @@ static void metrics_init(gw_ctx_t *ctx)
     sy_proc_metrics_register(ctx->reg);
 }
 
+/* SIGHUP with --api-keys / --guardrails: re-reads them; a bad file keeps its old version. */
+static void gov_reload(gw_ctx_t *ctx)
+{
+    char err[512];
+    if (gwg_reload(ctx->gov, (int64_t)sy_mono_ns(), err, sizeof err) != ST_OK)
+        sy_error("gateway.governance_reload_failed", "error=\"%s\" kept_old=true", err);
+    else
+        sy_info("gateway.governance_reload", "ok=true");
+}
+
+/* The --audit-* / --api-keys / --guardrails options, as given on the command line. */
+typedef struct gov_opts {
+    const char *api_keys, *guardrails, *audit_log, *fsync, *on_error, *prompt, *response;
+    uint64_t group_ms, rotate_bytes, keep;
+} gov_opts_t;
+
+static int content_mode(const char *s, gwg_content_t *out)
+{
+    if (strcmp(s, "off") == 0)
+        *out = GWG_CONTENT_OFF;
+    else if (strcmp(s, "redacted") == 0)
+        *out = GWG_CONTENT_REDACTED;
+    else if (strcmp(s, "full") == 0)
+        *out = GWG_CONTENT_FULL;
+    else
+        return ST_INVAL;
+    return ST_OK;
+}
+
+/* Fills cfg from o. ST_OK, or ST_INVAL with err naming the bad option. */
+static int gov_config(const gov_opts_t *o, gwg_config_t *cfg, char *err, size_t errlen)
+{
+    gwg_config_default(cfg);
+    cfg->api_keys = o->api_keys;
+    cfg->guardrails = o->guardrails;
+    cfg->audit_log = o->audit_log;
+    if (strcmp(o->fsync, "each") == 0)
+        cfg->audit_fsync = GAUD_FSYNC_EACH;
+    else if (strcmp(o->fsync, "group") == 0)
+        cfg->audit_fsync = GAUD_FSYNC_GROUP;
+    else if (strcmp(o->fsync, "none") == 0)
+        cfg->audit_fsync = GAUD_FSYNC_NONE;
+    else
+        return snprintf(err, errlen, "--audit-fsync: want each, group or none"), ST_INVAL;
+    if (strcmp(o->on_error, "closed") == 0)
+        cfg->audit_fail = GAUD_FAIL_CLOSED;
+    else if (strcmp(o->on_error, "open") == 0)
+        cfg->audit_fail = GAUD_FAIL_OPEN;
+    else
+        return snprintf(err, errlen, "--audit-on-error: want closed or open"), ST_INVAL;
+    if (content_mode(o->prompt, &cfg->audit_prompt) != ST_OK ||
+        content_mode(o->response, &cfg->audit_response) != ST_OK)
+        return snprintf(err, errlen, "--audit-prompt/--audit-response: want off, redacted or full"),
+               ST_INVAL;
+    if (o->group_ms == 0 || o->group_ms > 60000 || o->keep > 100000)
+        return snprintf(err, errlen, "--audit-group-ms 1..60000, --audit-keep <= 100000"), ST_INVAL;
+    cfg->audit_group_ms = (unsigned)o->group_ms;
+    cfg->audit_rotate_bytes = o->rotate_bytes;
+    cfg->audit_keep = (unsigned)o->keep;
+    return ST_OK;
+}
+
 static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
 {
     (void)events;
@@ -703,6 +775,8 @@ static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
                 tls_reload(ctx);
             if (!ctx->draining)
                 reload(ctx);
+            if (!ctx->draining && ctx->gov)
+                gov_reload(ctx);
             continue;
         }
         if (ctx->draining) {
@@ -726,6 +800,11 @@ int gateway_main(int argc, char **argv)
     const char *tokenizer = "builtin", *chat_template = "chatml", *endpoints_file = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *upstream_ca = NULL, *admin_host = "127.0.0.1";
     uint64_t admin_port = 0;
+    gov_opts_t go = {.fsync = "group",
+                     .on_error = "closed",
+                     .prompt = "redacted",
+                     .response = "redacted",
+                     .group_ms = 10};
     uint64_t port = 8080, block_size = 16, max_retries = 2, eject_after = 3;
     uint64_t scrape_ms = 50, staleness_ms = 1000, health_ms = 1000, index_blocks = 4000000;
     uint64_t max_body = 32u << 20, max_conns = 100000;
@@ -824,6 +903,35 @@ int gateway_main(int argc, char **argv)
          "add the scheduler's decision as an x-switchyard-decision response header", NULL},
         {"drain-timeout", "SECONDS", CLI_DOUBLE, &drain_timeout,
          "on SIGTERM, time given to in-flight requests", "30"},
+        {"api-keys", "FILE", CLI_STRING, &go.api_keys,
+         "tenants and the SHA-256 of their API keys (YAML, see deploy/tenants/example.yaml): "
+         "every /v1/ route then needs Authorization: Bearer KEY; per-tenant models, rate limits; "
+         "re-read on SIGHUP",
+         NULL},
+        {"guardrails", "FILE", CLI_STRING, &go.guardrails,
+         "guardrails before inference (YAML, see deploy/guardrails/example.yaml): prompt and "
+         "max_tokens limits, deny patterns, PII block/mask/redact, output checks, guard hook; "
+         "re-read on SIGHUP",
+         NULL},
+        {"audit-log", "FILE", CLI_STRING, &go.audit_log,
+         "append one hash-chained JSON record per request (verify with switchyard audit verify)",
+         NULL},
+        {"audit-fsync", "each|group|none", CLI_STRING, &go.fsync,
+         "audit durability: fdatasync every write batch, at most every --audit-group-ms, or never",
+         "group"},
+        {"audit-group-ms", "MS", CLI_UINT, &go.group_ms, "grouped fdatasync interval", "10"},
+        {"audit-rotate-bytes", "N", CLI_UINT, &go.rotate_bytes,
+         "rotate the audit log to FILE.<first seq> at this size (0 = never)", "0"},
+        {"audit-keep", "N", CLI_UINT, &go.keep, "rotated audit files kept (0 = all)", "0"},
+        {"audit-on-error", "closed|open", CLI_STRING, &go.on_error,
+         "when the audit log cannot be written: refuse requests (503) or go on with an alarm "
+         "metric",
+         "closed"},
+        {"audit-prompt", "off|redacted|full", CLI_STRING, &go.prompt,
+         "prompt text in audit records, for tenants without their own audit_prompt", "redacted"},
+        {"audit-response", "off|redacted|full", CLI_STRING, &go.response,
+         "response text in audit records, for tenants without their own audit_response",
+         "redacted"},
         {"log-level", "LEVEL", CLI_STRING, &log_level, "debug, info, warn or error", "info"},
     };
     /* the --endpoint and --discover rows document the options; they were consumed above */
@@ -874,6 +982,11 @@ int gateway_main(int argc, char **argv)
         return 2;
     }
     if (dns_server && gwdns_server_check(dns_server, err, sizeof err) != ST_OK) {
+        fprintf(stderr, "switchyard gateway: %s\n", err);
+        return 2;
+    }
+    gwg_config_t gcfg;
+    if (gov_config(&go, &gcfg, err, sizeof err) != ST_OK) {
         fprintf(stderr, "switchyard gateway: %s\n", err);
         return 2;
     }
@@ -1037,6 +1150,17 @@ int gateway_main(int argc, char **argv)
         .debug_scores = debug_scores,
         .approx_chunk_chars = ap.chunk_chars,
     };
+    if (go.api_keys || go.guardrails || go.audit_log) {
+        gcfg.loop = ctx.loop;
+        gcfg.metrics = ctx.reg;
+        ctx.gov = gwg_create(&gcfg, (int64_t)sy_mono_ns(), err, sizeof err);
+        if (!ctx.gov) {
+            fprintf(stderr, "switchyard gateway: %s\n", err);
+            exit_code = 2;
+            goto cleanup;
+        }
+        pcfg.gov = ctx.gov;
+    }
     kvh_none_hash(getenv("PYTHONHASHSEED"), &pcfg.none_hash);
     ctx.proxy = gw_proxy_create(&pcfg);
     if (!ctx.proxy)
@@ -1141,8 +1265,9 @@ cleanup:
     http_server_destroy(ctx.srv); /* client exchanges end: their upstream calls are cancelled */
     http_server_destroy(ctx.admin);
     htls_server_destroy(ctx.tls); /* after the server: its connections were made from it */
-    gw_proxy_destroy(ctx.proxy);
-    while (ctx.table.n) /* endpoints first: they unregister from the scrapers and kvsub */
+    gw_proxy_destroy(ctx.proxy);  /* every exchange ends: its audit record is written */
+    gwg_destroy(ctx.gov);         /* flushes and closes the audit log */
+    while (ctx.table.n)           /* endpoints first: they unregister from the scrapers and kvsub */
         ep_remove(&ctx, (uint32_t)(ctx.table.n - 1));
     gwpar_destroy(ctx.par);
     for (size_t i = 0; i < ctx.n_scrapers; i++)

@@ -14,10 +14,13 @@
 #include "gateway/gw_proxy.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "common/alloc.h"
 #include "common/buf.h"
@@ -33,6 +36,7 @@
 
 typedef enum gwx_state {
     GWX_PICK = 0,
+    GWX_GUARD, /* waiting for the external guard hook */
     GWX_UPSTREAM,
     GWX_STREAMING,
     GWX_BUFFERING,
@@ -59,6 +63,17 @@ typedef struct gwx {
                                * streamed bytes (or the end of a buffered answer) */
     int64_t delivered_cached; /* -1 unknown */
     struct gwx *prev, *next;  /* in-flight list, or the free list (next only) */
+    /* governance (p->cfg.gov): everything below is zeroed by gwx_new */
+    bool gov;          /* g initialised */
+    gwg_req_t g;       /* tenant, lease, guardrail decisions, audit texts */
+    sy_buf_t gov_hdrs; /* x-ratelimit-* lines for the answer */
+    int answered;      /* HTTP status given to the client (audit), 0 = none yet */
+    const char *why;   /* static short reason of a failure, or NULL */
+    char rid[72];      /* X-Request-Id, or one made up for the audit record */
+    int64_t start_unix_ns;
+    uint64_t first_data_ns;
+    double score_total;
+    uint32_t n_candidates;
 } gwx_t;
 
 /* One served model name and the engine's validator for it (its context length). */
@@ -171,6 +186,8 @@ gw_proxy_t *gw_proxy_create(const gw_proxy_config_t *cfg)
 }
 
 static void gwx_release(gw_proxy_t *p, gwx_t *x);
+static void gov_finish(gwx_t *x);
+static void finish_metrics(gwx_t *x, int status);
 
 static uint64_t sub_floor(uint64_t a, uint64_t b)
 {
@@ -182,7 +199,8 @@ static uint64_t sub_floor(uint64_t a, uint64_t b)
 static void ep_prefill_done(gwx_t *x)
 {
     if (x->ep && x->prefill_charge) {
-        x->ep->inflight_prefill_tokens = sub_floor(x->ep->inflight_prefill_tokens, x->prefill_charge);
+        x->ep->inflight_prefill_tokens =
+            sub_floor(x->ep->inflight_prefill_tokens, x->prefill_charge);
         x->prefill_charge = 0;
     }
 }
@@ -221,6 +239,8 @@ static void gwx_free(gwx_t *x)
     if (x->next)
         x->next->prev = x->prev;
     p->inflight--;
+    if (x->gov)
+        gov_finish(x);
     ep_load_remove(x);
     gwx_release(p, x);
 }
@@ -349,6 +369,27 @@ static void answer_error(gw_proxy_t *p, http_req_t *req, const char *model, int 
     http_req_respond_error_hdr(req, status, type, msg, NULL, extra);
 }
 
+/* answer_error for an exchange: remembers the status (and reason) for the audit record. */
+static void x_answer_error(gwx_t *x, int status, const char *type, const char *msg,
+                           const char *extra)
+{
+    x->answered = status;
+    if (!x->why)
+        x->why = type;
+    answer_error(x->p, x->req, x->q.model, status, type, msg, extra);
+}
+
+/* Answers a governance refusal: body is the JSON error, extra more header lines (may be NULL). */
+static void x_answer_gov(gwx_t *x, int status, const sy_buf_t *body, const sy_buf_t *extra,
+                         const char *why)
+{
+    x->answered = status;
+    x->why = why;
+    count_request(x->p, x->q.model, status);
+    http_req_respond(x->req, status, "application/json", body->data ? body->data : "", body->len,
+                     extra && extra->len ? extra->data : NULL);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* endpoint outcome bookkeeping                                                                */
 
@@ -443,6 +484,8 @@ static const char *response_headers(gwx_t *x)
         sy_buf_append(b, x->decision.data, x->decision.len);
         sy_buf_append_str(b, "\r\n");
     }
+    if (x->gov_hdrs.len)
+        sy_buf_append(b, x->gov_hdrs.data, x->gov_hdrs.len);
     return b->data;
 }
 
@@ -505,6 +548,23 @@ static void up_on_data(http_call_t *c, const char *data, size_t len, void *udata
     gwx_t *x = udata;
     if (x->state == GWX_STREAMING) {
         ep_prefill_done(x); /* the first streamed bytes: the prompt is prefilled */
+        if (!x->first_data_ns)
+            x->first_data_ns = sy_mono_ns();
+        if (x->gov && gwg_output_stream(x->p->cfg.gov, &x->g, data, len, (int64_t)sy_mono_ns()) ==
+                          GGD_BLOCK) {
+            /* an output check fired: end the stream with a policy error, stop the engine */
+            sy_buf_t ev = SY_BUF_INIT;
+            gwg_policy_event(&x->g, &ev);
+            http_req_sse_send(x->req, ev.data ? ev.data : "", ev.len);
+            sy_buf_deinit(&ev);
+            http_req_sse_end(x->req);
+            http_call_cancel(c);
+            x->call = NULL;
+            x->why = "output_policy";
+            finish_metrics(x, 200);
+            gwx_free(x);
+            return;
+        }
         /* keep a short tail so a usage chunk split across reads is still found */
         sy_buf_append(&x->resp, data, len);
         scan_cached(x, x->resp.data, x->resp.len);
@@ -524,6 +584,7 @@ static void up_on_data(http_call_t *c, const char *data, size_t len, void *udata
 static void finish_metrics(gwx_t *x, int status)
 {
     gw_proxy_t *p = x->p;
+    x->answered = status;
     count_request(p, x->q.model, status);
     mx_hist_observe(p->s_e2e, (double)(sy_mono_ns() - x->start_ns) / 1e9);
     uint32_t bs = p->cfg.block_size;
@@ -558,8 +619,8 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
         }
         if (upstream_5xx)
             goto relay; /* out of endpoints: relay the last upstream error as it is */
-        answer_error(p, x->req, x->q.model, 502, "BadGateway",
-                     "No endpoint could serve the request (all attempts failed).", NULL);
+        x_answer_error(x, 502, "BadGateway",
+                       "No endpoint could serve the request (all attempts failed).", NULL);
         gwx_free(x);
         return;
     }
@@ -572,6 +633,7 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
                 "response.\",\"type\":\"BadGateway\",\"param\":null,\"code\":502}}\n\n"
                 "data: [DONE]\n\n";
             http_req_sse_send(x->req, err, sizeof err - 1);
+            x->why = "upstream_cut";
             finish_metrics(x, 502);
         } else {
             ep_success(x->ep);
@@ -583,8 +645,8 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
     }
     if (status != ST_OK) {
         ep_failure(p, x->ep, status);
-        answer_error(p, x->req, x->q.model, 502, "BadGateway",
-                     "The model server failed while sending the response.", NULL);
+        x_answer_error(x, 502, "BadGateway", "The model server failed while sending the response.",
+                       NULL);
         gwx_free(x);
         return;
     }
@@ -593,6 +655,16 @@ relay:
         ep_success(x->ep);
     if (x->status == 200 && x->resp.len)
         scan_cached(x, x->resp.data, x->resp.len);
+    if (x->gov && x->status == 200 &&
+        gwg_output_body(p->cfg.gov, &x->g, x->resp.data ? x->resp.data : "", x->resp.len,
+                        (int64_t)sy_mono_ns()) == GGD_BLOCK) {
+        sy_buf_t eb = SY_BUF_INIT;
+        gwg_policy_error_body(&x->g, &eb);
+        x_answer_gov(x, 400, &eb, NULL, "output_policy");
+        sy_buf_deinit(&eb);
+        gwx_free(x);
+        return;
+    }
     finish_metrics(x, x->status);
     http_req_respond(x->req, x->status, x->ctype[0] ? x->ctype : "application/json",
                      x->resp.data ? x->resp.data : "", x->resp.len, response_headers(x));
@@ -636,10 +708,10 @@ static void start_attempt(gwx_t *x)
         ep = p->decision.endpoint;
     mx_hist_observe(p->s_decision, (double)(sy_mono_ns() - t0) / 1e9);
     if (!ep) {
-        answer_error(p, x->req, x->q.model, 503, "ServiceUnavailable",
-                     x->attempts ? "No other endpoint is available for this model."
-                                 : "No endpoint is available for this model.",
-                     "Retry-After: 1\r\n");
+        x_answer_error(x, 503, "ServiceUnavailable",
+                       x->attempts ? "No other endpoint is available for this model."
+                                   : "No endpoint is available for this model.",
+                       "Retry-After: 1\r\n");
         gwx_free(x);
         return;
     }
@@ -648,6 +720,8 @@ static void start_attempt(gwx_t *x)
         gws_decision_json(&p->decision, 3, &x->decision);
     }
     x->ep = ep;
+    x->score_total = p->decision.chosen >= 0 ? p->decision.total[p->decision.chosen] : 0;
+    x->n_candidates = p->decision.n_candidates;
     x->tried[ep->id / 8] |= (uint8_t)(1u << (ep->id % 8));
     x->attempts++;
     /* routing regret in blocks (precise) or chunks of about one block (approximate) */
@@ -823,11 +897,27 @@ void gw_prep_deinit(gw_prep_t *out)
         return;
     sy_free(out->model);
     sy_free(out->hashes);
+    free(out->body); /* json_dumps' */
+    sy_free(out->text);
     memset(out, 0, sizeof *out);
 }
 
+static int prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gwg_req_t *gq,
+                   gw_prep_t *out, api_err_t *err, int *gov_status, sy_buf_t *gov_body);
+
 int gw_proxy_prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gw_prep_t *out,
                      api_err_t *err)
+{
+    return prepare(p, body, len, chat, NULL, out, err, NULL, NULL);
+}
+
+/* gw_proxy_prepare, with the governance checks of the prompt when g is not NULL: the guardrails
+ * run on the parsed body before validation (so a masked prompt is what gets validated, tokenized,
+ * hashed and forwarded: out->body; out->text keeps the prompt text for the guard hook). A
+ * guardrail refusal returns ST_DECLINED with *gov_status and
+ * gov_body filled. */
+static int prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gwg_req_t *gq,
+                   gw_prep_t *out, api_err_t *err, int *gov_status, sy_buf_t *gov_body)
 {
     memset(out, 0, sizeof *out);
     json_t *root = NULL;
@@ -846,6 +936,25 @@ int gw_proxy_prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gw_
             snprintf(err->msg, sizeof err->msg, "No endpoint is available for this model.");
         json_decref(root);
         return name ? ST_NOTFOUND : ST_AGAIN;
+    }
+    if (gq) {
+        bool modified = false;
+        *gov_status = gwg_guard_body(p->cfg.gov, gq, root, chat, m->name, &modified, gov_body);
+        if (*gov_status != 0) {
+            json_decref(root);
+            return ST_DECLINED;
+        }
+        if (modified) {
+            out->body = json_dumps(root, JSON_COMPACT);
+            if (!out->body) {
+                json_decref(root);
+                *gov_status = 503;
+                sy_buf_append_str(gov_body, "{\"error\":{\"message\":\"out of memory\",\"type\":"
+                                            "\"ServiceUnavailable\",\"param\":null,\"code\":503}}");
+                return ST_DECLINED;
+            }
+            out->body_len = strlen(out->body);
+        }
     }
     api_gen_req_t g;
     rc = api_parse_gen_json(m->api, root, chat ? API_CHAT : API_COMPLETION, &g, err);
@@ -871,6 +980,14 @@ int gw_proxy_prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gw_
                    (chat && json_is_number(json_object_get(root, "max_completion_tokens")));
     est += has_max ? g.sp.max_tokens : 16;
     out->est_tokens = est > UINT32_MAX ? UINT32_MAX : (uint32_t)est;
+    out->max_tokens = has_max ? (int64_t)g.sp.max_tokens : -1;
+    if (gq && text.len) {
+        out->text = sy_malloc(text.len);
+        if (out->text) {
+            memcpy(out->text, text.data, text.len);
+            out->text_len = text.len;
+        }
+    }
     sy_buf_deinit(&text);
 
     /* precise: the engine's block hashes of the validated prompt's token ids */
@@ -892,8 +1009,71 @@ static void on_client_gone(http_req_t *req, void *udata)
     if (x->call)
         http_call_cancel(x->call); /* the engine sees the disconnect and aborts */
     x->call = NULL;
+    x->answered = 499;
+    x->why = "client_closed";
     count_request(x->p, x->q.model, 499);
     gwx_free(x);
+}
+
+/* The audit record and the end of the governance state (gwx_free). */
+static void gov_finish(gwx_t *x)
+{
+    bool decided = x->n_candidates > 0;
+    gwg_summary_t s = {
+        .request_id = x->rid,
+        .path = x->path,
+        .model = x->q.model,
+        .status = x->answered ? x->answered : 503,
+        .error = x->answered && x->answered < 400 && !x->why ? NULL
+                 : x->why                                    ? x->why
+                 : x->answered                               ? NULL
+                                                             : "gateway_stopped",
+        .endpoint = x->ep ? x->ep->name : NULL,
+        .prefill_endpoint = NULL,
+        .score_total = decided ? x->score_total : NAN,
+        .candidates = x->n_candidates,
+        .cached_blocks_chosen = x->predicted_cached_blocks,
+        .cached_blocks_best = x->best_cached_blocks,
+        .prompt_tokens = x->q.model ? (int64_t)x->q.prompt_tokens : -1,
+        .completion_tokens = -1,
+        .cached_tokens = x->delivered_cached,
+        .ttft_ms = x->first_data_ns ? (double)(x->first_data_ns - x->start_ns) / 1e6
+                   : x->first_byte_ns && x->state == GWX_BUFFERING
+                       ? (double)(x->first_byte_ns - x->start_ns) / 1e6
+                       : -1,
+        .e2e_ms = (double)(sy_mono_ns() - x->start_ns) / 1e6,
+        .start_unix_ns = x->start_unix_ns,
+    };
+    gwg_finish(x->p->cfg.gov, &x->g, &s);
+    gwg_req_deinit(&x->g);
+    sy_buf_deinit(&x->gov_hdrs);
+    x->gov = false;
+}
+
+static void on_hook_done(void *udata, int status, const sy_buf_t *body)
+{
+    gwx_t *x = udata;
+    if (status != 0) {
+        x_answer_gov(x, status, body, NULL, "guard_hook");
+        gwx_free(x);
+        return;
+    }
+    x->state = GWX_PICK;
+    start_attempt(x);
+}
+
+/* X-Request-Id of the request, or a made-up one ("gw-" + 16 hex digits) for the audit record. */
+static void request_id(gwx_t *x)
+{
+    sy_slice_t rid;
+    if (http_req_header(x->req, "X-Request-Id", &rid) && rid.len < sizeof x->rid) {
+        memcpy(x->rid, rid.ptr, rid.len);
+        x->rid[rid.len] = '\0';
+        return;
+    }
+    static uint64_t counter;
+    uint64_t v = ++counter ^ ((uint64_t)x->start_unix_ns << 20);
+    snprintf(x->rid, sizeof x->rid, "gw-%016llx", (unsigned long long)v);
 }
 
 static void handle_generate(gw_proxy_t *p, http_req_t *req, const char *path, bool chat)
@@ -909,14 +1089,6 @@ static void handle_generate(gw_proxy_t *p, http_req_t *req, const char *path, bo
         answer_error(p, req, NULL, 503, "ServiceUnavailable", "out of memory", NULL);
         return;
     }
-    api_err_t err;
-    if (gw_proxy_prepare(p, body.ptr, body.len, chat, &x->q, &err) != ST_OK) {
-        /* refused before any endpoint is touched, with the engine's own answer */
-        count_request(p, NULL, err.status);
-        http_req_respond_error(req, err.status, err.type, err.msg, err.param);
-        gwx_release(p, x);
-        return;
-    }
     x->p = p;
     x->req = req;
     x->body = body;
@@ -925,13 +1097,88 @@ static void handle_generate(gw_proxy_t *p, http_req_t *req, const char *path, bo
     size_t pl = strlen(path) < sizeof x->path - 1 ? strlen(path) : sizeof x->path - 1;
     memcpy(x->path, path, pl);
     x->path[pl] = '\0';
+    gwg_t *gov = p->cfg.gov;
+    sy_buf_t eb = SY_BUF_INIT; /* a governance refusal's body */
+    if (!gov) {
+        api_err_t err;
+        if (gw_proxy_prepare(p, body.ptr, body.len, chat, &x->q, &err) != ST_OK) {
+            /* refused before any endpoint is touched, with the engine's own answer */
+            count_request(p, NULL, err.status);
+            http_req_respond_error(req, err.status, err.type, err.msg, err.param);
+            gwx_release(p, x);
+            return;
+        }
+    }
     x->next = p->list;
     if (p->list)
         p->list->prev = x;
     p->list = x;
     p->inflight++;
     http_req_set_on_close(req, on_client_gone, x);
+    if (!gov) {
+        start_attempt(x);
+        return;
+    }
+
+    /* governance: auth, guardrails on the prompt, validation, admission, the guard hook */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    x->start_unix_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+    request_id(x);
+    gwg_req_init(&x->g);
+    x->gov = true;
+    sy_slice_t az;
+    bool has_az = http_req_header(req, "Authorization", &az);
+    int st = gwg_authenticate(gov, &x->g, has_az ? az.ptr : NULL, has_az ? az.len : 0, &eb,
+                              &x->gov_hdrs);
+    if (st != 0) {
+        x_answer_gov(x, st, &eb, &x->gov_hdrs, "unauthorized");
+        goto done;
+    }
+    api_err_t err;
+    int rc = prepare(p, body.ptr, body.len, chat, &x->g, &x->q, &err, &st, &eb);
+    if (rc == ST_DECLINED) {
+        x_answer_gov(x, st, &eb, NULL, st == 400 ? "guardrail" : "internal");
+        goto done;
+    }
+    if (rc != ST_OK) {
+        x->answered = err.status;
+        x->why = "invalid_request";
+        count_request(p, NULL, err.status);
+        http_req_respond_error(req, err.status, err.type, err.msg, err.param);
+        goto done;
+    }
+    if (x->q.body) {
+        x->body.ptr = x->q.body; /* the prompt as masked by the guardrails */
+        x->body.len = x->q.body_len;
+    }
+    st = gwg_admit(gov, &x->g, x->q.model, x->q.prompt_tokens, x->q.max_tokens,
+                   (int64_t)sy_mono_ns(), &eb, &x->gov_hdrs);
+    if (st != 0) {
+        x_answer_gov(x, st, &eb, &x->gov_hdrs,
+                     st == 429   ? "rate_limited"
+                     : st == 404 ? "model_not_allowed"
+                     : st == 400 ? "guardrail"
+                                 : "audit_unavailable");
+        goto done;
+    }
+    rc = gwg_hook_start(gov, &x->g, x->q.model, x->q.text ? x->q.text : "", x->q.text_len,
+                        on_hook_done, x);
+    sy_buf_deinit(&eb);
+    if (rc == ST_OK) {
+        x->state = GWX_GUARD;
+        return;
+    }
+    if (rc != ST_DECLINED) {
+        x_answer_error(x, 503, "ServiceUnavailable", "The guard hook could not be called.", NULL);
+        gwx_free(x);
+        return;
+    }
     start_attempt(x);
+    return;
+done:
+    sy_buf_deinit(&eb);
+    gwx_free(x);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -986,6 +1233,26 @@ static void handle_metrics(gw_proxy_t *p, http_req_t *req)
     http_req_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b->data, b->len, NULL);
 }
 
+/* GET /v1/models with --api-keys: the key must be right (else 401, answered here). */
+static bool models_authorized(gw_proxy_t *p, http_req_t *req)
+{
+    gwg_req_t g;
+    gwg_req_init(&g);
+    sy_buf_t body = SY_BUF_INIT, hdrs = SY_BUF_INIT;
+    sy_slice_t az;
+    bool has = http_req_header(req, "Authorization", &az);
+    int st = gwg_authenticate(p->cfg.gov, &g, has ? az.ptr : NULL, has ? az.len : 0, &body, &hdrs);
+    if (st != 0) {
+        count_request(p, NULL, st);
+        http_req_respond(req, st, "application/json", body.data ? body.data : "", body.len,
+                         hdrs.len ? hdrs.data : NULL);
+    }
+    sy_buf_deinit(&body);
+    sy_buf_deinit(&hdrs);
+    gwg_req_deinit(&g);
+    return st == 0;
+}
+
 void gw_proxy_on_request(http_req_t *req, void *udata)
 {
     gw_proxy_t *p = udata;
@@ -1014,6 +1281,8 @@ void gw_proxy_on_request(http_req_t *req, void *udata)
                          "Allow: GET\r\n");
             return;
         }
+        if (i == 0 && p->cfg.gov && gwg_auth_enabled(p->cfg.gov) && !models_authorized(p, req))
+            return;
         gets[i].fn(p, req);
         return;
     }

@@ -33,6 +33,7 @@
 #include "engine/tokenizer.h"
 #include "gateway/approx_index.h"
 #include "gateway/gw_endpoint.h"
+#include "gateway/gw_gov.h"
 #include "gateway/gw_sched.h"
 #include "gateway/prefix_index.h"
 #include "http/http_client.h"
@@ -62,6 +63,7 @@ typedef struct gw_proxy_config {
     uint32_t eject_after;      /* consecutive failures before ejection, default 3 */
     bool debug_scores;         /* add x-switchyard-scores to responses */
     size_t approx_chunk_chars; /* 64 */
+    gwg_t *gov;                /* borrowed, may be NULL: auth, rate limits, guardrails, audit */
 } gw_proxy_config_t;
 
 /* Returns an owned proxy (free with gw_proxy_destroy) or NULL. */

@@ -26,6 +26,12 @@ typedef struct gw_prep {
     bool stream;         /* "stream": true */
     uint32_t est_tokens; /* prompt tokens (exact with a tokenizer, chars/4 without) + output */
     uint32_t prompt_tokens; /* prompt tokens alone (exact with a tokenizer, chars/4 without) */
+    int64_t max_tokens;     /* the request's max_tokens, -1 when not given */
+    char *body;             /* owned: the body to forward when governance rewrote it (masked
+                             * prompt), else NULL (forward the client's body) */
+    size_t body_len;
+    char *text;             /* owned: the prompt text as forwarded, when asked for (guard hook) */
+    size_t text_len;
     uint64_t *hashes;    /* precise block hashes (owned), NULL when not computed */
     size_t n_hashes;
     uint64_t chunks[GW_MAX_CHUNKS]; /* approximate chunk hashes */

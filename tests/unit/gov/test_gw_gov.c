@@ -454,11 +454,9 @@ static void test_output_block(void **state)
     assert_int_equal(gwg_authenticate(f.g, &r, NULL, 0, &body, &eh), 0);
     assert_int_equal(gwg_admit(f.g, &r, "m1", 1, -1, T0, &body, &eh), 0);
     assert_true(r._parse);
-    assert_int_equal(
-        gwg_output_stream(f.g, &r, "data: {\"choices\":[{\"text\":\"the TOP\"}]}\n\n", 42, T0),
-        GGD_ALLOW);
-    ggd_decision_t d = gwg_output_stream(
-        f.g, &r, "data: {\"choices\":[{\"text\":\"SECRET is\"}]}\n\ndata: [DONE]\n\n", 59, T0);
+    assert_int_equal(stream(&f, &r, "data: {\"choices\":[{\"text\":\"the TOP\"}]}\n\n"), GGD_ALLOW);
+    ggd_decision_t d =
+        stream(&f, &r, "data: {\"choices\":[{\"text\":\"SECRET is\"}]}\n\ndata: [DONE]\n\n");
     assert_int_equal(d, GGD_BLOCK);
     assert_string_equal(r.block_rule, "secret");
     sy_buf_t ev = SY_BUF_INIT;
@@ -592,7 +590,10 @@ static void test_audit_records(void **state)
     assert_string_equal(json_string_value(json_object_get(a, "prompt")),
                         "mail bob@example.com card " CARD);
     assert_true(json_is_null(json_object_get(a, "response")));
-    assert_int_equal(json_integer_value(json_object_get(a, "completion_tokens")), 2);
+    /* team-a's output needs no parsing (no output checks, response off, no token limit), so the
+     * usage chunk is not seen: the summary's -1 stays unknown; team-b's is parsed */
+    assert_true(json_is_null(json_object_get(a, "completion_tokens")));
+    assert_int_equal(json_integer_value(json_object_get(b, "completion_tokens")), 2);
     assert_true(json_number_value(json_object_get(a, "ttft_ms")) == 12.5);
     assert_true(json_is_array(json_object_get(a, "guardrails")));
     assert_true(json_is_null(json_object_get(a, "blocked_by")));
@@ -665,9 +666,8 @@ static void test_reload(void **state)
     write_file(f.guard, "version: 1\n");
     write_tenants(f.keys, "    max_concurrent: 1\n");
     assert_int_equal(gwg_reload(f.g, T0, err, sizeof err), ST_OK);
-    assert_int_equal(
-        gwg_output_stream(f.g, &r, "data: {\"choices\":[{\"text\":\"TOPSECRET\"}]}\n", 40, T0),
-        GGD_BLOCK);
+    assert_int_equal(stream(&f, &r, "data: {\"choices\":[{\"text\":\"TOPSECRET ok\"}]}\n"),
+                     GGD_BLOCK);
     gwg_req_init(&r2);
     assert_int_equal(auth(&f, &r2, KEY_A), 0);
     assert_int_equal(admit(&f, &r2, "m1", 1, -1, T0, &body, &eh), 429);
@@ -837,7 +837,83 @@ static void test_hook(void **state)
     run_hook(2, "allow", 0, NULL);
     run_hook(2, "deny", 503, "guard");
 
-    /* no hook configured: declined; deinit cancels a call in flight silently */
+    /* nobody listening: connection refused follows on_error */
+    {
+        hook_srv_t srv;
+        srv_start(&srv, 2);
+        int port = srv.port;
+        srv_stop(&srv); /* the thread ends without accepting; the port is closed */
+        ev_loop_t *loop = ev_loop_create();
+        char gpath[300], text[512], err2[512];
+        path_of(gpath, sizeof gpath, "hook2.yaml");
+        snprintf(text, sizeof text,
+                 "version: 1\nexternal:\n  url: http://127.0.0.1:%d/g\n  timeout_ms: 2000\n"
+                 "  on_error: deny\n",
+                 port);
+        write_file(gpath, text);
+        gwg_config_t c2;
+        gwg_config_default(&c2);
+        c2.loop = loop;
+        c2.guardrails = gpath;
+        gwg_t *g2 = gwg_create(&c2, T0, err2, sizeof err2);
+        if (!g2)
+            fail_msg("%s", err2);
+        gwg_req_t r2;
+        gwg_req_init(&r2);
+        hook_res_t res = {0, -1, "", loop};
+        assert_int_equal(gwg_hook_start(g2, &r2, "m1", "p", 1, on_hook, &res), ST_OK);
+        uint64_t gt = ev_timer_add(loop, 5000, on_guard_timer, NULL);
+        uint64_t t0 = sy_mono_ms();
+        ev_run(loop);
+        ev_timer_cancel(loop, gt);
+        assert_int_equal(res.calls, 1);
+        assert_int_equal(res.status, 503);
+        assert_true(sy_mono_ms() - t0 < 1500); /* not the 2 s timeout */
+        gwg_req_deinit(&r2);
+
+        /* deinit while a call is in flight: no callback, nothing leaked */
+        srv_start(&srv, 2);
+        gwg_destroy(g2);
+        snprintf(text, sizeof text,
+                 "version: 1\nexternal:\n  url: http://127.0.0.1:%d/g\n  timeout_ms: 50\n",
+                 srv.port);
+        write_file(gpath, text);
+        g2 = gwg_create(&c2, T0, err2, sizeof err2);
+        assert_non_null(g2);
+        gwg_req_init(&r2);
+        res.calls = 0;
+        assert_int_equal(gwg_hook_start(g2, &r2, "m1", "p", 1, on_hook, &res), ST_OK);
+        gwg_req_deinit(&r2);
+        gt = ev_timer_add(loop, 150, on_guard_timer, NULL);
+        ev_run(loop);
+        assert_int_equal(res.calls, 0);
+        gwg_destroy(g2);
+        srv_stop(&srv);
+        ev_loop_destroy(loop);
+    }
+
+    /* https:// is accepted (TLS client with the system trust store) */
+    {
+        char gpath[300], err2[512];
+        path_of(gpath, sizeof gpath, "hook3.yaml");
+        write_file(gpath, "version: 1\nexternal:\n  url: https://127.0.0.1:9/g\n");
+        ev_loop_t *loop = ev_loop_create();
+        gwg_config_t c2;
+        gwg_config_default(&c2);
+        c2.loop = loop;
+        c2.guardrails = gpath;
+        gwg_t *g2 = gwg_create(&c2, T0, err2, sizeof err2);
+        if (!g2)
+            fail_msg("%s", err2);
+        gwg_destroy(g2);
+        /* without a loop the hook cannot run: refused at load */
+        c2.loop = NULL;
+        assert_null(gwg_create(&c2, T0, err2, sizeof err2));
+        assert_non_null(strstr(err2, "event loop"));
+        ev_loop_destroy(loop);
+    }
+
+    /* no hook configured: declined */
     gwg_config_t cfg;
     gwg_config_default(&cfg);
     char err[256];
@@ -849,6 +925,157 @@ static void test_hook(void **state)
     gwg_destroy(g);
 }
 
+static void test_metrics(void **state)
+{
+    (void)state;
+    mx_registry_t *m = mx_registry_create();
+    fx_t f;
+    memset(&f, 0, sizeof f);
+    gwg_config_default(&f.cfg);
+    path_of(f.keys, sizeof f.keys, "keys.yaml");
+    write_tenants(f.keys, "    requests_per_second: 1\n");
+    path_of(f.guard, sizeof f.guard, "guard.yaml");
+    write_file(f.guard, GUARD_YAML);
+    path_of(f.audit, sizeof f.audit, "metrics.log");
+    unlink(f.audit);
+    f.cfg.api_keys = f.keys;
+    f.cfg.guardrails = f.guard;
+    f.cfg.audit_log = f.audit;
+    f.cfg.metrics = m;
+    char err[512];
+    f.g = gwg_create(&f.cfg, T0, err, sizeof err);
+    if (!f.g)
+        fail_msg("%s", err);
+    run_req(&f, KEY_A, "card " CARD, "ok", T0);
+    gwg_req_t r;
+    gwg_req_init(&r);
+    sy_buf_t body = SY_BUF_INIT, eh = SY_BUF_INIT;
+    assert_int_equal(auth(&f, &r, KEY_A), 0);
+    assert_int_equal(admit(&f, &r, "m1", 1, -1, T0, &body, &eh), 429);
+    finish(&f, &r, 429);
+    assert_int_equal(gaud_flush(gwg_audit(f.g), 5000), ST_OK);
+    sy_buf_t out = SY_BUF_INIT;
+    assert_int_equal(mx_registry_render(m, &out), ST_OK);
+    const char *want[] = {
+        "switchyard_gateway_rate_limited_total{limit=\"requests\",tenant=\"team-a\"} 1.0",
+        "switchyard_gateway_guardrail_actions_total{action=\"mask\",rule=\"card\"} 1.0",
+        "switchyard_gateway_audit_records_total 2.0\n",
+        "switchyard_gateway_audit_queue_bytes 0.0\n",
+        "switchyard_gateway_audit_broken 0.0\n",
+        "switchyard_gateway_audit_dropped_total 0.0\n",
+        "switchyard_gateway_audit_errors_total 0.0\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(out.data, want[i]))
+            fail_msg("missing '%s' in:\n%s", want[i], out.data);
+    sy_buf_deinit(&out);
+    gwg_destroy(f.g);
+    /* the collect callback is gone with the gwg_t */
+    assert_int_equal(mx_registry_render(m, &out), ST_OK);
+    sy_buf_deinit(&out);
+    mx_registry_destroy(m);
+    json_t *arr = read_audit(f.audit);
+    assert_int_equal(json_array_size(arr), 2);
+    json_t *a = json_array_get(arr, 0), *b = json_array_get(arr, 1);
+    assert_string_equal(json_string_value(json_object_get(a, "prompt")), "card [CARD]");
+    json_t *h = json_array_get(json_object_get(a, "guardrails"), 0);
+    assert_string_equal(json_string_value(json_object_get(h, "name")), "card");
+    assert_string_equal(json_string_value(json_object_get(h, "action")), "mask");
+    assert_int_equal(json_integer_value(json_object_get(h, "count")), 1);
+    assert_true(json_is_false(json_object_get(h, "limit")));
+    /* refused before the body was guarded: no texts, the reason recorded */
+    assert_int_equal(json_integer_value(json_object_get(b, "status")), 429);
+    assert_true(json_is_null(json_object_get(b, "prompt")));
+    assert_true(json_is_null(json_object_get(b, "response")));
+    assert_true(json_is_null(json_object_get(b, "prompt_sha256")));
+    assert_string_equal(json_string_value(json_object_get(b, "blocked_by")), "rate_limit");
+    assert_null(json_object_get(b, "prompt_truncated"));
+    json_decref(arr);
+    sy_buf_deinit(&body);
+    sy_buf_deinit(&eh);
+}
+
+/* Governance overhead per request: auth + guardrails (5 deny patterns, 4 PII detectors) + rate
+ * limit + audit record on a 4 KB prompt. Printed, not asserted (sanitizer builds are slow). */
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_bench(void **state)
+{
+    (void)state;
+    fx_t f;
+    memset(&f, 0, sizeof f);
+    gwg_config_default(&f.cfg);
+    path_of(f.keys, sizeof f.keys, "keys.yaml");
+    write_tenants(f.keys, "    requests_per_second: 1000000\n    burst: 1000000\n");
+    path_of(f.guard, sizeof f.guard, "bench.yaml");
+    write_file(f.guard, "version: 1\n"
+                        "defaults:\n"
+                        "  deny:\n"
+                        "    - {name: d1, pattern: 'ignore\\s+previous\\s+instructions'}\n"
+                        "    - {name: d2, pattern: '(?i)reveal\\s+the\\s+system\\s+prompt'}\n"
+                        "    - {name: d3, pattern: '\\bAKIA[0-9A-Z]{16}\\b', action: mask}\n"
+                        "    - {name: d4, pattern: 'BEGIN PRIVATE KEY'}\n"
+                        "    - {name: d5, pattern: '(?i)\\bpassword\\s*[:=]', action: redact}\n"
+                        "  pii: {email: mask, phone: mask, card: mask, iban: mask}\n");
+    path_of(f.audit, sizeof f.audit, "bench.log");
+    unlink(f.audit);
+    f.cfg.api_keys = f.keys;
+    f.cfg.guardrails = f.guard;
+    f.cfg.audit_log = f.audit;
+    f.cfg.audit_fsync = GAUD_FSYNC_NONE;
+    char err[512];
+    f.g = gwg_create(&f.cfg, T0, err, sizeof err);
+    if (!f.g)
+        fail_msg("%s", err);
+    sy_buf_t p = SY_BUF_INIT;
+    while (p.len < 4000)
+        sy_buf_append_str(&p, "The quarterly report shows revenue growth in all regions; "
+                              "contact jane.doe@example.com or +44 20 7946 0958 for details. ");
+    json_t *root = json_pack("{s:s,s:s#}", "model", "m1", "prompt", p.data, p.len);
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Bearer %s", KEY_A);
+    enum { N = 300 };
+    static int64_t ns[N];
+    sy_buf_t body = SY_BUF_INIT, eh = SY_BUF_INIT;
+    for (int i = 0; i < N; i++) {
+        json_t *copy = json_deep_copy(root);
+        uint64_t t0 = sy_mono_ns();
+        gwg_req_t r;
+        gwg_req_init(&r);
+        sy_buf_reset(&body);
+        sy_buf_reset(&eh);
+        bool mod;
+        assert_int_equal(gwg_authenticate(f.g, &r, hdr, strlen(hdr), &body, &eh), 0);
+        assert_int_equal(gwg_guard_body(f.g, &r, copy, false, "m1", &mod, &body), 0);
+        assert_int_equal(gwg_admit(f.g, &r, "m1", 1000, 100, T0, &body, &eh), 0);
+        gwg_summary_t s;
+        memset(&s, 0, sizeof s);
+        s.path = "/v1/completions";
+        s.model = "m1";
+        s.status = 200;
+        s.score_total = NAN;
+        s.prompt_tokens = s.completion_tokens = s.cached_tokens = -1;
+        s.ttft_ms = s.e2e_ms = -1;
+        gwg_finish(f.g, &r, &s);
+        gwg_req_deinit(&r);
+        ns[i] = (int64_t)(sy_mono_ns() - t0);
+        json_decref(copy);
+    }
+    qsort(ns, N, sizeof ns[0], cmp_i64);
+    printf("gw_gov bench (4 KB prompt, auth + 5 deny + 4 PII + rate limit + audit): p50 %.1f us, "
+           "p99 %.1f us\n",
+           ns[N / 2] / 1e3, ns[N * 99 / 100] / 1e3);
+    json_decref(root);
+    sy_buf_deinit(&p);
+    sy_buf_deinit(&body);
+    sy_buf_deinit(&eh);
+    gwg_destroy(f.g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -857,6 +1084,7 @@ int main(void)
         cmocka_unit_test(test_output_split),  cmocka_unit_test(test_output_block),
         cmocka_unit_test(test_audit_records), cmocka_unit_test(test_audit_truncate),
         cmocka_unit_test(test_reload),        cmocka_unit_test(test_hook),
+        cmocka_unit_test(test_metrics),       cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
