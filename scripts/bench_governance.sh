@@ -146,7 +146,8 @@ for rep in $(seq "$REPS"); do
 done
 "$SY" audit verify "$TMP/audit.log" >"$TMP/verify.out" || { cat "$TMP/verify.out" >&2; exit 1; }
 AUDIT_LINES=$(wc -l <"$TMP/audit.log")
-"$SY" audit bench --records 100000 --fsync group --dir "$TMP" >"$TMP/audit-bench.out" 2>&1 || true
+mkdir -p "$TMP/ab"
+"$SY" audit bench --records 100000 --fsync group --dir "$TMP/ab" >"$TMP/audit-bench.out" 2>&1 || true
 
 $PY - "$TMP" "$REPS" "$REQS" "$(getconf CLK_TCK)" "$OUTJ" "$AUDIT_LINES" <<'PYEOF'
 import json, statistics, sys, os
