@@ -924,6 +924,17 @@ static int prepare(gw_proxy_t *p, const char *body, size_t len, bool chat, gwg_r
     int rc = api_load_body(body, len, &root, err);
     if (rc != ST_OK)
         return rc;
+    if (json_object_get(root, "kv_transfer_params")) {
+        /* P/D transfer parameters name hosts an engine will connect to: only the gateway may
+         * set them (no server-side request forgery through a client's body) */
+        err->status = 400;
+        err->type = "BadRequestError";
+        err->param = "kv_transfer_params";
+        snprintf(err->msg, sizeof err->msg,
+                 "kv_transfer_params is set by the gateway only; remove it from the request.");
+        json_decref(root);
+        return ST_INVAL;
+    }
     const gw_model_t *m = model_for(p, root);
     if (!m) {
         const char *name = json_string_value(json_object_get(root, "model"));

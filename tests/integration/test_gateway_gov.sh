@@ -81,6 +81,17 @@ start_gateway() {
     GPID=$SY_BG_PID
     sy_wait_until 20 sy_health_ok "$GURL" || sy_fail "gateway did not become healthy" "$(tail -n 30 "$GLOG")"
 }
+# bad files are refused at start-up with the line and the reason
+printf 'tenants:\n  - name: x\n    key_sha256: nothex\n' >"$SY_TMP/bad-keys.yaml"
+"$SY_BIN" gateway --host 127.0.0.1 --port "$(sy_free_port)" --endpoint "$EURL" \
+    --api-keys "$SY_TMP/bad-keys.yaml" >"$SY_TMP/bad1.out" 2>&1
+sy_assert_eq "a malformed --api-keys file: exit 2" 2 $?
+sy_check "  with FILE:LINE: reason" grep -q 'bad-keys.yaml:3:' "$SY_TMP/bad1.out"
+printf 'defaults:\n  deny:\n    - name: x\n      pattern: "(a"\n' >"$SY_TMP/bad-guard.yaml"
+"$SY_BIN" gateway --host 127.0.0.1 --port "$(sy_free_port)" --endpoint "$EURL" \
+    --guardrails "$SY_TMP/bad-guard.yaml" >"$SY_TMP/bad2.out" 2>&1
+sy_assert_eq "a bad regex in --guardrails: exit 2" 2 $?
+sy_check "  with FILE:LINE: reason" grep -q 'bad-guard.yaml:4:.*regex' "$SY_TMP/bad2.out"
 start_gateway
 sy_ok "gateway with --api-keys, --guardrails and --audit-log is healthy"
 SENT=0 # generation requests sent to the gateway (each must leave one audit record)
@@ -134,6 +145,8 @@ sy_assert_status "a served model outside the tenant's allow-list: 404" 404
 sy_json_check "  OpenAI's model_not_found" "$SY_BODY" "j['error']['code'] == 'model_not_found'"
 
 # ---- guardrails ------------------------------------------------------------------------------
+gen "$KA" "client kv params" ',"kv_transfer_params":{"do_remote_prefill":true,"remote_host":"10.0.0.9"}'
+sy_assert_status "client-supplied kv_transfer_params: 400" 400
 CARD="4111 1111 1111 1111"
 gen "$KA" "my card is $CARD thanks"
 sy_assert_status "card number for team-a: blocked, 400" 400
@@ -187,7 +200,7 @@ rows = [json.loads(l) for l in open('$AUDIT')]
 st = {}
 for r in rows:
     st[r['status']] = st.get(r['status'], 0) + 1
-    assert r['status'] == 401 or len(r.get('prompt_sha256') or '') == 64, r
+    assert r['status'] == 401 or r['error'] == 'invalid_request' or len(r.get('prompt_sha256') or '') == 64, r
 assert st.get(401, 0) >= 20 and st.get(429, 0) >= 1 and st.get(400, 0) >= 4 and st.get(200, 0) >= 20, st
 assert any(r.get('tenant') == 'masker' for r in rows)
 assert '4111 1111' not in open('$AUDIT').read()

@@ -205,6 +205,12 @@ static void test_cap_and_refusals(void **state)
     const char *unknown = "{\"model\":\"nope\",\"prompt\":\"x\"}";
     assert_int_not_equal(gw_proxy_prepare(f->p, unknown, strlen(unknown), false, &q, &err), ST_OK);
     assert_int_equal(err.status, 404);
+    /* client-supplied P/D transfer parameters are refused (they name hosts to connect to) */
+    const char *kvt = "{\"model\":\"m\",\"prompt\":\"x\",\"kv_transfer_params\":"
+                      "{\"do_remote_prefill\":true,\"remote_host\":\"169.254.169.254\"}}";
+    assert_int_equal(gw_proxy_prepare(f->p, kvt, strlen(kvt), false, &q, &err), ST_INVAL);
+    assert_int_equal(err.status, 400);
+    assert_string_equal(err.param, "kv_transfer_params");
 }
 
 static void test_gguf_tokenizer_hashes(void **state)
