@@ -150,6 +150,9 @@ static bool parse_prefix(const char *s, size_t len, uint64_t *seq, unsigned char
     return true;
 }
 
+/* Queued bytes that wake the writer at once even while it batches (GROUP / NONE). */
+#define GAUD_BATCH_BYTES (256u << 10)
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -177,6 +180,8 @@ struct gaud {
     sy_buf_t q;           /* [u32 len][bytes]... under mu */
     bool stop;            /* under mu */
     bool writer_waiting;  /* under mu */
+    uint64_t q_first_ms;  /* under mu: when the oldest record in q was appended, 0 = q empty */
+    bool wake_sent;       /* under mu: the writer was signalled for the records now in q */
     uint64_t synced_recs; /* caller records written and durable, under mu */
     uint64_t last_seq;    /* published chain head, under mu */
     char last_hash[GAUD_HASH_HEX + 1];
@@ -728,6 +733,16 @@ static int pump(gaud_t *a, const char **what)
     return ST_OK;
 }
 
+/* True while the queued records should wait for more (GROUP / NONE batching): no stop, flush or
+ * size limit, and less than group_ms since the oldest one. Under mu. */
+static bool batch_hold(const gaud_t *a, bool stop)
+{
+    if (a->cfg.fsync == GAUD_FSYNC_EACH || stop || atomic_load(&a->flush_req) > 0 ||
+        a->q.len >= GAUD_BATCH_BYTES || a->q_first_ms == 0)
+        return false;
+    return now_ms() < a->q_first_ms + a->cfg.group_ms;
+}
+
 static bool pending_work(const gaud_t *a)
 {
     return a->batch_off < a->batch.len || a->out.len > 0 || a->partial || a->rot_phase != 0 ||
@@ -781,7 +796,18 @@ static void *writer_main(void *arg)
                 pthread_cond_timedwait(&a->wake, &a->mu, &ts);
                 continue;
             }
+            if (!pending_work(a) && a->q.len > 0 && batch_hold(a, stop)) {
+                /* GROUP / NONE: let the batch fill until group_ms after its first record */
+                a->writer_waiting = true;
+                struct timespec ts;
+                deadline_ts(a->q_first_ms + a->cfg.group_ms, &ts);
+                pthread_cond_timedwait(&a->wake, &a->mu, &ts);
+                a->writer_waiting = false;
+                continue;
+            }
             if (!pending_work(a) && a->q.len > 0) {
+                a->q_first_ms = 0;
+                a->wake_sent = false;
                 sy_buf_t t = a->batch;
                 a->batch = a->q;
                 a->q = t;
@@ -996,8 +1022,15 @@ int gaud_append(gaud_t *a, const char *json, size_t len)
     sy_buf_append(&a->q, json, len);
     atomic_fetch_add(&a->q_bytes, need);
     atomic_fetch_add(&a->n_appended, 1);
-    if (a->writer_waiting)
+    if (a->q_first_ms == 0)
+        a->q_first_ms = now_ms();
+    /* group commit: with GROUP / NONE the writer is woken once per batch (it then collects the
+     * records of up to group_ms, or GAUD_BATCH_BYTES), not once per record */
+    if (a->writer_waiting &&
+        (a->cfg.fsync == GAUD_FSYNC_EACH || !a->wake_sent || a->q.len >= GAUD_BATCH_BYTES)) {
         pthread_cond_signal(&a->wake);
+        a->wake_sent = true;
+    }
 out:
     pthread_mutex_unlock(&a->mu);
     return rc;

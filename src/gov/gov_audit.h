@@ -16,7 +16,9 @@
  * FILE is started; its first record's prev is the hash of the last line of FILE.<S>. keep > 0
  * deletes the oldest rotated files beyond keep (verify the rest with --from-hash/--trust-first).
  *
- * Durability (what a crash loses): records still queued in memory are always lost on a crash.
+ * Durability (what a crash loses): records still queued in memory are always lost on a crash
+ * (with GROUP and NONE the writer is woken once per batch and lets records collect for up to
+ * group_ms or 256 KiB, so that is up to group_ms of records; with EACH, per record).
  * Records already written are in the page cache, so a process crash (kill -9) loses nothing more
  * (at most a torn last line, cut off at the next open). For an OS crash or power loss:
  *   GAUD_FSYNC_EACH  - every write batch is fdatasync'ed before the next is taken (group commit),

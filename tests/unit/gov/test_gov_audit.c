@@ -891,6 +891,34 @@ static void test_concurrent(void **state)
     free(b);
 }
 
+/* GROUP batching holds records for up to group_ms: a flush (and a close) must not wait for it. With
+ * group_ms = 60 s a flush that waited for the batch would time out after 5 s. */
+static void test_group_batch_flush(void **state)
+{
+    (void)state;
+    char path[300];
+    pathf(path, sizeof path, "batch.log");
+    gaud_config_t c;
+    gaud_config_init(&c);
+    c.path = path;
+    c.fsync = GAUD_FSYNC_GROUP;
+    c.group_ms = 60000;
+    char err[256];
+    gaud_t *a = gaud_open(&c, err, sizeof err);
+    assert_non_null(a);
+    append_n(a, 0, 3, 0);
+    assert_int_equal(gaud_flush(a, 5000), ST_OK);
+    gaud_stats_t st;
+    gaud_stats(a, &st);
+    assert_int_equal(st.written, 3);
+    append_n(a, 3, 2, 0);
+    assert_int_equal(gaud_close(a), ST_OK);
+    size_t len;
+    char *b = slurp(path, &len);
+    assert_int_equal(check_chain_text(b, len, 1, ZEROS), 5);
+    free(b);
+}
+
 static void test_null_safe(void **state)
 {
     (void)state;
@@ -962,6 +990,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fail_closed_queue_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_open_marker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_batch_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_safe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_writer_sleeps, setup, teardown),
     };
