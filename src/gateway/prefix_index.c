@@ -65,10 +65,13 @@ struct pidx {
 
     uint64_t *kbits; /* max_blocks x W */
     uint32_t *khead; /* first node of the key, or next free key when the key is free */
-    uint32_t kfree;
+    uint32_t kfree;  /* freed keys, linked through khead; PIDX_NIL = none */
+    uint32_t kfresh; /* keys [kfresh, max_blocks) were never used (no free-list set-up at create,
+                      * so the arrays' pages are touched only as the index fills) */
 
     pidx_node_t *nodes;
-    uint32_t nfree;              /* free nodes, linked through lnext */
+    uint32_t nfree;              /* freed nodes, linked through lnext; PIDX_NIL = none */
+    uint32_t nfresh;             /* nodes [nfresh, max_blocks) were never used */
     uint32_t lru_head, lru_tail; /* head = least recently stored */
     uint32_t *ep_head;           /* max_eps: first node of each endpoint */
 
@@ -244,7 +247,7 @@ static void add_one(pidx_t *x, uint32_t ep, uint64_t hash)
             return;
         }
     }
-    if (x->nfree == PIDX_NIL) {
+    if (x->nfree == PIDX_NIL && x->nfresh >= x->max_blocks) {
         /* evict the least recently stored entry; it may be this hash's key (then re-find) */
         uint32_t victim = x->lru_head;
         SY_ASSERT(victim != PIDX_NIL);
@@ -257,9 +260,13 @@ static void add_one(pidx_t *x, uint32_t ep, uint64_t hash)
     uint32_t kidx;
     if (slot < 0) {
         /* new key: a free key record exists because keys <= entries < max_blocks here */
-        kidx = x->kfree;
-        SY_ASSERT(kidx != PIDX_NIL);
-        x->kfree = x->khead[kidx];
+        if (x->kfree != PIDX_NIL) {
+            kidx = x->kfree;
+            x->kfree = x->khead[kidx];
+        } else {
+            SY_ASSERT(x->kfresh < x->max_blocks);
+            kidx = x->kfresh++;
+        }
         x->khead[kidx] = PIDX_NIL;
         memset(key_bits(x, kidx), 0, x->words * sizeof(uint64_t));
         uint64_t i = home_of(x, hash);
@@ -271,8 +278,13 @@ static void add_one(pidx_t *x, uint32_t ep, uint64_t hash)
     } else {
         kidx = x->slots[slot].kidx1 - 1;
     }
-    uint32_t n = x->nfree;
-    x->nfree = x->nodes[n].lnext;
+    uint32_t n;
+    if (x->nfree != PIDX_NIL) {
+        n = x->nfree;
+        x->nfree = x->nodes[n].lnext;
+    } else {
+        n = x->nfresh++;
+    }
     pidx_node_t *nd = &x->nodes[n];
     nd->hash = hash;
     nd->ep = ep;
@@ -322,12 +334,7 @@ pidx_t *pidx_create(size_t max_blocks, uint32_t max_endpoints)
         goto fail;
     if (pthread_rwlock_init(&x->lock, NULL) != 0)
         goto fail;
-    for (size_t i = 0; i < max_blocks; i++) {
-        x->khead[i] = i + 1 < max_blocks ? (uint32_t)(i + 1) : PIDX_NIL;
-        x->nodes[i].lnext = i + 1 < max_blocks ? (uint32_t)(i + 1) : PIDX_NIL;
-    }
-    x->kfree = 0;
-    x->nfree = 0;
+    x->kfree = x->nfree = PIDX_NIL; /* keys and nodes come from kfresh / nfresh first */
     x->lru_head = x->lru_tail = PIDX_NIL;
     for (uint32_t e = 0; e < max_endpoints; e++)
         x->ep_head[e] = PIDX_NIL;
