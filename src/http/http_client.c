@@ -107,10 +107,10 @@ enum { PEND_REAP = 1u, PEND_PROCESS = 2u, PEND_FAIL = 4u, PEND_READ = 8u };
 
 /* uconn_t.tls_flags */
 enum {
-    TLS_UP = 1u,             /* handshake complete */
-    TLS_FATAL = 2u,          /* an error: no close_notify */
-    TLS_RD_WANTS_WRITE = 4u, /* the last read needs EV_WRITE */
-    TLS_WR_WANTS_READ = 8u,  /* the last write needs EV_READ */
+    TLS_UP = HTLS_UP,
+    TLS_FATAL = HTLS_FATAL,
+    TLS_RD_WANTS_WRITE = HTLS_RD_WANTS_WRITE,
+    TLS_WR_WANTS_READ = HTLS_WR_WANTS_READ,
 };
 
 typedef struct uconn uconn_t;
@@ -720,39 +720,13 @@ static void conn_process(uconn_t *c)
  * ECONNRESET for an EOF without close_notify, so a stale pooled connection is retried). */
 static ssize_t tls_recv(uconn_t *c, char *buf, size_t n)
 {
-    uint32_t want = 0;
-    ssize_t r = htls_read(c->tls, buf, n, &want);
-    c->tls_flags &= ~(unsigned)TLS_RD_WANTS_WRITE;
-    if (r >= 0)
-        return r;
-    if (r == ST_AGAIN) {
-        if (want == EV_WRITE)
-            c->tls_flags |= TLS_RD_WANTS_WRITE;
-        errno = EAGAIN;
-        return -1;
-    }
-    c->tls_flags |= TLS_FATAL;
-    errno = r == ST_CLOSED ? ECONNRESET : r < 0 && r > -4096 ? (int)-r : EPROTO;
-    return -1;
+    return htls_recv(c->tls, buf, n, &c->tls_flags, true);
 }
 
 /* Like send(): bytes written, or -1 with errno (EAGAIN when OpenSSL would block). */
 static ssize_t tls_send(uconn_t *c, const char *buf, size_t n)
 {
-    uint32_t want = 0;
-    ssize_t r = htls_write(c->tls, buf, n, &want);
-    c->tls_flags &= ~(unsigned)TLS_WR_WANTS_READ;
-    if (r >= 0)
-        return r;
-    if (r == ST_AGAIN) {
-        if (want == EV_READ)
-            c->tls_flags |= TLS_WR_WANTS_READ;
-        errno = EAGAIN;
-        return -1;
-    }
-    c->tls_flags |= TLS_FATAL;
-    errno = r < 0 && r > -4096 ? (int)-r : EPROTO;
-    return -1;
+    return htls_send(c->tls, buf, n, &c->tls_flags);
 }
 
 static void conn_eof(uconn_t *c, int err)

@@ -121,10 +121,10 @@ enum { PEND_PROCESS = 1u, PEND_WRITABLE = 2u, PEND_REAP = 4u, PEND_READ = 8u };
 
 /* http_conn_t.tls_flags */
 enum {
-    TLS_UP = 1u,             /* handshake complete */
-    TLS_FATAL = 2u,          /* an error: no close_notify, only free */
-    TLS_RD_WANTS_WRITE = 4u, /* the last read needs EV_WRITE */
-    TLS_WR_WANTS_READ = 8u,  /* the last write needs EV_READ */
+    TLS_UP = HTLS_UP,
+    TLS_FATAL = HTLS_FATAL,
+    TLS_RD_WANTS_WRITE = HTLS_RD_WANTS_WRITE,
+    TLS_WR_WANTS_READ = HTLS_WR_WANTS_READ,
 };
 
 typedef struct http_conn http_conn_t;
@@ -446,41 +446,13 @@ static void conn_reap(http_conn_t *c)
 /* Like recv(): bytes, 0 at EOF, or -1 with errno (EAGAIN when OpenSSL would block). */
 static ssize_t tls_recv(http_conn_t *c, char *buf, size_t n)
 {
-    uint32_t want = 0;
-    ssize_t r = htls_read(c->tls, buf, n, &want);
-    c->tls_flags &= ~(unsigned)TLS_RD_WANTS_WRITE;
-    if (r >= 0)
-        return r;
-    if (r == ST_AGAIN) {
-        if (want == EV_WRITE)
-            c->tls_flags |= TLS_RD_WANTS_WRITE;
-        errno = EAGAIN;
-        return -1;
-    }
-    c->tls_flags |= TLS_FATAL;
-    if (r == ST_CLOSED)
-        return 0;
-    errno = r < 0 && r > -4096 ? (int)-r : EPROTO;
-    return -1;
+    return htls_recv(c->tls, buf, n, &c->tls_flags, false);
 }
 
 /* Like send(): bytes written, or -1 with errno (EAGAIN when OpenSSL would block). */
 static ssize_t tls_send(http_conn_t *c, const char *buf, size_t n)
 {
-    uint32_t want = 0;
-    ssize_t r = htls_write(c->tls, buf, n, &want);
-    c->tls_flags &= ~(unsigned)TLS_WR_WANTS_READ;
-    if (r >= 0)
-        return r;
-    if (r == ST_AGAIN) {
-        if (want == EV_READ)
-            c->tls_flags |= TLS_WR_WANTS_READ;
-        errno = EAGAIN;
-        return -1;
-    }
-    c->tls_flags |= TLS_FATAL;
-    errno = r < 0 && r > -4096 ? (int)-r : EPROTO;
-    return -1;
+    return htls_send(c->tls, buf, n, &c->tls_flags);
 }
 
 /* ---- output ---- */

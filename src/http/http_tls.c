@@ -436,3 +436,46 @@ void htls_conn_free(htls_conn_t *t, bool shutdown)
     SSL_free(t);
     ERR_clear_error();
 }
+
+static int errno_of(ssize_t r)
+{
+    return r < 0 && r > -4096 ? (int)-r : EPROTO;
+}
+
+ssize_t htls_recv(htls_conn_t *t, void *buf, size_t n, unsigned *flags, bool eof_is_reset)
+{
+    uint32_t want = 0;
+    ssize_t r = htls_read(t, buf, n, &want);
+    *flags &= ~(unsigned)HTLS_RD_WANTS_WRITE;
+    if (r >= 0)
+        return r;
+    if (r == ST_AGAIN) {
+        if (want == EV_WRITE)
+            *flags |= HTLS_RD_WANTS_WRITE;
+        errno = EAGAIN;
+        return -1;
+    }
+    *flags |= HTLS_FATAL;
+    if (r == ST_CLOSED && !eof_is_reset)
+        return 0;
+    errno = r == ST_CLOSED ? ECONNRESET : errno_of(r);
+    return -1;
+}
+
+ssize_t htls_send(htls_conn_t *t, const void *buf, size_t n, unsigned *flags)
+{
+    uint32_t want = 0;
+    ssize_t r = htls_write(t, buf, n, &want);
+    *flags &= ~(unsigned)HTLS_WR_WANTS_READ;
+    if (r >= 0)
+        return r;
+    if (r == ST_AGAIN) {
+        if (want == EV_READ)
+            *flags |= HTLS_WR_WANTS_READ;
+        errno = EAGAIN;
+        return -1;
+    }
+    *flags |= HTLS_FATAL;
+    errno = errno_of(r);
+    return -1;
+}

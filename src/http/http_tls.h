@@ -78,6 +78,20 @@ ssize_t htls_read(htls_conn_t *t, void *buf, size_t n, uint32_t *want);
  * with *want set (call again later with the same bytes at the front of buf, possibly more
  * after them; buf may have moved), or an error (ST_PROTO, -errno). n > 0. */
 ssize_t htls_write(htls_conn_t *t, const void *buf, size_t n, uint32_t *want);
+/* Per-connection TLS state bits a caller keeps (http_server and http_client share them). */
+enum {
+    HTLS_UP = 1u,             /* handshake complete */
+    HTLS_FATAL = 2u,          /* an error: no close_notify, only free */
+    HTLS_RD_WANTS_WRITE = 4u, /* the last read needs EV_WRITE */
+    HTLS_WR_WANTS_READ = 8u,  /* the last write needs EV_READ */
+};
+/* htls_read with recv()'s conventions, keeping *flags: bytes, 0 at close_notify (and at an EOF
+ * without it unless eof_is_reset), or -1 with errno (EAGAIN when OpenSSL would block, with
+ * HTLS_RD_WANTS_WRITE set when it waits for the socket to be writable; ECONNRESET for an EOF
+ * without close_notify when eof_is_reset; an error sets HTLS_FATAL). */
+ssize_t htls_recv(htls_conn_t *t, void *buf, size_t n, unsigned *flags, bool eof_is_reset);
+/* htls_write with send()'s conventions, keeping *flags the same way (HTLS_WR_WANTS_READ). */
+ssize_t htls_send(htls_conn_t *t, const void *buf, size_t n, unsigned *flags);
 /* Decrypted bytes buffered inside t that a read returns without touching the socket. */
 bool htls_pending(const htls_conn_t *t);
 /* The negotiated ALPN protocol ("" when none) and version name ("TLSv1.3"), borrowed. */
