@@ -874,7 +874,8 @@ int gateway_main(int argc, char **argv)
         {"dns-server", "IPV4:PORT", CLI_STRING, &dns_server,
          "send discovery queries to this DNS server instead of the system resolver", NULL},
         {"scheduler", "NAME", CLI_STRING, &scheduler,
-         "built-in scheduler: round-robin, random, load, prefix-approx, prefix-precise, default",
+         "built-in scheduler: round-robin, random, load, prefix-approx, prefix-precise, default, "
+         "pd (prefill/decode disaggregation, deploy/scheduler/pd.yaml)",
          "default"},
         {"config", "FILE", CLI_STRING, &config,
          "EndpointPickerConfig YAML file (overrides --scheduler)", NULL},
@@ -1149,6 +1150,7 @@ int gateway_main(int argc, char **argv)
         .eject_after = (uint32_t)eject_after,
         .debug_scores = debug_scores,
         .approx_chunk_chars = ap.chunk_chars,
+        .loop = ctx.loop,
     };
     if (go.api_keys || go.guardrails || go.audit_log) {
         gcfg.loop = ctx.loop;
@@ -1239,16 +1241,18 @@ int gateway_main(int argc, char **argv)
         }
     }
     models_refresh(&ctx);
+    gws_pd_config_t pdc;
     ctx.next_models_ms = ev_now_ms(ctx.loop) + GW_MODELS_REFRESH_MS;
     ev_timer_add(ctx.loop, GW_TICK_MS, tick, &ctx);
     sy_info("gateway.start",
             "addr=%s:%d endpoints=%zu discovery=%zu file=%s scheduler=%s precise=%s approx=%s "
-            "kv_events=%s block_size=%llu tls=%s admin=%s:%d",
+            "kv_events=%s block_size=%llu tls=%s admin=%s:%d pd=%s",
             host, http_server_port(ctx.srv), ctx.table.n, ctx.n_disc,
             endpoints_file ? endpoints_file : "none", config ? config : scheduler,
             (needs & GWS_NEEDS_PRECISE) ? "on" : "off", (needs & GWS_NEEDS_APPROX) ? "on" : "off",
             any_events ? "on" : "off", (unsigned long long)block_size, ctx.tls ? "on" : "off",
-            ctx.admin ? admin_host : "none", ctx.admin ? http_server_port(ctx.admin) : 0);
+            ctx.admin ? admin_host : "none", ctx.admin ? http_server_port(ctx.admin) : 0,
+            gws_sched_pd(ctx.sched, &pdc) ? "on" : "off");
     ev_run(ctx.loop);
     exit_code = 0;
     goto cleanup;

@@ -9,6 +9,12 @@
  * unchanged. Responses are relayed: SSE chunk by chunk as the
  * upstream produces them (pausing the upstream read while the client's queue is over its
  * high-water mark), other responses whole.
+ * P/D (gw_proxy.h): pd_route runs the decider after the decode pick, start_prefill / pf_finish
+ * drive the prefill call (its own callbacks, the exchange's `call` slot so a client disconnect
+ * cancels it, and a timer for the prefill timeout), pd_fallback sends the client's body to the
+ * decode endpoint. Load: during the prefill the prefill endpoint carries one request and the
+ * prompt's uncached tokens as pending prefill; the decode endpoint carries the request but no
+ * pending prefill, unless it falls back to prefilling itself.
  * Thread-safety: event-loop thread only.
  */
 #include "gateway/gw_proxy.h"
@@ -27,16 +33,35 @@
 #include "common/ev.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "gateway/gw_pd.h"
 #include "gateway/gw_proxy_int.h"
 
-#define GW_MAX_RESPONSE (64u << 20) /* largest non-streaming upstream body relayed */
-#define GW_MAX_VALIDATORS 256       /* distinct served model names */
-#define GW_FREE_EXCHANGES 1024      /* finished exchanges kept for reuse */
-#define GW_STATUS_CACHE 16          /* (model, status) -> request-counter series cached */
+#define GW_MAX_RESPONSE (64u << 20)        /* largest non-streaming upstream body relayed */
+#define GW_MAX_VALIDATORS 256              /* distinct served model names */
+#define GW_FREE_EXCHANGES 1024             /* finished exchanges kept for reuse */
+#define GW_STATUS_CACHE 16                 /* (model, status) -> request-counter series cached */
+#define GW_MAX_PREFILL_RESPONSE (4u << 20) /* largest prefill answer read */
+#define GW_PD_HEADER "x-switchyard-pd-threshold"
+
+/* Why a prefill call did not give parameters (switchyard_gateway_prefill_failures_total). */
+typedef enum pf_reason {
+    PF_CONNECT = 0, /* connect error, reset, protocol error */
+    PF_TIMEOUT,     /* prefill timeout, or the client's timeouts */
+    PF_HTTP_STATUS, /* an answer other than 200 */
+    PF_BAD_BODY,    /* not JSON, not an object, too large */
+    PF_NO_PARAMS,   /* kv_transfer_params absent, null or empty */
+    PF_NO_ENDPOINT, /* no prefill endpoint to ask */
+    PF_INTERNAL,    /* out of memory building a body */
+    PF_REASONS
+} pf_reason_t;
+
+static const char *const k_pf_reason[PF_REASONS] = {
+    "connect", "timeout", "http_status", "bad_body", "no_params", "no_endpoint", "internal"};
 
 typedef enum gwx_state {
     GWX_PICK = 0,
-    GWX_GUARD, /* waiting for the external guard hook */
+    GWX_GUARD,   /* waiting for the external guard hook */
+    GWX_PREFILL, /* P/D: the prefill call in flight (call), decode endpoint chosen (ep) */
     GWX_UPSTREAM,
     GWX_STREAMING,
     GWX_BUFFERING,
@@ -74,6 +99,22 @@ typedef struct gwx {
     uint64_t first_data_ns;
     double score_total;
     uint32_t n_candidates;
+    /* P/D (p->pd_on), zeroed by gwx_new except pd_body */
+    bool pd_decided; /* the decider ran (first decode attempt) */
+    gwpd_decision_t pd_decision;
+    gwpd_path_t pd_path;
+    uint64_t pd_threshold;
+    uint32_t pd_cached, pd_uncached; /* prompt tokens cached / not on the decode endpoint */
+    uint8_t pf_tried[GW_MAX_ENDPOINTS / 8];
+    uint32_t pf_attempts;
+    gw_endpoint_t *pf_ep; /* prefill endpoint of the call in flight (charged), else NULL */
+    uint32_t pf_charge;   /* pending prefill tokens charged on pf_ep */
+    uint64_t pf_start_ns;
+    uint64_t pf_timer; /* prefill timeout timer, 0 = none */
+    bool pf_overflow;  /* the prefill answer exceeded GW_MAX_PREFILL_RESPONSE */
+    double pf_ms;      /* duration of the prefill whose KV is used, -1 = none */
+    char pf_name[sizeof(((gw_endpoint_t *)0)->name)]; /* that prefill endpoint, "" = none */
+    sy_buf_t pd_body; /* the prefill body, then the decode body (kept across reuse) */
 } gwx_t;
 
 /* One served model name and the engine's validator for it (its context length). */
@@ -96,6 +137,8 @@ struct gw_proxy {
     sy_buf_t out;
     gws_decision_t decision;
     uint32_t match_precise[GW_MAX_ENDPOINTS];
+    gws_pd_config_t pd; /* P/D settings of the scheduler */
+    bool pd_on;
     /* metrics */
     mx_family_t *f_requests, *f_picks, *f_ttft, *f_e2e, *f_decision, *f_retries, *f_regret,
         *f_ejections;
@@ -114,6 +157,9 @@ struct gw_proxy {
     } status_series[GW_STATUS_CACHE];
     unsigned status_next; /* round-robin replacement */
     mx_series_t *s_regret_available, *s_regret_predicted, *s_regret_delivered;
+    /* P/D metrics (pd_on only) */
+    mx_family_t *f_disagg, *f_pd_paths, *f_pf_dur, *f_pf_fail;
+    mx_series_t *s_pd_path[GWPD_PATH_COUNT], *s_pf_ok, *s_pf_err, *s_pf_fail[PF_REASONS];
 };
 
 static const double k_lat_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
@@ -165,6 +211,40 @@ static void metrics_init(gw_proxy_t *p)
     p->s_regret_predicted = mx_series_get(p->f_regret, &k, 1);
     k = "delivered";
     p->s_regret_delivered = mx_series_get(p->f_regret, &k, 1);
+    if (!p->pd_on)
+        return;
+    static const char *l_dec[] = {"model_name", "decision_type"};
+    static const char *l_path[] = {"path"};
+    static const char *l_out[] = {"outcome"};
+    static const char *l_reason[] = {"reason"};
+    p->f_disagg = mx_family_create(
+        r, MX_COUNTER, "llm_d_inference_scheduler_disagg_decision",
+        "P/D decisions of the disagg profile handler, by model and decision type (llm-d's name).",
+        l_dec, 2, NULL, 0);
+    p->f_pd_paths = mx_family_create(
+        r, MX_COUNTER, "switchyard_gateway_pd_requests",
+        "Requests under P/D by the path that served them: decode_only, prefill_decode, "
+        "prefill_retry (KV from a second prefill endpoint), fallback_local (the decode endpoint "
+        "prefilled itself), failed (the client got an error).",
+        l_path, 1, NULL, 0);
+    p->f_pf_dur =
+        mx_family_create(r, MX_HISTOGRAM, "switchyard_gateway_prefill_duration_seconds",
+                         "Prefill calls of P/D requests, from sending to the whole "
+                         "answer, by outcome (ok = parameters received).",
+                         l_out, 1, k_lat_buckets, sizeof k_lat_buckets / sizeof k_lat_buckets[0]);
+    p->f_pf_fail = mx_family_create(r, MX_COUNTER, "switchyard_gateway_prefill_failures",
+                                    "Prefill calls that gave no transfer parameters, by reason.",
+                                    l_reason, 1, NULL, 0);
+    for (int i = GWPD_PATH_DECODE_ONLY; i < GWPD_PATH_COUNT; i++) {
+        k = gwpd_path_name((gwpd_path_t)i);
+        p->s_pd_path[i] = mx_series_get(p->f_pd_paths, &k, 1);
+    }
+    k = "ok";
+    p->s_pf_ok = mx_series_get(p->f_pf_dur, &k, 1);
+    k = "error";
+    p->s_pf_err = mx_series_get(p->f_pf_dur, &k, 1);
+    for (int i = 0; i < PF_REASONS; i++)
+        p->s_pf_fail[i] = mx_series_get(p->f_pf_fail, &k_pf_reason[i], 1);
 }
 
 gw_proxy_t *gw_proxy_create(const gw_proxy_config_t *cfg)
@@ -181,17 +261,53 @@ gw_proxy_t *gw_proxy_create(const gw_proxy_config_t *cfg)
         p->cfg.approx_chunk_chars = 64;
     if (!p->cfg.block_size)
         p->cfg.block_size = 16;
+    p->pd_on = p->cfg.sched && gws_sched_pd(p->cfg.sched, &p->pd);
     metrics_init(p);
     return p;
 }
 
 static void gwx_release(gw_proxy_t *p, gwx_t *x);
 static void gov_finish(gwx_t *x);
+static void pd_finish(gwx_t *x);
 static void finish_metrics(gwx_t *x, int status);
 
 static uint64_t sub_floor(uint64_t a, uint64_t b)
 {
     return a > b ? a - b : 0;
+}
+
+/* The prefill endpoint's share of x's load goes (its call ended or was cancelled). Idempotent. */
+static void pf_load_remove(gwx_t *x)
+{
+    gw_endpoint_t *ep = x->pf_ep;
+    if (!ep)
+        return;
+    if (ep->inflight_requests)
+        ep->inflight_requests--;
+    ep->inflight_tokens = sub_floor(ep->inflight_tokens, (uint64_t)x->q.prompt_tokens + 1);
+    ep->inflight_prefill_tokens = sub_floor(ep->inflight_prefill_tokens, x->pf_charge);
+    x->pf_charge = 0;
+    x->pf_ep = NULL;
+}
+
+static void pf_timer_cancel(gwx_t *x)
+{
+    if (x->pf_timer && x->p->cfg.loop)
+        ev_timer_cancel(x->p->cfg.loop, x->pf_timer);
+    x->pf_timer = 0;
+}
+
+/* End of a P/D exchange (gwx_free): stops the prefill side and counts the path that served. */
+static void pd_finish(gwx_t *x)
+{
+    pf_timer_cancel(x);
+    pf_load_remove(x);
+    gwpd_path_t path = x->pd_path;
+    if (x->answered == 0 || (x->answered >= 500 && x->answered != 499))
+        path = GWPD_PATH_FAILED;
+    if (path != GWPD_PATH_NONE)
+        mx_counter_inc(x->p->s_pd_path[path]);
+    x->pd_decided = false;
 }
 
 /* The endpoint's prefill is done for x (its first bytes arrived, or it ended): x's uncached
@@ -239,6 +355,8 @@ static void gwx_free(gwx_t *x)
     if (x->next)
         x->next->prev = x->prev;
     p->inflight--;
+    if (x->pd_decided)
+        pd_finish(x);
     if (x->gov)
         gov_finish(x);
     ep_load_remove(x);
@@ -249,7 +367,8 @@ static void gwx_free(gwx_t *x)
 static void gwx_release(gw_proxy_t *p, gwx_t *x)
 {
     gw_prep_deinit(&x->q);
-    if (p->n_free < GW_FREE_EXCHANGES && x->resp.cap <= 65536 && x->decision.cap <= 65536) {
+    if (p->n_free < GW_FREE_EXCHANGES && x->resp.cap <= 65536 && x->decision.cap <= 65536 &&
+        x->pd_body.cap <= 65536) {
         x->next = p->free_list; /* kept with its buffers for the next request */
         p->free_list = x;
         p->n_free++;
@@ -257,6 +376,7 @@ static void gwx_release(gw_proxy_t *p, gwx_t *x)
     }
     sy_buf_deinit(&x->resp);
     sy_buf_deinit(&x->decision);
+    sy_buf_deinit(&x->pd_body);
     sy_free(x);
 }
 
@@ -268,14 +388,16 @@ static gwx_t *gwx_new(gw_proxy_t *p)
         return sy_calloc(1, sizeof(gwx_t));
     p->free_list = x->next;
     p->n_free--;
-    sy_buf_t resp = x->resp, decision = x->decision;
+    sy_buf_t resp = x->resp, decision = x->decision, pd_body = x->pd_body;
     sy_buf_reset(&resp);
     sy_buf_reset(&decision);
+    sy_buf_reset(&pd_body);
     /* q is zeroed by gw_proxy_prepare; everything before it here */
     memset(x, 0, offsetof(gwx_t, q));
     memset(&x->tried, 0, sizeof *x - offsetof(gwx_t, tried));
     x->resp = resp;
     x->decision = decision;
+    x->pd_body = pd_body;
     return x;
 }
 
@@ -294,6 +416,7 @@ void gw_proxy_destroy(gw_proxy_t *p)
         p->free_list = x->next;
         sy_buf_deinit(&x->resp);
         sy_buf_deinit(&x->decision);
+        sy_buf_deinit(&x->pd_body);
         sy_free(x);
     }
     for (size_t i = 0; i < GW_STATUS_CACHE; i++)
@@ -479,9 +602,29 @@ static const char *response_headers(gwx_t *x)
     sy_buf_append_str(b, "\r\nx-session-token: ");
     b64_encode(x->ep->name, nl, b);
     sy_buf_append_str(b, "\r\n");
+    if (x->pf_name[0]) {
+        sy_buf_append_str(b, "x-switchyard-prefill-endpoint: ");
+        sy_buf_append_str(b, x->pf_name);
+        sy_buf_append_str(b, "\r\n");
+    }
     if (x->decision.len) {
         sy_buf_append_str(b, "x-switchyard-decision: ");
-        sy_buf_append(b, x->decision.data, x->decision.len);
+        if (x->pd_decided) {
+            gwpd_note_t n = {
+                .decision = x->pd_decision,
+                .path = x->pd_path,
+                .threshold = x->pd_threshold,
+                .prompt_tokens = x->q.prompt_tokens,
+                .cached_tokens = x->pd_cached,
+                .uncached_tokens = x->pd_uncached,
+                .prefill = x->pf_name[0] ? x->pf_name : NULL,
+                .prefill_attempts = x->pf_attempts,
+                .prefill_ms = x->pf_name[0] ? x->pf_ms : -1,
+            };
+            gwpd_note_json(x->decision.data, x->decision.len, &n, b);
+        } else {
+            sy_buf_append(b, x->decision.data, x->decision.len);
+        }
         sy_buf_append_str(b, "\r\n");
     }
     if (x->gov_hdrs.len)
@@ -676,6 +819,65 @@ static const http_call_cbs_t k_cbs = {up_on_head, up_on_data, up_on_done};
 /* ------------------------------------------------------------------------------------------ */
 /* scheduling                                                                                  */
 
+/* The scheduler's view of x (pointers into x; session decoded into sess[cap]). */
+static void fill_request(gwx_t *x, gws_request_t *r, char *sess, size_t cap)
+{
+    memset(r, 0, sizeof *r);
+    r->model = x->q.model;
+    r->block_hashes = x->q.hashes;
+    r->n_block_hashes = x->q.n_hashes;
+    r->chunk_hashes = x->q.chunks;
+    r->n_chunk_hashes = x->q.n_chunks;
+    r->prompt_tokens = x->q.est_tokens;
+    sy_slice_t v;
+    if (http_req_header(x->req, "x-session-token", &v) && b64_decode(v, sess, cap) > 0)
+        r->session = sess; /* the endpoint name this session is pinned to */
+}
+
+/* Prompt tokens the decision found cached on its chosen endpoint: precise blocks x block size,
+ * or approximate chunks x the tokens a chunk stands for (4 characters each). */
+static uint64_t decision_cached_tokens(const gw_proxy_t *p, const gwx_t *x)
+{
+    if (x->q.n_hashes && p->cfg.pidx)
+        return (uint64_t)p->decision.cached_blocks_chosen * p->cfg.block_size;
+    return (uint64_t)p->decision.cached_chunks_chosen * (p->cfg.approx_chunk_chars / 4);
+}
+
+/* Writes the upstream request's header lines into hdrs[cap]: Content-Type and X-Request-Id (the
+ * P/D request id when x went through P/D with one, else the client's). */
+static void upstream_headers(gwx_t *x, char *hdrs, size_t cap)
+{
+    sy_slice_t rid = {NULL, 0};
+    if (x->pd_decided && x->rid[0]) {
+        rid.ptr = x->rid;
+        rid.len = strlen(x->rid);
+    } else if (!http_req_header(x->req, "X-Request-Id", &rid) || rid.len >= 200) {
+        rid.len = 0;
+    }
+    if (rid.len)
+        snprintf(hdrs, cap, "Content-Type: application/json\r\nX-Request-Id: %.*s\r\n",
+                 (int)rid.len, rid.ptr);
+    else
+        snprintf(hdrs, cap, "Content-Type: application/json\r\n");
+}
+
+/* Sends body to x->ep (UPSTREAM); its answer goes to the client (k_cbs). */
+static void start_upstream(gwx_t *x, const char *body, size_t len)
+{
+    char hdrs[320];
+    upstream_headers(x, hdrs, sizeof hdrs);
+    x->state = GWX_UPSTREAM;
+    int rc = http_call_start(x->p->cfg.table->ups[x->ep->id], "POST", x->path, hdrs, body, len,
+                             &k_cbs, x, &x->call);
+    if (rc != ST_OK) {
+        x->call = NULL;
+        up_on_done(NULL, rc, false, x);
+    }
+}
+
+static void pd_route(gwx_t *x);
+static void request_id(gwx_t *x);
+
 static void start_attempt(gwx_t *x)
 {
     gw_proxy_t *p = x->p;
@@ -690,21 +892,12 @@ static void start_attempt(gwx_t *x)
     }
     uint64_t t0 = sy_mono_ns();
     gws_request_t r;
-    memset(&r, 0, sizeof r);
-    r.model = x->q.model;
-    r.block_hashes = x->q.hashes;
-    r.n_block_hashes = x->q.n_hashes;
-    r.chunk_hashes = x->q.chunks;
-    r.n_chunk_hashes = x->q.n_chunks;
-    r.prompt_tokens = x->q.est_tokens;
     char session[128];
-    sy_slice_t sess;
-    if (http_req_header(x->req, "x-session-token", &sess) &&
-        b64_decode(sess, session, sizeof session) > 0)
-        r.session = session; /* the endpoint name this session is pinned to */
+    fill_request(x, &r, session, sizeof session);
     gw_endpoint_t *ep = NULL;
-    if (n > 0 &&
-        gws_pick(p->cfg.sched, NULL, &r, cand, n, p->cfg.pidx, p->cfg.aidx, &p->decision) == ST_OK)
+    const char *profile = p->pd_on ? p->pd.decode_profile : NULL;
+    if (n > 0 && gws_pick(p->cfg.sched, profile, &r, cand, n, p->cfg.pidx, p->cfg.aidx,
+                          &p->decision) == ST_OK)
         ep = p->decision.endpoint;
     mx_hist_observe(p->s_decision, (double)(sy_mono_ns() - t0) / 1e9);
     if (!ep) {
@@ -734,28 +927,220 @@ static void start_attempt(gwx_t *x)
     mx_counter_inc(pick_series(p, ep));
     if (p->cfg.aidx && x->q.n_chunks)
         aidx_record(p->cfg.aidx, ep->id, x->q.chunks, x->q.n_chunks);
-
-    static const char ct[] = "Content-Type: application/json\r\n", ri[] = "X-Request-Id: ";
-    char hdrs[320];
-    sy_slice_t rid;
-    size_t hl = sizeof ct - 1;
-    memcpy(hdrs, ct, hl);
-    if (http_req_header(x->req, "X-Request-Id", &rid) && rid.len < 200) {
-        memcpy(hdrs + hl, ri, sizeof ri - 1);
-        hl += sizeof ri - 1;
-        memcpy(hdrs + hl, rid.ptr, rid.len);
-        hl += rid.len;
-        memcpy(hdrs + hl, "\r\n", 2);
-        hl += 2;
+    if (p->pd_on && !x->pd_decided) {
+        pd_route(x);
+        return;
     }
-    hdrs[hl] = '\0';
-    x->state = GWX_UPSTREAM;
-    int rc = http_call_start(t->ups[ep->id], "POST", x->path, hdrs, x->body.ptr, x->body.len,
-                             &k_cbs, x, &x->call);
+    if (x->pd_decided && x->pd_decision == GWPD_PREFILL_DECODE) {
+        /* a retry after a failed decode call: this endpoint prefills itself */
+        x->pd_path = GWPD_PATH_FALLBACK_LOCAL;
+        x->pf_name[0] = '\0';
+    }
+    start_upstream(x, x->body.ptr, x->body.len);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* P/D: the prefill call                                                                       */
+
+static void pf_finish(gwx_t *x, int status);
+
+static void pf_on_head(http_call_t *c, int status, const http_header_t *hs, size_t n, void *udata)
+{
+    (void)c;
+    (void)hs;
+    (void)n;
+    gwx_t *x = udata;
+    x->status = status;
+}
+
+static void pf_on_data(http_call_t *c, const char *data, size_t len, void *udata)
+{
+    (void)c;
+    gwx_t *x = udata;
+    if (x->pf_overflow || x->resp.len + len > GW_MAX_PREFILL_RESPONSE ||
+        sy_buf_append(&x->resp, data, len) != ST_OK)
+        x->pf_overflow = true;
+}
+
+static void pf_on_done(http_call_t *c, int status, bool first_byte, void *udata)
+{
+    (void)c;
+    (void)first_byte;
+    pf_finish(udata, status);
+}
+
+static const http_call_cbs_t k_pf_cbs = {pf_on_head, pf_on_data, pf_on_done};
+
+static void on_pf_timeout(ev_loop_t *loop, uint64_t id, void *udata)
+{
+    (void)loop;
+    (void)id;
+    gwx_t *x = udata;
+    x->pf_timer = 0;
+    if (x->state != GWX_PREFILL || !x->call)
+        return;
+    http_call_cancel(x->call);
+    x->call = NULL;
+    pf_finish(x, ST_TIMEOUT);
+}
+
+/* The decode endpoint prefills the prompt itself: the client's body, no parameters. */
+static void pd_fallback(gwx_t *x)
+{
+    x->pd_path = GWPD_PATH_FALLBACK_LOCAL;
+    x->pf_name[0] = '\0';
+    x->prefill_charge = x->pd_uncached;
+    x->ep->inflight_prefill_tokens += x->prefill_charge;
+    sy_buf_reset(&x->resp);
+    x->status = 0;
+    start_upstream(x, x->body.ptr, x->body.len);
+}
+
+/* Picks a prefill endpoint (prefill profile; not the decode endpoint, none tried before) and
+ * sends it x->pd_body. ST_OK when x went on (the call started, or its failure was handled);
+ * ST_NOTFOUND when there is no prefill endpoint (x untouched: the caller falls back). */
+static int start_prefill(gwx_t *x)
+{
+    gw_proxy_t *p = x->p;
+    gw_table_t *t = p->cfg.table;
+    gw_endpoint_t *cand[GW_MAX_ENDPOINTS];
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        gw_endpoint_t *ep = t->eps[i];
+        if (!ep || ep == x->ep || t->draining[i] || (x->pf_tried[i / 8] & (1u << (i % 8))))
+            continue;
+        cand[n++] = ep;
+    }
+    gws_request_t r;
+    char session[128];
+    fill_request(x, &r, session, sizeof session);
+    if (n == 0 || gws_pick(p->cfg.sched, p->pd.prefill_profile, &r, cand, n, p->cfg.pidx,
+                           p->cfg.aidx, &p->decision) != ST_OK)
+        return ST_NOTFOUND;
+    gw_endpoint_t *ep = p->decision.endpoint;
+    uint64_t cached = decision_cached_tokens(p, x);
+    x->pf_ep = ep;
+    x->pf_tried[ep->id / 8] |= (uint8_t)(1u << (ep->id % 8));
+    x->pf_attempts++;
+    x->pf_charge = (uint32_t)sub_floor(x->q.prompt_tokens, cached);
+    ep->inflight_requests++;
+    ep->inflight_tokens += (uint64_t)x->q.prompt_tokens + 1;
+    ep->inflight_prefill_tokens += x->pf_charge;
+    mx_counter_inc(pick_series(p, ep));
+    if (p->cfg.aidx && x->q.n_chunks)
+        aidx_record(p->cfg.aidx, ep->id, x->q.chunks, x->q.n_chunks);
+
+    char hdrs[320];
+    upstream_headers(x, hdrs, sizeof hdrs);
+    x->state = GWX_PREFILL;
+    x->pf_start_ns = sy_mono_ns();
+    x->pf_overflow = false;
+    x->status = 0;
+    sy_buf_reset(&x->resp);
+    int rc = http_call_start(t->ups[ep->id], "POST", x->path, hdrs, x->pd_body.data, x->pd_body.len,
+                             &k_pf_cbs, x, &x->call);
     if (rc != ST_OK) {
         x->call = NULL;
-        up_on_done(NULL, rc, false, x);
+        pf_finish(x, rc);
+        return ST_OK;
     }
+    if (p->cfg.loop)
+        x->pf_timer = ev_timer_add(p->cfg.loop, p->pd.prefill_timeout_ms, on_pf_timeout, x);
+    return ST_OK;
+}
+
+/* A prefill attempt gave no parameters: another prefill endpoint (policy retry) or the decode
+ * endpoint's local prefill. */
+static void pd_prefill_failed(gwx_t *x, pf_reason_t why)
+{
+    gw_proxy_t *p = x->p;
+    mx_counter_inc(p->s_pf_fail[why]);
+    sy_info("gateway.prefill_failed", "decode=%s reason=%s http=%d attempt=%u", x->ep->name,
+            k_pf_reason[why], x->status, x->pf_attempts);
+    if (why != PF_NO_ENDPOINT && why != PF_INTERNAL && p->pd.policy == GWS_PD_RETRY &&
+        x->pf_attempts <= p->pd.prefill_max_retries && start_prefill(x) == ST_OK)
+        return;
+    pd_fallback(x);
+}
+
+/* The prefill call ended (status from the HTTP client, or ST_TIMEOUT from the timer). */
+static void pf_finish(gwx_t *x, int status)
+{
+    gw_proxy_t *p = x->p;
+    x->call = NULL;
+    pf_timer_cancel(x);
+    gw_endpoint_t *pf = x->pf_ep;
+    pf_load_remove(x);
+    double secs = (double)(sy_mono_ns() - x->pf_start_ns) / 1e9;
+    pf_reason_t why = PF_REASONS;
+    int prc = ST_OK;
+    sy_buf_t params = SY_BUF_INIT;
+    if (status != ST_OK)
+        why = status == ST_TIMEOUT ? PF_TIMEOUT : PF_CONNECT;
+    else if (x->status != 200)
+        why = PF_HTTP_STATUS;
+    else if (x->pf_overflow)
+        why = PF_BAD_BODY;
+    else if ((prc = gwpd_response_params(x->resp.data, x->resp.len, &params)) != ST_OK)
+        why = prc == ST_NOTFOUND ? PF_NO_PARAMS : prc == ST_NOMEM ? PF_INTERNAL : PF_BAD_BODY;
+    if (why == PF_REASONS) {
+        sy_buf_reset(&x->pd_body);
+        if (gwpd_decode_body(x->body.ptr, x->body.len, params.data, params.len, &x->pd_body) !=
+            ST_OK)
+            why = PF_INTERNAL;
+    }
+    sy_buf_deinit(&params);
+    if (why != PF_REASONS) {
+        mx_hist_observe(p->s_pf_err, secs);
+        /* the endpoint misbehaved (not: it kept no blocks, or we ran out of memory) */
+        if (why == PF_CONNECT || why == PF_TIMEOUT || why == PF_BAD_BODY ||
+            (why == PF_HTTP_STATUS && x->status >= 500))
+            ep_failure(p, pf, status != ST_OK ? status : ST_UPSTREAM);
+        pd_prefill_failed(x, why);
+        return;
+    }
+    mx_hist_observe(p->s_pf_ok, secs);
+    ep_success(pf);
+    x->pf_ms = secs * 1e3;
+    snprintf(x->pf_name, sizeof x->pf_name, "%s", pf->name);
+    x->pd_path = x->pf_attempts > 1 ? GWPD_PATH_PREFILL_RETRY : GWPD_PATH_PREFILL_DECODE;
+    sy_buf_reset(&x->resp);
+    x->status = 0;
+    start_upstream(x, x->pd_body.data, x->pd_body.len);
+}
+
+/* The decider, after the first decode pick (x->ep chosen and charged): decode-only sends the
+ * client's body to x->ep; prefill-decode builds the prefill body and starts the prefill. */
+static void pd_route(gwx_t *x)
+{
+    gw_proxy_t *p = x->p;
+    x->pd_decided = true;
+    x->pf_ms = -1;
+    uint64_t thr = p->pd.threshold;
+    sy_slice_t hv;
+    if (http_req_header(x->req, GW_PD_HEADER, &hv) && !gwpd_threshold_parse(hv.ptr, hv.len, &thr))
+        thr = p->pd.threshold; /* not a number: the config's */
+    x->pd_threshold = thr;
+    uint64_t cached = decision_cached_tokens(p, x);
+    x->pd_cached = cached < x->q.prompt_tokens ? (uint32_t)cached : x->q.prompt_tokens;
+    x->pd_decision = gwpd_decide(thr, x->q.prompt_tokens, cached, &x->pd_uncached);
+    const char *lv[] = {x->q.model ? x->q.model : "", gwpd_decision_name(x->pd_decision)};
+    mx_counter_inc(mx_series_get(p->f_disagg, lv, 2));
+    if (x->pd_decision == GWPD_DECODE_ONLY) {
+        x->pd_path = GWPD_PATH_DECODE_ONLY;
+        start_upstream(x, x->body.ptr, x->body.len);
+        return;
+    }
+    ep_prefill_done(x); /* the decode endpoint pulls the KV instead of computing it */
+    if (!x->rid[0])
+        request_id(x); /* one id for the prefill and the decode request */
+    sy_buf_reset(&x->pd_body);
+    if (gwpd_prefill_body(x->body.ptr, x->body.len, &x->pd_body) != ST_OK) {
+        pd_prefill_failed(x, PF_INTERNAL);
+        return;
+    }
+    if (start_prefill(x) != ST_OK)
+        pd_prefill_failed(x, PF_NO_ENDPOINT);
 }
 
 /* Appends the text the approximate index hashes: completions' prompt, or the chat messages'
@@ -1040,7 +1425,7 @@ static void gov_finish(gwx_t *x)
                  : x->answered                               ? NULL
                                                              : "gateway_stopped",
         .endpoint = x->ep ? x->ep->name : NULL,
-        .prefill_endpoint = NULL,
+        .prefill_endpoint = x->pf_name[0] ? x->pf_name : NULL,
         .score_total = decided ? x->score_total : NAN,
         .candidates = x->n_candidates,
         .cached_blocks_chosen = x->predicted_cached_blocks,
@@ -1083,7 +1468,8 @@ static void request_id(gwx_t *x)
         return;
     }
     static uint64_t counter;
-    uint64_t v = ++counter ^ ((uint64_t)x->start_unix_ns << 20);
+    uint64_t t = x->start_unix_ns ? (uint64_t)x->start_unix_ns : sy_mono_ns();
+    uint64_t v = ++counter ^ (t << 20);
     snprintf(x->rid, sizeof x->rid, "gw-%016llx", (unsigned long long)v);
 }
 

@@ -9,14 +9,33 @@
  *
  * Exchange state machine (gw_proxy.c, one per proxied request):
  *   PICK --endpoint chosen--> UPSTREAM (call in flight, nothing sent to the client yet)
+ *   PICK --P/D: decode endpoint chosen, the decider says prefill-decode, a prefill endpoint
+ *          chosen--> PREFILL (prefill call in flight)
+ *   PREFILL --200 with kv_transfer_params--> UPSTREAM (decode call carrying them)
+ *   PREFILL --connect error / non-200 / not JSON / no parameters / prefill timeout--> PREFILL
+ *          (policy retry: another prefill endpoint, at most prefill_max_retries) or UPSTREAM
+ *          (the client's body: the decode endpoint prefills locally)
  *   UPSTREAM --connect failure / reset / 5xx before the first byte--> PICK (another endpoint,
- *            at most max_retries times) or FAILED (503/502 to the client)
+ *            at most max_retries times; after P/D without the parameters) or FAILED (503/502)
  *   UPSTREAM --response head 200 text/event-stream--> STREAMING --upstream end--> DONE
  *   UPSTREAM --other response head--> BUFFERING --upstream end--> DONE (response relayed)
  *   STREAMING --upstream cut--> DONE (in-band error event + [DONE])
- *   any --client closed--> DONE (upstream call cancelled)
+ *   any --client closed--> DONE (upstream or prefill call cancelled)
  * Endpoints are ejected after eject_after consecutive failures; the health prober brings them
  * back.
+ * P/D disaggregation (when the scheduler config enables it, gws_sched_pd): the decode profile
+ * picks the endpoint the client's answer comes from; gwpd_decide compares the prompt tokens not
+ * cached there (its prefix matches x block size) with the threshold (the config's
+ * nonCachedTokens, or per request the header `x-switchyard-pd-threshold: N`, 0 = always, >=
+ * 2^32 = never); for prefill-decode the prefill profile picks another endpoint, which gets the
+ * prefill request (gw_pd.h, same X-Request-Id as the decode request: the client's or one made up)
+ * and whose kv_transfer_params the decode request carries. Responses then name the prefill
+ * endpoint in `x-switchyard-prefill-endpoint`, and with debug_scores x-switchyard-decision has a
+ * "pd" member. A client's own kv_transfer_params is refused with 400 (only the gateway sets
+ * them: they name hosts an engine connects to). Metrics: llm_d_inference_scheduler_disagg_
+ * decision_total{model_name,decision_type}, switchyard_gateway_pd_requests_total{path},
+ * switchyard_gateway_prefill_failures_total{reason}, switchyard_gateway_prefill_duration_seconds
+ * {outcome} (created only with P/D on). With P/D off nothing of this runs.
  * Does not: own the endpoint table, the upstreams, the scheduler or the indexes (borrowed).
  * Thread-safety: event-loop thread only.
  */
@@ -64,6 +83,8 @@ typedef struct gw_proxy_config {
     bool debug_scores;         /* add x-switchyard-scores to responses */
     size_t approx_chunk_chars; /* 64 */
     gwg_t *gov;                /* borrowed, may be NULL: auth, rate limits, guardrails, audit */
+    ev_loop_t *loop;           /* borrowed, may be NULL: no prefill timeout timer (P/D then
+                                * relies on the HTTP client's timeouts alone) */
 } gw_proxy_config_t;
 
 /* Returns an owned proxy (free with gw_proxy_destroy) or NULL. */

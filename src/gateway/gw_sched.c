@@ -55,6 +55,7 @@ struct gws_sched {
     gws_profile_t profiles[GWS_MAX_PROFILES];
     uint32_t n_profiles;
     unsigned needs;
+    gws_pd_config_t pd; /* P/D settings (load_pd) */
     uint64_t rng;
     gws_stats_t stats;
     /* scratch for gws_pick, GW_MAX_ENDPOINTS entries each (scores: GWS_MAX_SCORERS rows) */
@@ -589,6 +590,81 @@ static size_t round_robin_pick(gws_plugin_t *p, gws_ctx_t *c, const double *t)
     return sel;
 }
 
+/* ---- profile handlers and P/D deciders -------------------------------------------------- */
+
+/* disagg-profile-handler / pd-profile-handler: parameters only; the proxy runs the two profiles
+ * (gws_sched_pd). */
+typedef struct disagg_handler {
+    gws_plugin_t base;
+    char *decode_profile;
+    char *prefill_profile;
+    char *policy;
+    int64_t non_cached;
+    int64_t timeout_ms;
+    int64_t max_retries;
+    int64_t hash_block_size; /* pd-profile-handler only: accepted, not used */
+} disagg_handler_t;
+
+#define DISAGG_COMMON_PARAMS                                                                       \
+    {"decodeProfile", GWS_P_STRING, offsetof(disagg_handler_t, decode_profile), "decode"},         \
+        {"prefillProfile", GWS_P_STRING, offsetof(disagg_handler_t, prefill_profile), "prefill"},  \
+        {"prefillTimeoutMs", GWS_P_INT, offsetof(disagg_handler_t, timeout_ms), "30000"},          \
+        {"prefillFailurePolicy", GWS_P_STRING, offsetof(disagg_handler_t, policy), "fallback"},    \
+    {                                                                                              \
+        "prefillMaxRetries", GWS_P_INT, offsetof(disagg_handler_t, max_retries), "1"               \
+    }
+
+static const gws_param_t disagg_handler_params[] = {
+    {"nonCachedTokens", GWS_P_INT, offsetof(disagg_handler_t, non_cached), "16"},
+    DISAGG_COMMON_PARAMS,
+};
+static const gws_param_t pd_handler_params[] = {
+    {"threshold", GWS_P_INT, offsetof(disagg_handler_t, non_cached), "16"},
+    {"hashBlockSize", GWS_P_INT, offsetof(disagg_handler_t, hash_block_size), "16"},
+    DISAGG_COMMON_PARAMS,
+};
+
+static int disagg_handler_init(gws_plugin_t *p, char *err, size_t errlen)
+{
+    const disagg_handler_t *h = (const disagg_handler_t *)p;
+    const char *what = NULL;
+    if (h->non_cached < 0)
+        what = p->type->params[0].key;
+    else if (h->timeout_ms < 1 || h->timeout_ms > 3600000)
+        what = "prefillTimeoutMs (1..3600000)";
+    else if (h->max_retries < 0 || h->max_retries > 16)
+        what = "prefillMaxRetries (0..16)";
+    else if (strcmp(h->policy, "fallback") != 0 && strcmp(h->policy, "retry") != 0)
+        what = "prefillFailurePolicy (fallback or retry)";
+    else if (!h->decode_profile[0] || !h->prefill_profile[0] ||
+             strcmp(h->decode_profile, h->prefill_profile) == 0)
+        what = "decodeProfile / prefillProfile (two different profile names)";
+    if (what) {
+        seterr(err, errlen, "%s: bad %s", p->type->name, what);
+        return ST_INVAL;
+    }
+    return ST_OK;
+}
+
+/* prefix-based-pd-decider: the threshold the handler uses (0 = never, as in llm-d). */
+typedef struct pd_decider {
+    gws_plugin_t base;
+    int64_t non_cached;
+} pd_decider_t;
+
+static const gws_param_t pd_decider_params[] = {
+    {"nonCachedTokens", GWS_P_INT, offsetof(pd_decider_t, non_cached), "16"},
+};
+
+static int pd_decider_init(gws_plugin_t *p, char *err, size_t errlen)
+{
+    if (((const pd_decider_t *)p)->non_cached < 0) {
+        seterr(err, errlen, "%s: nonCachedTokens must be >= 0", p->type->name);
+        return ST_INVAL;
+    }
+    return ST_OK;
+}
+
 /* ---- registry --------------------------------------------------------------------------- */
 
 #define NPARAMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -657,14 +733,38 @@ static const gws_plugin_type_t round_robin_picker_type = {
     GWS_COMMON("round-robin-picker", GWS_KIND_PICKER, sizeof(round_robin_picker_t)),
     .pick = round_robin_pick};
 
+static const gws_plugin_type_t single_handler_type = {
+    GWS_COMMON("single-profile-handler", GWS_KIND_HANDLER, sizeof(gws_plugin_t))};
+static const gws_plugin_type_t disagg_handler_type = {
+    GWS_COMMON("disagg-profile-handler", GWS_KIND_HANDLER, sizeof(disagg_handler_t)),
+    .params = disagg_handler_params, .n_params = NPARAMS(disagg_handler_params),
+    .init = disagg_handler_init};
+static const gws_plugin_type_t pd_handler_type = {
+    GWS_COMMON("pd-profile-handler", GWS_KIND_HANDLER, sizeof(disagg_handler_t)),
+    .params = pd_handler_params, .n_params = NPARAMS(pd_handler_params),
+    .init = disagg_handler_init};
+static const gws_plugin_type_t prefix_pd_decider_type = {
+    GWS_COMMON("prefix-based-pd-decider", GWS_KIND_HANDLER, sizeof(pd_decider_t)),
+    .params = pd_decider_params, .n_params = NPARAMS(pd_decider_params), .init = pd_decider_init};
+static const gws_plugin_type_t always_pd_decider_type = {
+    GWS_COMMON("always-disagg-pd-decider", GWS_KIND_HANDLER, sizeof(gws_plugin_t))};
+static const gws_plugin_type_t prefill_header_handler_type = {
+    GWS_COMMON("prefill-header-handler", GWS_KIND_HANDLER, sizeof(gws_plugin_t))};
+
 static const gws_plugin_type_t *const registry[] = {
-    &model_filter_type,          &decode_filter_type,           &prefill_filter_type,
-    &health_filter_type,         &saturation_filter_type,       &queue_scorer_type,
-    &kv_util_scorer_type,        &approx_prefix_scorer_type,    &precise_prefix_scorer_type,
-    &active_request_scorer_type, &token_load_scorer_type,       &prefill_load_scorer_type,
-    &load_aware_scorer_type,     &session_affinity_scorer_type, &max_score_picker_type,
-    &random_picker_type,         &weighted_random_picker_type,  &topk_softmax_picker_type,
-    &round_robin_picker_type,
+    &model_filter_type,           &decode_filter_type,
+    &prefill_filter_type,         &health_filter_type,
+    &saturation_filter_type,      &queue_scorer_type,
+    &kv_util_scorer_type,         &approx_prefix_scorer_type,
+    &precise_prefix_scorer_type,  &active_request_scorer_type,
+    &token_load_scorer_type,      &prefill_load_scorer_type,
+    &load_aware_scorer_type,      &session_affinity_scorer_type,
+    &max_score_picker_type,       &random_picker_type,
+    &weighted_random_picker_type, &topk_softmax_picker_type,
+    &round_robin_picker_type,     &single_handler_type,
+    &disagg_handler_type,         &pd_handler_type,
+    &prefix_pd_decider_type,      &always_pd_decider_type,
+    &prefill_header_handler_type,
 };
 
 const gws_plugin_type_t *gws_plugin_type_find(const char *name)
@@ -1064,6 +1164,11 @@ static int load_profile(loader_t *L, yaml_node_t *n)
             pf->weights[pf->n_scorers] = weight;
             pf->scorers[pf->n_scorers++] = p;
             break;
+        case GWS_KIND_HANDLER:
+            seterr(L->err, L->errlen,
+                   "line %d: profile '%s': plugin '%s' (%s) is not a filter, scorer or picker",
+                   node_line(e), name, ref, p->type->name);
+            return ST_INVAL;
         case GWS_KIND_PICKER:
             if (pf->picker != NULL) {
                 seterr(L->err, L->errlen, "line %d: profile '%s': second picker '%s'", node_line(e),
@@ -1075,6 +1180,76 @@ static int load_profile(loader_t *L, yaml_node_t *n)
         }
     }
     s->n_profiles++;
+    return ST_OK;
+}
+
+static const gws_profile_t *find_profile(const gws_sched_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_profiles; i++) {
+        if (strcmp(s->profiles[i].name, name) == 0)
+            return &s->profiles[i];
+    }
+    return NULL;
+}
+
+/* P/D from the profile handler and decider plugins, or from profiles named decode and prefill
+ * (gw_sched.h). ST_OK or ST_INVAL. */
+static int load_pd(loader_t *L)
+{
+    gws_sched_t *s = L->s;
+    const disagg_handler_t *h = NULL;
+    const gws_plugin_t *decider = NULL;
+    bool any_handler = false;
+    for (uint32_t i = 0; i < s->n_plugins; i++) {
+        const gws_plugin_t *p = s->plugins[i];
+        if (p->type == &disagg_handler_type || p->type == &pd_handler_type ||
+            p->type == &single_handler_type) {
+            if (any_handler) {
+                seterr(L->err, L->errlen, "plugins: more than one profile handler ('%s')", p->name);
+                return ST_INVAL;
+            }
+            any_handler = true;
+            if (p->type != &single_handler_type)
+                h = (const disagg_handler_t *)p;
+        } else if (p->type == &prefix_pd_decider_type || p->type == &always_pd_decider_type) {
+            if (decider) {
+                seterr(L->err, L->errlen, "plugins: more than one P/D decider ('%s')", p->name);
+                return ST_INVAL;
+            }
+            decider = p;
+        }
+    }
+    gws_pd_config_t *pd = &s->pd;
+    memset(pd, 0, sizeof *pd);
+    pd->decode_profile = "decode";
+    pd->prefill_profile = "prefill";
+    pd->threshold = 16;
+    pd->prefill_timeout_ms = 30000;
+    pd->policy = GWS_PD_FALLBACK;
+    pd->prefill_max_retries = 1;
+    if (h) {
+        pd->decode_profile = h->decode_profile;
+        pd->prefill_profile = h->prefill_profile;
+        pd->threshold = h->non_cached > 0 ? (uint64_t)h->non_cached : UINT64_MAX;
+        pd->prefill_timeout_ms = (uint32_t)h->timeout_ms;
+        pd->policy = strcmp(h->policy, "retry") == 0 ? GWS_PD_RETRY : GWS_PD_FALLBACK;
+        pd->prefill_max_retries = (uint32_t)h->max_retries;
+    }
+    const gws_profile_t *dp = find_profile(s, pd->decode_profile);
+    const gws_profile_t *pp = find_profile(s, pd->prefill_profile);
+    if (h && (!dp || !pp)) {
+        seterr(L->err, L->errlen, "%s: %s '%s' names no profile", h->base.name,
+               !dp ? "decodeProfile" : "prefillProfile",
+               !dp ? pd->decode_profile : pd->prefill_profile);
+        return ST_INVAL;
+    }
+    pd->enabled = h != NULL || (!any_handler && dp && pp);
+    if (pd->enabled && decider) {
+        const pd_decider_t *d = (const pd_decider_t *)decider;
+        pd->threshold = decider->type == &always_pd_decider_type ? 0
+                        : d->non_cached > 0                      ? (uint64_t)d->non_cached
+                                                                 : UINT64_MAX;
+    }
     return ST_OK;
 }
 
@@ -1182,7 +1357,7 @@ static int load_root(loader_t *L, yaml_node_t *root)
             s->needs |= t == &session_affinity_scorer_type ? GWS_NEEDS_SESSION : 0;
         }
     }
-    return ST_OK;
+    return load_pd(L);
 }
 
 void gws_sched_destroy(gws_sched_t *s)
@@ -1492,10 +1667,87 @@ static const struct {
      "  - pluginRef: prefill-load-scorer\n"
      "    weight: 4\n"
      "  - pluginRef: max-score-picker\n"},
+    {"pd",
+     "# pd: prefill/decode disaggregation (llm-d's disagg-profile-handler and "
+     "prefix-based-pd-decider).\n"
+     "# The decode profile picks the decode endpoint (role decode or both). When the prompt tokens "
+     "not\n"
+     "# cached there (prefix index: matched blocks x block size) reach nonCachedTokens, the "
+     "prefill\n"
+     "# profile picks a prefill endpoint (role prefill or both, never the decode endpoint itself); "
+     "it\n"
+     "# runs the prompt with max_tokens 1 and answers kv_transfer_params, which the decode "
+     "request\n"
+     "# carries (vLLM NixlConnector protocol). Header x-switchyard-pd-threshold: N overrides\n"
+     "# nonCachedTokens per request (0 = always disaggregate, 4294967296 or more = never).\n"
+     "# A failed or slow prefill (prefillTimeoutMs) falls back to local prefill on the decode\n"
+     "# endpoint, or with prefillFailurePolicy: retry first tries up to prefillMaxRetries other\n"
+     "# prefill endpoints.\n"
+     "# Switchyard endpoint-picker config (llm-d EndpointPickerConfig shape), built in as\n"
+     "# \"pd\" (gw_sched.c embeds this text;\n"
+     "# a unit test checks they match).\n"
+     "apiVersion: llm-d.ai/v1alpha1\n"
+     "kind: EndpointPickerConfig\n"
+     "plugins:\n"
+     "- type: model-filter\n"
+     "- type: health-filter\n"
+     "- type: saturation-filter\n"
+     "- type: decode-filter\n"
+     "- type: prefill-filter\n"
+     "- type: prefix-cache-scorer\n"
+     "- type: precise-prefix-cache-scorer\n"
+     "- type: queue-scorer\n"
+     "- type: kv-cache-utilization-scorer\n"
+     "- type: active-request-scorer\n"
+     "- type: prefill-load-scorer\n"
+     "- type: max-score-picker\n"
+     "- type: prefix-based-pd-decider\n"
+     "  parameters:\n"
+     "    nonCachedTokens: 16\n"
+     "- type: disagg-profile-handler\n"
+     "  parameters:\n"
+     "    decodeProfile: decode\n"
+     "    prefillProfile: prefill\n"
+     "    prefillTimeoutMs: 30000\n"
+     "    prefillFailurePolicy: fallback\n"
+     "    prefillMaxRetries: 1\n"
+     "schedulingProfiles:\n"
+     "- name: decode\n"
+     "  plugins:\n"
+     "  - pluginRef: model-filter\n"
+     "  - pluginRef: health-filter\n"
+     "  - pluginRef: saturation-filter\n"
+     "  - pluginRef: decode-filter\n"
+     "  - pluginRef: prefix-cache-scorer\n"
+     "    weight: 3\n"
+     "  - pluginRef: precise-prefix-cache-scorer\n"
+     "    weight: 3\n"
+     "  - pluginRef: queue-scorer\n"
+     "    weight: 1\n"
+     "  - pluginRef: kv-cache-utilization-scorer\n"
+     "    weight: 1\n"
+     "  - pluginRef: active-request-scorer\n"
+     "    weight: 4\n"
+     "  - pluginRef: max-score-picker\n"
+     "- name: prefill\n"
+     "  plugins:\n"
+     "  - pluginRef: model-filter\n"
+     "  - pluginRef: health-filter\n"
+     "  - pluginRef: saturation-filter\n"
+     "  - pluginRef: prefill-filter\n"
+     "  - pluginRef: prefix-cache-scorer\n"
+     "    weight: 3\n"
+     "  - pluginRef: precise-prefix-cache-scorer\n"
+     "    weight: 3\n"
+     "  - pluginRef: queue-scorer\n"
+     "    weight: 1\n"
+     "  - pluginRef: prefill-load-scorer\n"
+     "    weight: 4\n"
+     "  - pluginRef: max-score-picker\n"},
 };
 
 static const char *const builtin_names[] = {"round-robin",    "random",  "load", "prefix-approx",
-                                            "prefix-precise", "default", NULL};
+                                            "prefix-precise", "default", "pd",   NULL};
 
 const char *const *gws_builtin_names(void)
 {
@@ -1518,7 +1770,7 @@ int gws_config_builtin(const char *name, gws_sched_t **out, char *err, size_t er
     if (y == NULL) {
         seterr(err, errlen,
                "unknown built-in scheduler '%s' (known: round-robin, random, load, "
-               "prefix-approx, prefix-precise, default)",
+               "prefix-approx, prefix-precise, default, pd)",
                name ? name : "(null)");
         return ST_NOTFOUND;
     }
@@ -1556,6 +1808,12 @@ void gws_sched_approx_params(const gws_sched_t *s, gws_approx_params_t *out)
 void gws_sched_stats(const gws_sched_t *s, gws_stats_t *out)
 {
     *out = s->stats;
+}
+
+bool gws_sched_pd(const gws_sched_t *s, gws_pd_config_t *out)
+{
+    *out = s->pd;
+    return out->enabled;
 }
 
 static int describe_plugin(sy_buf_t *b, const char *role, const gws_plugin_t *p, double w,
@@ -1601,6 +1859,14 @@ int gws_sched_describe(const gws_sched_t *s, sy_buf_t *out)
         if (rc == ST_OK)
             rc = describe_plugin(out, "picker", pf->picker, 0, false);
     }
+    const gws_pd_config_t *pd = &s->pd;
+    if (rc == ST_OK && pd->enabled)
+        rc = sy_buf_appendf(
+            out,
+            "pd decode=%s prefill=%s threshold=%" PRIu64 " timeoutMs=%" PRIu32
+            " policy=%s maxRetries=%" PRIu32 "\n",
+            pd->decode_profile, pd->prefill_profile, pd->threshold, pd->prefill_timeout_ms,
+            pd->policy == GWS_PD_RETRY ? "retry" : "fallback", pd->prefill_max_retries);
     return rc;
 }
 

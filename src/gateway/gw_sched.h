@@ -20,9 +20,29 @@
  * prefix therefore cannot pile all traffic onto one endpoint. Parameters hotspotGuard (true),
  * hotspotFactor (2.0), hotspotSlack (4), hotspotPenalty (0.5); counted in gws_stats_t.
  *
+ * P/D disaggregation (llm-d's disagg-profile-handler, research/llm-d.md §4.1): a config turns it
+ * on with a profile handler plugin, and the proxy then runs two profiles per request (gw_proxy.h):
+ *   - type: disagg-profile-handler        (also accepted: llm-d's older pd-profile-handler, whose
+ *     parameters:                          `threshold` means nonCachedTokens and whose
+ *       decodeProfile: decode              `hashBlockSize` is accepted and ignored: the block
+ *       prefillProfile: prefill            size is the gateway's --block-size)
+ *       nonCachedTokens: 16        prompt tokens not cached on the chosen decode endpoint from
+ *                                  which a prefill endpoint runs the prompt first; 0 = never
+ *                                  (llm-d's meaning); llm-d's default is 0, ours 16 (its examples)
+ *       prefillTimeoutMs: 30000    a prefill call taking longer counts as failed
+ *       prefillFailurePolicy: fallback   fallback = the decode endpoint prefills locally;
+ *                                  retry = another prefill endpoint, up to prefillMaxRetries,
+ *                                  then fallback
+ *       prefillMaxRetries: 1
+ * A prefix-based-pd-decider plugin (parameter nonCachedTokens, same meaning) or an
+ * always-disagg-pd-decider in the same config overrides the handler's threshold. A config with
+ * profiles named "decode" and "prefill" and no profile handler gets P/D with these defaults;
+ * single-profile-handler (P/D off) and prefill-header-handler (llm-d's header for its sidecar; the
+ * gateway talks to the prefill endpoint itself) are accepted as no-ops, so llm-d's configs load.
+ * deploy/scheduler/pd.yaml is the built-in "pd". gws_sched_pd reports the result.
  * Does not: tokenize or hash prompts (the caller fills gws_request_t), record routing decisions
  * in the approximate index (the caller calls aidx_record for the chosen endpoint), track
- * in-flight load (the proxy updates gw_endpoint_t), or run several profiles per request (P/D).
+ * in-flight load (the proxy updates gw_endpoint_t), or send prefill requests (the proxy does).
  * Thread-safety: a gws_sched_t is used by one thread at a time (gws_pick writes scratch storage
  * inside it); use one scheduler per loop thread. Loading is pure and thread-safe.
  */
@@ -103,6 +123,23 @@ typedef struct gws_stats {
 #define GWS_NEEDS_APPROX 2u  /* a prefix-cache-scorer: fill chunk_hashes, pass aidx, record */
 #define GWS_NEEDS_SESSION 4u /* a session-affinity-scorer: fill session */
 
+/* P/D disaggregation as configured (see the file comment). Strings point into the scheduler. */
+typedef enum gws_pd_policy {
+    GWS_PD_FALLBACK = 0, /* a failed prefill: the decode endpoint prefills locally */
+    GWS_PD_RETRY = 1,    /* a failed prefill: another prefill endpoint (max_retries), then local */
+} gws_pd_policy_t;
+
+typedef struct gws_pd_config {
+    bool enabled;
+    const char *decode_profile;  /* profile picking the decode endpoint (borrowed) */
+    const char *prefill_profile; /* profile picking the prefill endpoint (borrowed) */
+    uint64_t threshold;          /* uncached prompt tokens from which to disaggregate; 0 = always,
+                                  * UINT64_MAX = never */
+    uint32_t prefill_timeout_ms;
+    gws_pd_policy_t policy;
+    uint32_t prefill_max_retries; /* other prefill endpoints tried with GWS_PD_RETRY */
+} gws_pd_config_t;
+
 /* Approximate-index parameters of the config's first prefix-cache-scorer (llm-d defaults when
  * there is none): how to call aidx_hash_prompt and size aidx LRUs. */
 typedef struct gws_approx_params {
@@ -121,7 +158,7 @@ int gws_config_load_text(const char *text, size_t len, gws_sched_t **out, char *
 /* Same, reading the file at path (errors also for unreadable files: -errno). */
 int gws_config_load_file(const char *path, gws_sched_t **out, char *err, size_t errlen);
 /* Builds the built-in config `name`: "round-robin", "random", "load", "prefix-approx",
- * "prefix-precise", "default". ST_NOTFOUND for other names. */
+ * "prefix-precise", "default", "pd". ST_NOTFOUND for other names. */
 int gws_config_builtin(const char *name, gws_sched_t **out, char *err, size_t errlen);
 /* Returns the YAML text of built-in `name` (static), or NULL. */
 const char *gws_builtin_yaml(const char *name);
@@ -136,6 +173,9 @@ void gws_sched_seed(gws_sched_t *s, uint64_t seed);
 unsigned gws_sched_needs(const gws_sched_t *s);
 void gws_sched_approx_params(const gws_sched_t *s, gws_approx_params_t *out);
 void gws_sched_stats(const gws_sched_t *s, gws_stats_t *out);
+/* Fills *out with the config's P/D settings (out->enabled false, the rest defaults, when P/D is
+ * off) and returns out->enabled. */
+bool gws_sched_pd(const gws_sched_t *s, gws_pd_config_t *out);
 /* Appends a canonical description of the pipeline (profiles, plugins, every parameter value,
  * weights), one item per line; two schedulers with equal descriptions behave identically.
  * ST_OK or ST_NOMEM. */
@@ -172,6 +212,8 @@ typedef enum gws_kind {
     GWS_KIND_FILTER = 0,
     GWS_KIND_SCORER = 1,
     GWS_KIND_PICKER = 2,
+    GWS_KIND_HANDLER = 3, /* profile handlers, P/D deciders, pre-request plugins: configured under
+                           * plugins, never referenced from a profile */
 } gws_kind_t;
 
 typedef enum gws_ptype {

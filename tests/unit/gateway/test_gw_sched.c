@@ -672,7 +672,7 @@ static void test_builtins_match_deploy_files(void **state)
         gws_sched_destroy(from_file);
         gws_sched_destroy(builtin);
     }
-    assert_int_equal(n, 6);
+    assert_int_equal(n, 7); /* ..., default, pd */
     gws_sched_t *s = NULL;
     assert_int_equal(gws_config_builtin("default", &s, NULL, 0), ST_OK);
     assert_int_equal(gws_sched_needs(s), GWS_NEEDS_PRECISE | GWS_NEEDS_APPROX);
