@@ -211,6 +211,9 @@ void api_gen_req_deinit(api_gen_req_t *r)
     sy_free(r->stop_ids);
     sy_free(r->cache_salt);
     sy_free(r->request_id);
+    sy_free(r->kv_host);
+    sy_free(r->kv_lease);
+    sy_free(r->kv_blocks);
     memset(r, 0, sizeof *r);
 }
 
@@ -733,6 +736,67 @@ int api_parse_gen_request(const api_t *a, const char *body, size_t len, api_kind
     return rc;
 }
 
+/* kv_transfer_params: not an object -> 400. do_remote_decode: a boolean. do_remote_prefill
+ * with remote_host, remote_port, remote_request_id and remote_block_ids (flat or one list per
+ * KV-cache group: the first is used) -> pull; with any of those missing or malformed the
+ * params are ignored with a warning and the prompt is computed here (vLLM: "Got invalid
+ * KVTransferParams", then a local prefill). */
+#define API_MAX_KV_BLOCKS (1u << 20)
+static int parse_kv_transfer(json_t *root, api_gen_req_t *out, api_err_t *err)
+{
+    json_t *kp = json_object_get(root, "kv_transfer_params");
+    if (!kp || json_is_null(kp))
+        return ST_OK;
+    if (!json_is_object(kp))
+        return BAD("kv_transfer_params", "'kv_transfer_params' must be an object, got %s.",
+                   json_type_name(kp));
+    int rc;
+    bool remote_prefill = false;
+    if ((rc = get_bool(kp, "do_remote_decode", &out->kv_remote_decode, err)) != ST_OK ||
+        (rc = get_bool(kp, "do_remote_prefill", &remote_prefill, err)) != ST_OK)
+        return rc;
+    if (!remote_prefill)
+        return ST_OK;
+    json_t *host = json_object_get(kp, "remote_host"), *port = json_object_get(kp, "remote_port");
+    json_t *lease = json_object_get(kp, "remote_request_id");
+    json_t *ids = json_object_get(kp, "remote_block_ids");
+    if (json_is_array(ids) && json_array_size(ids) > 0 && json_is_array(json_array_get(ids, 0)))
+        ids = json_array_get(ids, 0);
+    const char *why = NULL;
+    if (!json_is_string(host) || json_string_length(host) == 0 || json_string_length(host) > 255)
+        why = "remote_host";
+    else if (!json_is_integer(port) || json_integer_value(port) < 1 ||
+             json_integer_value(port) > 65535)
+        why = "remote_port";
+    else if (!json_is_string(lease) || json_string_length(lease) == 0 ||
+             json_string_length(lease) >= KVX_ID_MAX)
+        why = "remote_request_id";
+    else if (!json_is_array(ids) || json_array_size(ids) == 0 ||
+             json_array_size(ids) > API_MAX_KV_BLOCKS)
+        why = "remote_block_ids";
+    for (size_t i = 0; !why && i < json_array_size(ids); i++) {
+        json_t *v = json_array_get(ids, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > (json_int_t)UINT32_MAX)
+            why = "remote_block_ids";
+    }
+    if (why) {
+        sy_warn("api.kv_params_invalid", "field=%s msg=\"computing the prompt locally\"", why);
+        return ST_OK;
+    }
+    size_t n = json_array_size(ids);
+    out->kv_host = sy_strndup(json_string_value(host), json_string_length(host));
+    out->kv_lease = sy_strndup(json_string_value(lease), json_string_length(lease));
+    out->kv_blocks = sy_malloc(n * sizeof(uint32_t));
+    if (!out->kv_host || !out->kv_lease || !out->kv_blocks)
+        return set_err(err, 500, "InternalServerError", NULL, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        out->kv_blocks[i] = (uint32_t)json_integer_value(json_array_get(ids, i));
+    out->kv_n_blocks = (uint32_t)n;
+    out->kv_port = (int)json_integer_value(port);
+    return ST_OK;
+}
+
 int api_parse_gen_json(const api_t *a, json_t *root, api_kind_t kind, api_gen_req_t *out,
                        api_err_t *err)
 {
@@ -787,6 +851,9 @@ int api_parse_gen_json(const api_t *a, json_t *root, api_kind_t kind, api_gen_re
         goto fail;
     if (rid && rid_len > 0 && rid_len <= API_MAX_REQUEST_ID)
         out->request_id = sy_strndup(rid, rid_len);
+
+    if ((rc = parse_kv_transfer(root, out, err)) != ST_OK)
+        goto fail;
 
     if (kind == API_COMPLETION) {
         bool add_special = true;
@@ -1303,6 +1370,31 @@ static void send_stream_delta(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
         http_req_sse_send(x->http, b->data, b->len);
 }
 
+/* A producer's lease as vLLM's NixlConnector reports it (kv_transfer_params), or null. */
+static void put_kv_lease(sy_buf_t *b, const ecore_kv_lease_t *l)
+{
+    if (!l) {
+        sy_buf_append_str(b, "null");
+        return;
+    }
+    sy_buf_append_str(b, "{\"do_remote_prefill\":true,\"do_remote_decode\":false,"
+                         "\"remote_block_ids\":[[");
+    for (uint32_t i = 0; i < l->n_blocks; i++) {
+        if (i)
+            sy_buf_append_char(b, ',');
+        sy_buf_append_i64(b, l->block_ids[i]);
+    }
+    sy_buf_append_str(b, "]],\"remote_engine_id\":");
+    put_str(b, l->engine_id, strlen(l->engine_id));
+    sy_buf_append_str(b, ",\"remote_request_id\":");
+    put_str(b, l->lease_id, strlen(l->lease_id));
+    sy_buf_append_str(b, ",\"remote_host\":");
+    put_str(b, l->host, strlen(l->host));
+    sy_buf_append_str(b, ",\"remote_port\":");
+    sy_buf_append_i64(b, l->port);
+    sy_buf_append_str(b, ",\"tp_size\":1}");
+}
+
 static void send_full_response(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
 {
     if (d->finish == SEQ_FINISH_ERROR) {
@@ -1344,7 +1436,9 @@ static void send_full_response(api_t *a, api_xchg_t *x, const ecore_delta_t *d)
                              "\"system_fingerprint\":null,\"usage\":");
     }
     put_usage(b, a, d);
-    sy_buf_append_str(b, ",\"prompt_logprobs\":null,\"kv_transfer_params\":null}");
+    sy_buf_append_str(b, ",\"prompt_logprobs\":null,\"kv_transfer_params\":");
+    put_kv_lease(b, d->kv_lease);
+    sy_buf_append_char(b, '}');
     http_req_respond(x->http, 200, "application/json", b->data, b->len, NULL);
 }
 
@@ -1447,7 +1541,17 @@ static void handle_generate(api_t *a, http_req_t *req, api_kind_t kind)
         .cache_salt = g.cache_salt,
         .request_id = x->id,
         .arrival_ns = http_req_start_ns(req),
+        .kv_remote_decode = g.kv_remote_decode && !g.stream, /* only a whole answer reports it */
     };
+    ecore_kv_remote_t kr = {
+        .host = g.kv_host,
+        .port = g.kv_port,
+        .lease_id = g.kv_lease,
+        .block_ids = g.kv_blocks,
+        .n_blocks = g.kv_n_blocks,
+    };
+    if (g.kv_host)
+        p.kv_remote = &kr;
     x->er = ecore_req_create(a->core, &p, x);
     api_gen_req_deinit(&g);
     if (!x->er) {

@@ -96,6 +96,13 @@ typedef struct api_gen_req {
     bool include_stop_str_in_output, skip_special_tokens;
     char *cache_salt;
     char *request_id; /* body "request_id", or NULL */
+    /* kv_transfer_params (vLLM's NixlConnector shape, research/vllm-interfaces.md §5.2) */
+    bool kv_remote_decode; /* do_remote_decode: prefill here, keep the KV for a decode engine */
+    char *kv_host;         /* do_remote_prefill with valid remote_* fields: where to pull */
+    int kv_port;
+    char *kv_lease;      /* remote_request_id */
+    uint32_t *kv_blocks; /* remote_block_ids (the first group when nested) */
+    uint32_t kv_n_blocks;
 } api_gen_req_t;
 
 /* An error to answer with: status, vLLM error type, message, offending parameter (or NULL). */

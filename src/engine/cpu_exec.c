@@ -932,11 +932,38 @@ static void cpux_destroy(exec_t *e)
     sy_free(x);
 }
 
+static void cpux_kv_layout(const exec_t *e, exec_kv_layout_t *out)
+{
+    const cpux_t *x = (const cpux_t *)e;
+    size_t esz = x->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    *out = (exec_kv_layout_t){
+        .n_layers = x->cfg.n_layers,
+        .block_size = x->block_size,
+        .num_blocks = x->num_blocks,
+        .dtype = x->kv_f16 ? EXEC_KV_F16 : EXEC_KV_F32,
+        .seg_bytes = (uint64_t)x->block_size * x->kv_dim * esz,
+    };
+    out->model_bytes_per_block = 2 * (uint64_t)out->n_layers * out->seg_bytes;
+}
+
+/* (layer, block) of the pool is contiguous: block_size x kv_dim elements (kv_index). */
+static void *cpux_kv_segment(exec_t *e, uint32_t layer, uint32_t block, uint32_t which)
+{
+    cpux_t *x = (cpux_t *)e;
+    if (layer >= x->cfg.n_layers || block >= x->num_blocks || which > 1)
+        return NULL;
+    size_t esz = x->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    char *pool = which ? x->v_pool : x->k_pool;
+    return pool + kv_index(x, layer, block, 0) * esz;
+}
+
 static const exec_vtable_t k_cpux_vt = {
     .name = "cpu",
     .execute = cpux_execute,
     .seq_done = cpux_seq_done,
     .destroy = cpux_destroy,
+    .kv_layout = cpux_kv_layout,
+    .kv_segment = cpux_kv_segment,
 };
 
 exec_t *cpux_create(const cpux_config_t *cfg, char *err, size_t errlen)

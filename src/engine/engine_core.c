@@ -31,6 +31,28 @@
  *                                                       reference dropped
  * ecore_destroy drops the core reference of requests in any state without delivering anything.
  *
+ * P/D (kv_xfer.h), with a connector:
+ *   producer  a kv_remote_decode request that finishes with stop or length moves its block
+ *             table into a lease (kvx_lease_add) instead of releasing it; the final delta
+ *             carries the lease (ecore_kv_lease_t). Leases released by the consumer or expired
+ *             are collected each iteration (kvx_lease_collect), which releases their blocks;
+ *             the idle core sleeps until the next expiry at the latest.
+ *   consumer  a request with kv_remote is not given to the scheduler at once:
+ *               queued --core_take_submits--> pulling    the full prompt blocks it does not
+ *                                                        hold are reserved in r->pin and a
+ *                                                        pull job is queued (the job holds a
+ *                                                        reference to r); seq state FINISHED
+ *                                                        meanwhile (in no scheduler list)
+ *               pulling --job ok--> waiting (pinned)     pin committed to the prefix cache,
+ *                                                        sched_add; the admission finds the
+ *                                                        blocks cached; the pin is released
+ *                                                        once the sequence left WAITING
+ *               pulling --job failed--> waiting          pin released, sched_add: the prompt
+ *                                                        is recomputed here
+ *             Nothing to pull (all cached, or no full block) or no room to pull into: the
+ *             lease is released on the producer and the request goes straight to sched_add.
+ *             An abort during a pull finishes the request at once; its pin waits for the job.
+ *
  * Text of a request lives in three rotating buffers: cbuf (core: text of this step), pbuf
  * (published, guarded by out_mu), lbuf (loop: being delivered). With stop strings, detokenized
  * text first goes to obuf, which keeps the bytes not yet emitted (the holdback of longest stop
@@ -84,6 +106,23 @@ struct ecore_req {
     char *salt;
     uint32_t holdback;
 
+    /* P/D (core thread, except lease_out which the loop reads after the final publish) */
+    bool kv_remote_decode;
+    char *kv_rid;  /* request id (lease ids derive from it) */
+    char *kv_host; /* consumer: remote host, NULL = no pull */
+    int kv_port;
+    char *kv_lease;       /* remote_request_id */
+    uint32_t *kv_rblocks; /* remote block ids */
+    uint32_t kv_n_rblocks;
+    kvb_seq_t pin; /* pulled (or cached) blocks held until admission */
+    bool pulling, pinned;
+    uint32_t kv_pull_tokens;
+    ecore_req_t *pin_prev, *pin_next;
+    bool has_lease;
+    char lease_id[KVX_ID_MAX];
+    uint32_t *lease_blocks;
+    ecore_kv_lease_t lease_out;
+
     /* logprobs, when sp.logprobs (allocated at create for max_tokens outputs; written by the
      * core thread at index n_out - 1, read by the loop thread for indices already published) */
     float *lp_val;          /* (max_tokens) the sampled token's logprob */
@@ -136,6 +175,7 @@ typedef struct core_metrics {
     mx_series_t *ttft, *itl, *e2e, *queue_time;
     mx_series_t *req_prompt, *req_gen, *iter_tokens, *max_tokens;
     mx_series_t *cache_info;
+    mx_series_t *pd_leased, *pd_pulled, *pd_cached, *pd_recomputed;
 } core_metrics_t;
 
 struct ecore {
@@ -158,6 +198,7 @@ struct ecore {
     ecore_req_t *sub_head, *sub_tail, *abt_head, *abt_tail;
     bool stop;
     bool abort_all;
+    bool kvx_pending; /* the connector has something to collect or take */
 
     /* ready list */
     pthread_mutex_t out_mu;
@@ -166,6 +207,10 @@ struct ecore {
     /* status snapshot */
     pthread_mutex_t st_mu;
     ecore_status_t status;
+
+    kvx_t *kvx; /* owned, may be NULL */
+    uint32_t n_pulling;
+    ecore_req_t *pinned; /* requests holding a pin (doubly linked by pin_prev/pin_next) */
 
     /* core thread */
     ecore_req_t *active; /* submitted, not finished (doubly linked) */
@@ -292,6 +337,24 @@ static int metrics_init(ecore_t *c, mx_registry_t *reg, const ecore_config_t *cf
     m->cache_info = mx_series_get(fc, cv, 6);
     if (!m->cache_info)
         return ST_NOMEM;
+
+    static const char *const pl[] = {"model_name", "path"};
+    mx_family_t *fp = mx_family_create(
+        reg, MX_COUNTER, "switchyard:kv_transfer_requests",
+        "P/D requests by path: leased (prefill kept its KV for a decode engine), pulled (decode "
+        "pulled the prompt KV), cached (decode held it already), recomputed (decode computed "
+        "the prompt itself after a failed or impossible pull).",
+        pl, 2, NULL, 0);
+    if (!fp)
+        return ST_NOMEM;
+    const char *pv[][2] = {
+        {model, "leased"}, {model, "pulled"}, {model, "cached"}, {model, "recomputed"}};
+    m->pd_leased = mx_series_get(fp, pv[0], 2);
+    m->pd_pulled = mx_series_get(fp, pv[1], 2);
+    m->pd_cached = mx_series_get(fp, pv[2], 2);
+    m->pd_recomputed = mx_series_get(fp, pv[3], 2);
+    if (!m->pd_leased || !m->pd_pulled || !m->pd_cached || !m->pd_recomputed)
+        return ST_NOMEM;
     mx_gauge_set(m->cache_info, 1.0);
     return ST_OK;
 }
@@ -345,6 +408,12 @@ static void req_free(ecore_req_t *r)
     sy_free(r->lp_val);
     sy_free(r->lp_top);
     sy_free(r->lp_ntop);
+    kvb_seq_deinit(&r->pin);
+    sy_free(r->kv_rid);
+    sy_free(r->kv_host);
+    sy_free(r->kv_lease);
+    sy_free(r->kv_rblocks);
+    sy_free(r->lease_blocks);
     sy_free(r);
 }
 
@@ -442,10 +511,27 @@ ecore_req_t *ecore_req_create(ecore_t *c, const ecore_req_params_t *p, void *uda
             goto fail;
     }
     kvb_seq_init(&s->kv, r->salt, r->salt ? strlen(r->salt) : 0);
+    kvb_seq_init(&r->pin, r->salt, r->salt ? strlen(r->salt) : 0);
+    r->kv_remote_decode = p->kv_remote_decode;
+    if (p->kv_remote_decode && !(r->kv_rid = sy_strdup(p->request_id ? p->request_id : "req")))
+        goto fail_kv;
+    const ecore_kv_remote_t *kr = p->kv_remote;
+    if (kr && kr->host && kr->lease_id && kr->n_blocks) {
+        r->kv_host = sy_strdup(kr->host);
+        r->kv_lease = sy_strdup(kr->lease_id);
+        r->kv_rblocks = sy_malloc((size_t)kr->n_blocks * sizeof(uint32_t));
+        if (!r->kv_host || !r->kv_lease || !r->kv_rblocks)
+            goto fail_kv;
+        memcpy(r->kv_rblocks, kr->block_ids, (size_t)kr->n_blocks * sizeof(uint32_t));
+        r->kv_n_rblocks = kr->n_blocks;
+        r->kv_port = kr->port;
+    }
     r->c_stop_tok = -1;
     return r;
 fail:
     kvb_seq_init(&s->kv, NULL, 0);
+    kvb_seq_init(&r->pin, NULL, 0);
+fail_kv:
     req_free(r);
     return NULL;
 }
@@ -565,6 +651,7 @@ static void on_ready(ev_loop_t *loop, void *udata)
                 .prompt_tokens = r->seq.n_prompt,
                 .completion_tokens = r->d_to,
                 .cached_tokens = r->d_cached,
+                .kv_lease = r->d_finished && r->has_lease ? &r->lease_out : NULL,
             };
             c->on_output(r, &d, r->udata);
         }
@@ -608,10 +695,67 @@ static void active_unlink(ecore_t *c, ecore_req_t *r)
 }
 
 /* The request leaves the engine: scheduler, executor, metrics; its final delta is queued. */
+static void pin_unlink(ecore_t *c, ecore_req_t *r)
+{
+    if (!r->pinned)
+        return;
+    if (r->pin_prev)
+        r->pin_prev->pin_next = r->pin_next;
+    else
+        c->pinned = r->pin_next;
+    if (r->pin_next)
+        r->pin_next->pin_prev = r->pin_prev;
+    r->pin_prev = r->pin_next = NULL;
+    r->pinned = false;
+    kvb_seq_release(c->kv, &r->pin);
+}
+
+static void pin_link(ecore_t *c, ecore_req_t *r)
+{
+    r->pinned = true;
+    r->pin_prev = NULL;
+    r->pin_next = c->pinned;
+    if (c->pinned)
+        c->pinned->pin_prev = r;
+    c->pinned = r;
+}
+
+/* Producer: moves the finished sequence's blocks under a lease for a decode engine. */
+static void lease_blocks(ecore_t *c, ecore_req_t *r)
+{
+    uint32_t n = 0;
+    const uint32_t *ids = kvb_seq_blocks(&r->seq.kv, &n);
+    if (n == 0 || !(r->lease_blocks = sy_malloc((size_t)n * sizeof(uint32_t))))
+        return;
+    memcpy(r->lease_blocks, ids, (size_t)n * sizeof(uint32_t));
+    int rc = kvx_lease_add(c->kvx, r->kv_rid, &r->seq.kv, r->lease_id);
+    if (rc != ST_OK) {
+        sy_warn("engine.kv_lease_failed", "status=%s blocks=%u", st_str(rc), n);
+        sy_free(r->lease_blocks);
+        r->lease_blocks = NULL;
+        return;
+    }
+    const kvx_config_t *kc = kvx_get_config(c->kvx);
+    r->has_lease = true;
+    r->lease_out = (ecore_kv_lease_t){
+        .engine_id = kc->engine_id,
+        .lease_id = r->lease_id,
+        .host = kc->host,
+        .port = kvx_port(c->kvx),
+        .block_ids = r->lease_blocks,
+        .n_blocks = n,
+    };
+    mx_counter_inc(c->mx.pd_leased);
+}
+
 static void req_finish(ecore_t *c, ecore_req_t *r, seq_finish_t f, const char *stop_str,
                        int32_t stop_tok)
 {
     sched_seq_t *s = &r->seq;
+    pin_unlink(c, r);
+    if (r->kv_remote_decode && c->kvx && kvx_is_producer(c->kvx) && s->state == SEQ_RUNNING &&
+        (f == SEQ_FINISH_STOP || f == SEQ_FINISH_LENGTH))
+        lease_blocks(c, r);
     if (s->state == SEQ_RUNNING && f != SEQ_FINISH_ABORT)
         sched_finish(c->sched, s, f);
     else
@@ -816,6 +960,125 @@ static void core_publish(ecore_t *c)
 
 /* ------------------------------------------------------------ core thread: steps */
 
+/* Tells the producer to drop a lease this engine will not pull. */
+static void release_remote(ecore_t *c, ecore_req_t *r)
+{
+    kvx_pull_spec_t spec = {.host = r->kv_host, .port = r->kv_port, .lease_id = r->kv_lease};
+    if (!kvx_job_submit(c->kvx, &spec))
+        sy_warn("engine.kv_release_not_sent", "lease=%s", r->kv_lease);
+}
+
+/* Consumer: reserves the prompt's full blocks it does not hold and queues their pull. Returns
+ * true when the request now waits for the pull; false when it goes to the scheduler now (the
+ * blocks are all cached here - pinned -, or the pull cannot be made: recompute). */
+static bool start_pull(ecore_t *c, ecore_req_t *r)
+{
+    sched_seq_t *s = &r->seq;
+    uint32_t bs = kvb_block_size(c->kv);
+    uint32_t want = (s->n_prompt - 1) / bs; /* the full blocks a prefix hit may cover */
+    uint32_t have = kvb_seq_match_prefix(c->kv, &r->pin, s->tokens, s->n_prompt) / bs;
+    const char *why = NULL;
+    if (want == 0 || have >= want) {
+        pin_link(c, r);
+        mx_counter_inc(c->mx.pd_cached);
+        release_remote(c, r);
+        return false;
+    }
+    if (r->kv_n_rblocks < want)
+        why = "the producer sent fewer blocks than the prompt has";
+    else if (kvb_seq_reserve(c->kv, &r->pin, want * bs) != ST_OK)
+        why = "no free blocks to pull into";
+    kvx_job_t *job = NULL;
+    if (!why) {
+        uint32_t n = 0;
+        const uint32_t *local = kvb_seq_blocks(&r->pin, &n);
+        kvx_pull_spec_t spec = {
+            .host = r->kv_host,
+            .port = r->kv_port,
+            .lease_id = r->kv_lease,
+            .remote_ids = r->kv_rblocks + have,
+            .local_ids = local + have,
+            .n_blocks = want - have,
+            .udata = r,
+        };
+        atomic_fetch_add(&r->refs, 1); /* the job's reference */
+        if (!(job = kvx_job_submit(c->kvx, &spec))) {
+            atomic_fetch_sub(&r->refs, 1);
+            why = "out of memory";
+        }
+    }
+    if (why) {
+        sy_warn("engine.kv_pull_skipped", "lease=%s why=\"%s\"", r->kv_lease, why);
+        kvb_seq_release(c->kv, &r->pin);
+        mx_counter_inc(c->mx.pd_recomputed);
+        release_remote(c, r);
+        return false;
+    }
+    r->pulling = true;
+    r->kv_pull_tokens = want * bs;
+    s->state = SEQ_FINISHED; /* in no scheduler list until the pull ends */
+    c->n_pulling++;
+    return true;
+}
+
+static void lease_free_cb(void *ud, kvb_seq_t *t)
+{
+    ecore_t *c = ud;
+    kvb_seq_release(c->kv, t);
+}
+
+/* A finished pull: the request goes to the scheduler, with its prompt blocks cached (pulled)
+ * or not (recomputed); an aborted one only gives its blocks back. */
+static void pull_done(ecore_t *c, kvx_job_t *j, bool shutdown)
+{
+    ecore_req_t *r = kvx_job_udata(j);
+    kvx_job_result_t res;
+    kvx_job_result(j, &res);
+    r->pulling = false;
+    c->n_pulling--;
+    if (r->core_done || shutdown) {
+        kvb_seq_release(c->kv, &r->pin);
+    } else if (res.status == ST_OK) {
+        kvb_seq_commit(c->kv, &r->pin, r->seq.tokens, r->kv_pull_tokens);
+        pin_link(c, r);
+        mx_counter_inc(c->mx.pd_pulled);
+        sched_add(c->sched, &r->seq);
+    } else {
+        kvb_seq_release(c->kv, &r->pin);
+        mx_counter_inc(c->mx.pd_recomputed);
+        sched_add(c->sched, &r->seq);
+    }
+    kvx_job_free(j);
+    ecore_req_release(r); /* the job's reference */
+}
+
+/* Finished pulls, released and expired leases. */
+static void core_kvx_poll(ecore_t *c)
+{
+    for (kvx_job_t *j; (j = kvx_job_take_done(c->kvx)) != NULL;)
+        pull_done(c, j, false);
+    kvx_lease_collect(c->kvx, sy_mono_ns(), false, lease_free_cb, c);
+}
+
+/* Releases the pins of sequences the scheduler admitted (they hold their own references). */
+static void core_unpin_admitted(ecore_t *c)
+{
+    for (ecore_req_t *r = c->pinned, *next; r; r = next) {
+        next = r->pin_next;
+        if (r->seq.state != SEQ_WAITING)
+            pin_unlink(c, r);
+    }
+}
+
+static void kvx_wake(void *ud)
+{
+    ecore_t *c = ud;
+    pthread_mutex_lock(&c->mu);
+    c->kvx_pending = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void core_take_submits(ecore_t *c, ecore_req_t *subs)
 {
     for (ecore_req_t *r = subs, *next; r; r = next) {
@@ -828,6 +1091,8 @@ static void core_take_submits(ecore_t *c, ecore_req_t *subs)
             continue;
         }
         active_link(c, r);
+        if (r->kv_host && c->kvx && kvx_is_consumer(c->kvx) && start_pull(c, r))
+            continue;
         sched_add(c->sched, &r->seq);
     }
 }
@@ -854,6 +1119,8 @@ static bool core_step(ecore_t *c)
 {
     sched_plan_t *plan = NULL;
     int rc = sched_plan(c->sched, &plan);
+    if (c->pinned)
+        core_unpin_admitted(c);
     for (sched_seq_t *s; (s = sched_take_failed(c->sched)) != NULL;)
         req_finish(c, s->owner, SEQ_FINISH_ERROR, NULL, -1);
     if (rc != ST_OK)
@@ -901,19 +1168,48 @@ static void *core_main(void *arg)
     while (!c->stop) {
         ecore_req_t *subs = c->sub_head, *abts = c->abt_head;
         bool abort_all = c->abort_all;
+        bool kvx_news = c->kvx_pending;
         c->sub_head = c->sub_tail = c->abt_head = c->abt_tail = NULL;
         c->abort_all = false;
+        c->kvx_pending = false;
         bool busy = sched_num_running(c->sched) || sched_num_waiting(c->sched);
-        if (!subs && !abts && !abort_all && !busy) {
+        if (!subs && !abts && !abort_all && !busy && !kvx_news) {
             pthread_mutex_unlock(&c->mu);
+            uint64_t expiry = 0;
+            if (c->kvx) {
+                core_kvx_poll(c);
+                expiry = kvx_lease_next_expiry(c->kvx);
+            }
             core_update_stats(c); /* idle gauges */
             pthread_mutex_lock(&c->mu);
-            while (!c->stop && !c->sub_head && !c->abt_head && !c->abort_all)
-                pthread_cond_wait(&c->cv, &c->mu);
+            while (!c->stop && !c->sub_head && !c->abt_head && !c->abort_all && !c->kvx_pending) {
+                if (!expiry) {
+                    pthread_cond_wait(&c->cv, &c->mu);
+                    continue;
+                }
+                /* a lease expires: wake then (CLOCK_REALTIME deadline from the monotonic gap) */
+                uint64_t now = sy_mono_ns();
+                if (now >= expiry)
+                    break;
+                uint64_t gap = expiry - now + 1000000;
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (time_t)(gap / 1000000000ull);
+                ts.tv_nsec += (long)(gap % 1000000000ull);
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+                if (sy_mono_ns() >= expiry)
+                    break;
+            }
             continue;
         }
         pthread_mutex_unlock(&c->mu);
 
+        if (c->kvx)
+            core_kvx_poll(c);
         core_take_submits(c, subs);
         core_take_aborts(c, abts);
         if (abort_all)
@@ -956,6 +1252,7 @@ ecore_t *ecore_create(const ecore_config_t *cfg, int *status)
     c->exec = cfg->exec;
     c->loop = cfg->loop;
     c->on_output = cfg->on_output;
+    c->kvx = cfg->kvx;
     c->max_model_len = cfg->sched.max_model_len;
     c->max_num_seqs = cfg->sched.max_num_seqs;
     pthread_mutex_init(&c->mu, NULL);
@@ -983,6 +1280,8 @@ ecore_t *ecore_create(const ecore_config_t *cfg, int *status)
     if (!c->async)
         goto fail;
     core_update_stats(c);
+    if (c->kvx)
+        kvx_set_wake(c->kvx, kvx_wake, c);
     if ((rc = sy_thread_start(&c->thread, core_main, c)) != ST_OK)
         goto fail;
     c->thread_started = true;
@@ -994,6 +1293,7 @@ fail:
         *status = rc;
     if (!c) {
         exec_destroy(cfg ? cfg->exec : NULL);
+        kvx_destroy(cfg ? cfg->kvx : NULL);
         return NULL;
     }
     ecore_destroy(c);
@@ -1011,6 +1311,18 @@ void ecore_destroy(ecore_t *c)
         pthread_mutex_unlock(&c->mu);
         pthread_join(c->thread, NULL);
     }
+    /* the connector's threads stop first (they read and write the pool); pulls they did not
+     * finish come back as failed jobs, leases give their blocks back */
+    if (c->kvx) {
+        kvx_stop(c->kvx);
+        kvx_set_wake(c->kvx, NULL, NULL);
+        for (kvx_job_t *j; (j = kvx_job_take_done(c->kvx)) != NULL;)
+            pull_done(c, j, true);
+        if (c->kv)
+            kvx_lease_collect(c->kvx, sy_mono_ns(), true, lease_free_cb, c);
+    }
+    while (c->pinned)
+        pin_unlink(c, c->pinned);
     /* single-threaded from here on; no on_output calls */
     for (ecore_req_t *r = c->ready_head, *next; r; r = next) {
         next = r->r_next;
@@ -1038,6 +1350,7 @@ void ecore_destroy(ecore_t *c)
     }
     c->abt_head = c->abt_tail = NULL;
     ev_async_destroy(c->async);
+    kvx_destroy(c->kvx);
     sched_destroy(c->sched);
     kvb_destroy(c->kv);
     exec_destroy(c->exec);

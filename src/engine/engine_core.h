@@ -33,12 +33,33 @@
 #include "engine/executor.h"
 #include "engine/kv_block.h"
 #include "engine/kv_events.h"
+#include "engine/kv_xfer.h"
 #include "engine/sched.h"
 #include "engine/seq.h"
 #include "engine/tokenizer.h"
 
 typedef struct ecore ecore_t;
 typedef struct ecore_req ecore_req_t;
+
+/* A producer's KV lease, reported as vLLM's kv_transfer_params (borrowed, valid during the
+ * on_output call that delivers the final delta). */
+typedef struct ecore_kv_lease {
+    const char *engine_id;     /* remote_engine_id */
+    const char *lease_id;      /* remote_request_id */
+    const char *host;          /* remote_host */
+    int port;                  /* remote_port */
+    const uint32_t *block_ids; /* remote_block_ids */
+    uint32_t n_blocks;
+} ecore_kv_lease_t;
+
+/* Where a consumer pulls a request's prompt KV from (vLLM's do_remote_prefill params). */
+typedef struct ecore_kv_remote {
+    const char *host;     /* remote_host */
+    int port;             /* remote_port */
+    const char *lease_id; /* remote_request_id */
+    const uint32_t *block_ids;
+    uint32_t n_blocks;
+} ecore_kv_remote_t;
 
 /* What one wakeup delivers for one request: everything produced since the previous delta. */
 typedef struct ecore_delta {
@@ -56,12 +77,14 @@ typedef struct ecore_delta {
     uint32_t top_stride;
     bool first; /* this delta carries the first output token */
     bool finished;
-    seq_finish_t finish;        /* when finished */
-    const char *stop_str;       /* matched stop string (borrowed), or NULL */
-    int32_t stop_token;         /* matched stop token id (not EOS), or -1 */
-    uint32_t prompt_tokens;     /* always set */
-    uint32_t completion_tokens; /* output tokens so far */
-    uint32_t cached_tokens;     /* prefix-cache hit tokens (first admission) */
+    seq_finish_t finish;              /* when finished */
+    const char *stop_str;             /* matched stop string (borrowed), or NULL */
+    int32_t stop_token;               /* matched stop token id (not EOS), or -1 */
+    uint32_t prompt_tokens;           /* always set */
+    uint32_t completion_tokens;       /* output tokens so far */
+    uint32_t cached_tokens;           /* prefix-cache hit tokens (first admission) */
+    const ecore_kv_lease_t *kv_lease; /* final delta of a kv_remote_decode request whose blocks
+                                         are leased, else NULL */
 } ecore_delta_t;
 
 /* [loop] Called for each request with new output. delta and its pointers are valid only during
@@ -76,6 +99,8 @@ typedef struct ecore_config {
     const tok_t *tok;       /* borrowed */
     exec_t *exec;           /* takes ownership */
     kve_pub_t *events;      /* borrowed, may be NULL */
+    kvx_t *kvx;             /* KV-transfer connector, may be NULL; takes ownership (also when
+                               create fails) */
     ev_loop_t *loop;        /* borrowed; outputs are delivered on this loop's thread */
     ecore_on_output_cb on_output;
     /* Extra labels for vllm:cache_config_info (all CacheConfig-like fields are added by the core:
@@ -101,6 +126,11 @@ typedef struct ecore_req_params {
     const char *cache_salt;   /* copied; NULL = none */
     const char *request_id;   /* copied; used for id_hash */
     uint64_t arrival_ns;      /* monotonic receive time (for TTFT/E2E metrics) */
+    /* P/D (kv_xfer.h), ignored without a connector of the matching role: */
+    bool kv_remote_decode; /* producer: keep the prompt's KV under a lease when the request
+                              finishes (stop or length) and report it in the final delta */
+    const ecore_kv_remote_t *kv_remote; /* consumer: pull the prompt's KV first (copied); on
+                                           any failure the prompt is recomputed here */
 } ecore_req_params_t;
 
 /* [loop] Builds a request (all storage allocated here, including room for max_tokens outputs).

@@ -70,6 +70,7 @@ typedef struct engine_opts {
     bool enable_chunked_prefill;
     bool enable_prompt_tokens_details;
     const char *kv_events_config;
+    const char *kv_transfer_config;
     const char *api_key;
     const char *chat_template;
     uint64_t max_body_bytes;
@@ -210,6 +211,12 @@ int engine_main(int argc, char **argv)
          "split long prompts over several steps", "true"},
         {"enable-prompt-tokens-details", NULL, CLI_BOOL, &o.enable_prompt_tokens_details,
          "report usage.prompt_tokens_details.cached_tokens", "true"},
+        {"kv-transfer-config", "JSON", CLI_STRING, &o.kv_transfer_config,
+         "P/D disaggregation, vLLM's KVTransferConfig: {\"kv_connector\":\"TcpConnector\","
+         "\"kv_role\":\"kv_both\",\"kv_port\":14579} (kv_producer | kv_consumer | kv_both; "
+         "kv_ip, engine_id, kv_connector_extra_config: lease_seconds, sim_bandwidth_gbps, "
+         "sim_latency_ms, advertise_host, ...)",
+         NULL},
         {"kv-events-config", "JSON", CLI_STRING, &o.kv_events_config,
          "KV-cache event publisher config, as vLLM's KVEventsConfig", NULL},
         {"api-key", "KEY", CLI_STRING, &o.api_key,
@@ -375,6 +382,9 @@ int engine_main(int argc, char **argv)
     tok_t *tok = NULL;
     exec_t *exec = NULL;
     kve_pub_t *events = NULL;
+    kvx_t *kvx = NULL;
+    kvx_config_t kvxc;
+    int kv_port = 0;
     mx_registry_t *reg = NULL;
     api_t *api = NULL;
     engine_ctx_t ctx = {.sigfd = -1, .drain_timeout = o.drain_timeout};
@@ -393,6 +403,14 @@ int engine_main(int argc, char **argv)
         sy_buf_deinit(&e);
         if (kvec.enable && !o.enable_prefix_caching) {
             fprintf(stderr, "switchyard engine: KV cache events require prefix caching\n");
+            goto fail;
+        }
+    }
+    if (o.kv_transfer_config) {
+        char e[256];
+        if (kvx_config_parse(o.kv_transfer_config, &kvxc, e, sizeof e) != ST_OK) {
+            fprintf(stderr, "switchyard engine: --kv-transfer-config: %s\n", e);
+            exit_code = 2;
             goto fail;
         }
     }
@@ -433,6 +451,8 @@ int engine_main(int argc, char **argv)
             .speed = o.sim_speed,
             .tok = tok,
             .mean_output_tokens = o.sim_mean_output_tokens,
+            .num_blocks = num_blocks,
+            .block_size = (uint32_t)o.block_size,
         };
         exec = sim_exec_create(&scfg);
         if (!exec)
@@ -445,6 +465,15 @@ int engine_main(int argc, char **argv)
                     kvec.endpoint ? kvec.endpoint : "?", st_str(status));
             goto fail;
         }
+    }
+    if (o.kv_transfer_config) {
+        char e[256];
+        kvx = kvx_create(&kvxc, exec, reg, names[0], e, sizeof e);
+        if (!kvx) {
+            fprintf(stderr, "switchyard engine: KV transfer: %s\n", e);
+            goto fail;
+        }
+        kv_port = kvx_is_producer(kvx) ? kvx_port(kvx) : 0;
     }
     const char *hash_seed = getenv("PYTHONHASHSEED");
     api_config_t acfg = {
@@ -488,11 +517,13 @@ int engine_main(int argc, char **argv)
         .tok = tok,
         .exec = exec,
         .events = events,
+        .kvx = kvx,
         .loop = ctx.loop,
         .on_output = api_on_output,
     };
     ctx.core = ecore_create(&ccfg, &status);
-    exec = NULL; /* owned by the core now (or freed by a failed create) */
+    exec = NULL; /* owned by the core now (or freed by a failed create), as is kvx */
+    kvx = NULL;
     if (!ctx.core) {
         fprintf(stderr, "switchyard engine: engine core: %s\n", st_str(status));
         goto fail;
@@ -535,12 +566,17 @@ int engine_main(int argc, char **argv)
     sy_info("engine.start",
             "version=%s addr=%s:%d model=%s executor=%s profile=%s speed=%g block_size=%llu "
             "num_gpu_blocks=%u max_model_len=%u max_num_seqs=%llu max_num_batched_tokens=%llu "
-            "prefix_caching=%s kv_events=%s",
+            "prefix_caching=%s kv_events=%s kv_transfer=%s kv_port=%d engine_id=%s",
             SY_VERSION, o.host, http_server_port(ctx.srv), names[0], model ? "cpu" : "sim",
             model ? kern_isa_name() : profile->name, o.sim_speed, (unsigned long long)o.block_size,
             num_blocks, max_model_len, (unsigned long long)o.max_num_seqs,
             (unsigned long long)o.max_num_batched_tokens, o.enable_prefix_caching ? "on" : "off",
-            events ? kvec.endpoint : "off");
+            events ? kvec.endpoint : "off",
+            !o.kv_transfer_config       ? "off"
+            : kvxc.role == KVX_PRODUCER ? "kv_producer"
+            : kvxc.role == KVX_CONSUMER ? "kv_consumer"
+                                        : "kv_both",
+            kv_port, o.kv_transfer_config ? kvxc.engine_id : "-");
     ev_run(ctx.loop);
     exit_code = 0;
     sy_info("engine.stop", "msg=\"shutting down\"");
@@ -560,6 +596,7 @@ cleanup:
         api_set_core(api, NULL); /* the exchanges are gone; nothing may reach the core now */
     ecore_destroy(ctx.core);
     api_destroy(api);
+    kvx_destroy(kvx); /* before the executor whose pool its threads use */
     exec_destroy(exec);
     kve_destroy(events);
     kve_config_deinit(&kvec);

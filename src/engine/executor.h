@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/status.h"
 #include "engine/sched.h"
 
 typedef struct exec exec_t;
@@ -32,6 +33,21 @@ typedef struct exec_sample_lp {
     uint32_t n_top;            /* min(seq->sp.n_logprobs, vocab) */
 } exec_sample_lp_t;
 
+/* What a KV transfer moves for one block (kv_xfer.h). A block's KV lives, per layer, in two
+ * segments (K and V) of seg_bytes each. An executor without KV storage (the sim) has
+ * seg_bytes == 0 and only models the transfer: model_bytes_per_block is what a real engine of
+ * its profile would move per block, used for the modelled transfer time. */
+typedef enum exec_kv_dtype { EXEC_KV_NONE = 0, EXEC_KV_F32 = 1, EXEC_KV_F16 = 2 } exec_kv_dtype_t;
+typedef struct exec_kv_layout {
+    uint32_t n_layers;
+    uint32_t block_size; /* token slots per block */
+    uint32_t num_blocks; /* valid block ids are [0, num_blocks) */
+    exec_kv_dtype_t dtype;
+    uint64_t seg_bytes;             /* bytes of K (and of V) of one block in one layer; 0 = none */
+    uint64_t model_bytes_per_block; /* real: 2 * n_layers * seg_bytes; sim: from its profile */
+    double time_scale;              /* sim speed (modelled times are divided by it); 0 = real */
+} exec_kv_layout_t;
+
 typedef struct exec_vtable {
     const char *name;
     /* Runs plan (reads seq->tokens, the block tables, sampling params). Writes, in plan order, one
@@ -47,6 +63,14 @@ typedef struct exec_vtable {
     /* Called when a sequence leaves the engine (finished or aborted) so per-seq state can go. */
     void (*seq_done)(exec_t *e, sched_seq_t *seq);
     void (*destroy)(exec_t *e);
+    /* KV storage for transfers (may be NULL: the executor cannot take part in P/D). kv_layout
+     * fills *out. kv_segment returns the address of the K (which 0) or V (which 1) segment of
+     * (layer, block), or NULL when out of range or without storage; it only computes an address,
+     * so it may be called from any thread, and the caller may read or write the segment from
+     * any thread as long as no step uses that block meanwhile (a leased block is never written;
+     * a block being pulled into belongs to no scheduled sequence). */
+    void (*kv_layout)(const exec_t *e, exec_kv_layout_t *out);
+    void *(*kv_segment)(exec_t *e, uint32_t layer, uint32_t block, uint32_t which);
 } exec_vtable_t;
 
 /* Base struct; implementations embed it first. */
@@ -63,6 +87,18 @@ static inline void exec_seq_done(exec_t *e, sched_seq_t *seq)
 {
     if (e->vt->seq_done)
         e->vt->seq_done(e, seq);
+}
+/* ST_OK with *out filled, or ST_STATE (the executor has no KV transfer support). */
+static inline int exec_kv_layout(const exec_t *e, exec_kv_layout_t *out)
+{
+    if (!e->vt->kv_layout)
+        return ST_STATE;
+    e->vt->kv_layout(e, out);
+    return ST_OK;
+}
+static inline void *exec_kv_segment(exec_t *e, uint32_t layer, uint32_t block, uint32_t which)
+{
+    return e->vt->kv_segment ? e->vt->kv_segment(e, layer, block, which) : NULL;
 }
 static inline void exec_destroy(exec_t *e)
 {

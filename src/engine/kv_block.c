@@ -259,13 +259,15 @@ static void seq_block_hash(const kvb_mgr_t *m, const kvb_seq_t *s, uint32_t k,
               s->_salt_len, out);
 }
 
-uint32_t kvb_seq_acquire_prefix(kvb_mgr_t *m, kvb_seq_t *s, const int32_t *tokens, uint32_t n)
+static uint32_t acquire_prefix(kvb_mgr_t *m, kvb_seq_t *s, const int32_t *tokens, uint32_t n,
+                               bool count)
 {
     SY_ASSERT(s->_n_blocks == 0);
     s->_n_hashed = 0;
     if (!m->caching || n == 0)
         return 0;
-    m->queries += n;
+    if (count)
+        m->queries += n;
     /* The last token is always computed (to sample the next one): vLLM's
      * max_cache_hit_length = n - 1, floored to whole blocks. */
     uint32_t max_blocks = (n - 1) / m->block_size;
@@ -288,8 +290,28 @@ uint32_t kvb_seq_acquire_prefix(kvb_mgr_t *m, kvb_seq_t *s, const int32_t *token
     s->_n_blocks = k;
     s->_n_hashed = k;
     s->_last_hash = parent;
-    m->hits += (uint64_t)k * m->block_size;
+    if (count)
+        m->hits += (uint64_t)k * m->block_size;
     return k * m->block_size;
+}
+
+uint32_t kvb_seq_acquire_prefix(kvb_mgr_t *m, kvb_seq_t *s, const int32_t *tokens, uint32_t n)
+{
+    return acquire_prefix(m, s, tokens, n, true);
+}
+
+uint32_t kvb_seq_match_prefix(kvb_mgr_t *m, kvb_seq_t *s, const int32_t *tokens, uint32_t n)
+{
+    return acquire_prefix(m, s, tokens, n, false);
+}
+
+void kvb_seq_move(kvb_seq_t *dst, kvb_seq_t *src)
+{
+    *dst = *src;
+    dst->_salt = NULL; /* the owner of the salt may go; a moved table is only released */
+    dst->_salt_len = 0;
+    src->_blocks = NULL;
+    src->_n_blocks = src->_cap = src->_n_hashed = 0;
 }
 
 int kvb_seq_reserve(kvb_mgr_t *m, kvb_seq_t *s, uint32_t n_tokens)

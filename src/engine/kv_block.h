@@ -76,6 +76,15 @@ void kvb_seq_deinit(kvb_seq_t *s);
  * reported as 0 cached). */
 uint32_t kvb_seq_acquire_prefix(kvb_mgr_t *m, kvb_seq_t *s, const int32_t *tokens, uint32_t n);
 
+/* kvb_seq_acquire_prefix without counting prefix-cache queries and hits (a lookup that is not a
+ * request's admission, e.g. the KV-transfer consumer checking what it need not pull). */
+uint32_t kvb_seq_match_prefix(kvb_mgr_t *m, kvb_seq_t *s, const int32_t *tokens, uint32_t n);
+
+/* Moves src's blocks (and table storage) to dst, which must be uninitialised or deinitialised;
+ * src is left empty and reusable. dst keeps no salt: it may only be released (kvb_seq_release)
+ * and deinitialised (a KV-transfer lease). */
+void kvb_seq_move(kvb_seq_t *dst, kvb_seq_t *src);
+
 /* Number of blocks a sequence needs in total to hold n_tokens. */
 uint32_t kvb_blocks_for(const kvb_mgr_t *m, uint32_t n_tokens);
 /* Blocks that could be allocated now (free + evictable). */

@@ -55,6 +55,8 @@ static const sim_profile_t k_profiles[] = {
         .t_prefill_token = 8.0e-5,
         .t_decode_seq = 8.0e-5,
         .t_kv_token = 8.0e-8,
+        .kv_layers = 32,
+        .kv_bytes_per_token = 131072,
     },
     {
         .name = "h100-llama3-8b",
@@ -67,6 +69,8 @@ static const sim_profile_t k_profiles[] = {
         .t_prefill_token = 3.2e-5,
         .t_decode_seq = 3.2e-5,
         .t_kv_token = 4.9e-8,
+        .kv_layers = 32,
+        .kv_bytes_per_token = 131072,
     },
     {
         .name = "l4-llama3-8b",
@@ -79,6 +83,8 @@ static const sim_profile_t k_profiles[] = {
         .t_prefill_token = 2.65e-4,
         .t_decode_seq = 2.65e-4,
         .t_kv_token = 5.46e-7,
+        .kv_layers = 32,
+        .kv_bytes_per_token = 131072,
     },
 };
 
@@ -145,6 +151,7 @@ typedef struct sim_exec {
     double speed;
     double mean_out;
     int32_t eos;
+    uint32_t num_blocks, block_size;
     /* word w, variant v (0 bare, 1 with a leading space): tokens[off[2w+v] .. off[2w+v+1]) */
     int32_t *tokens;
     uint32_t off[2 * N_WORDS + 1];
@@ -307,11 +314,27 @@ static void sim_destroy(exec_t *e)
     sy_free(x);
 }
 
+static void sim_kv_layout(const exec_t *e, exec_kv_layout_t *out)
+{
+    const sim_exec_t *x = (const sim_exec_t *)e;
+    *out = (exec_kv_layout_t){
+        .n_layers = x->profile->kv_layers,
+        .block_size = x->block_size,
+        .num_blocks = x->num_blocks,
+        .dtype = EXEC_KV_NONE,
+        .seg_bytes = 0,
+        .model_bytes_per_block = x->profile->kv_bytes_per_token * x->block_size,
+        .time_scale = x->speed,
+    };
+}
+
 static const exec_vtable_t k_sim_vt = {
     .name = "sim",
     .execute = sim_execute,
     .seq_done = sim_seq_done,
     .destroy = sim_destroy,
+    .kv_layout = sim_kv_layout,
+    .kv_segment = NULL, /* no storage */
 };
 
 exec_t *sim_exec_create(const sim_config_t *cfg)
@@ -326,6 +349,8 @@ exec_t *sim_exec_create(const sim_config_t *cfg)
     x->speed = cfg->speed;
     x->mean_out = cfg->mean_output_tokens > 0 ? cfg->mean_output_tokens : 128.0;
     x->eos = tok_eos(cfg->tok);
+    x->num_blocks = cfg->num_blocks;
+    x->block_size = cfg->block_size ? cfg->block_size : 16;
 
     size_t total = 0;
     for (size_t w = 0; w < N_WORDS; w++)

@@ -12,6 +12,8 @@
  * else a hash of the prompt tokens when temperature == 0 (so a repeated greedy prompt repeats its
  * answer), else the request id hash. When ignore_eos is false the sim ends a request with EOS
  * after a seeded length (at least min_tokens); otherwise it runs to max_tokens.
+ * KV transfers (executor.h kv_layout): no storage (seg_bytes 0); model_bytes_per_block =
+ * kv_bytes_per_token x block_size of the profile, so the connector can model the transfer time.
  * Does not: apply presence/frequency/repetition penalties (ignored), or compute logprobs (no
  * distribution exists: every logprobs entry of execute has valid = false, so the engine core
  * fails a request that asked for them; the API refuses such requests before, naming --model).
@@ -25,11 +27,13 @@
 
 typedef struct sim_profile {
     const char *name;
-    const char *description; /* GPU / model pair and the sources of the numbers */
-    double t_step;           /* fixed per-step overhead, s */
-    double t_prefill_token;  /* s per prefill token */
-    double t_decode_seq;     /* s per decoding sequence */
-    double t_kv_token;       /* s per context token attended */
+    const char *description;     /* GPU / model pair and the sources of the numbers */
+    double t_step;               /* fixed per-step overhead, s */
+    double t_prefill_token;      /* s per prefill token */
+    double t_decode_seq;         /* s per decoding sequence */
+    double t_kv_token;           /* s per context token attended */
+    uint32_t kv_layers;          /* layers of the modelled model (KV transfer frames) */
+    uint64_t kv_bytes_per_token; /* K+V bytes of one token over all layers (transfer time) */
 } sim_profile_t;
 
 /* Built-in profile by name (NULL if unknown). The default is "a100-llama3-8b". */
@@ -38,12 +42,13 @@ const sim_profile_t *sim_profile_find(const char *name);
 const char *sim_profile_names(void);
 
 typedef struct sim_config {
-    const sim_profile_t *profile; /* borrowed, static */
-    double speed;                 /* time scale: 1 = real time, 10 = ten times faster, <= 0 = no
-                                     sleeping at all */
-    const tok_t *tok;             /* borrowed; must outlive the executor */
-    double mean_output_tokens;    /* mean of the seeded EOS length when ignore_eos is false,
-                                     default 128 */
+    const sim_profile_t *profile;    /* borrowed, static */
+    double speed;                    /* time scale: 1 = real time, 10 = ten times faster, <= 0 = no
+                                        sleeping at all */
+    const tok_t *tok;                /* borrowed; must outlive the executor */
+    double mean_output_tokens;       /* mean of the seeded EOS length when ignore_eos is false,
+                                        default 128 */
+    uint32_t num_blocks, block_size; /* the block manager's (for the KV layout) */
 } sim_config_t;
 
 /* Returns an owned executor (free with exec_destroy) or NULL. */

@@ -595,7 +595,8 @@ static void script_destroy(exec_t *x)
     sy_free(x);
 }
 
-static const exec_vtable_t k_script_vt = {"script", script_execute, NULL, script_destroy};
+static const exec_vtable_t k_script_vt = {
+    .name = "script", .execute = script_execute, .destroy = script_destroy};
 
 static exec_t *script_create(const char *script)
 {
