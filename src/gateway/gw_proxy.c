@@ -100,6 +100,7 @@ typedef struct gwx {
     double score_total;
     uint32_t n_candidates;
     /* P/D (p->pd_on), zeroed by gwx_new except pd_body */
+    bool pd_active;  /* scheduled with P/D on: counted in pd_requests_total at the end */
     bool pd_decided; /* the decider ran (first decode attempt) */
     gwpd_decision_t pd_decision;
     gwpd_path_t pd_path;
@@ -307,7 +308,7 @@ static void pd_finish(gwx_t *x)
         path = GWPD_PATH_FAILED;
     if (path != GWPD_PATH_NONE)
         mx_counter_inc(x->p->s_pd_path[path]);
-    x->pd_decided = false;
+    x->pd_active = false;
 }
 
 /* The endpoint's prefill is done for x (its first bytes arrived, or it ended): x's uncached
@@ -355,7 +356,7 @@ static void gwx_free(gwx_t *x)
     if (x->next)
         x->next->prev = x->prev;
     p->inflight--;
-    if (x->pd_decided)
+    if (x->pd_active)
         pd_finish(x);
     if (x->gov)
         gov_finish(x);
@@ -894,6 +895,7 @@ static void start_attempt(gwx_t *x)
     gws_request_t r;
     char session[128];
     fill_request(x, &r, session, sizeof session);
+    x->pd_active = p->pd_on;
     gw_endpoint_t *ep = NULL;
     const char *profile = p->pd_on ? p->pd.decode_profile : NULL;
     if (n > 0 && gws_pick(p->cfg.sched, profile, &r, cand, n, p->cfg.pidx, p->cfg.aidx,
@@ -1200,14 +1202,17 @@ int gw_proxy_add_model(gw_proxy_t *p, const char *name, uint32_t max_model_len)
         bool smaller = max_model_len && (!m->max_model_len || max_model_len < m->max_model_len);
         if (!smaller)
             return ST_OK;
-        gw_model_t nm = *m;
-        nm.max_model_len = max_model_len;
-        api_t *api = model_api_create(p, &nm);
-        if (!api)
+        /* the validator borrows m->names (api_config_t.model_names): build it from m itself,
+         * never from a copy on the stack */
+        uint32_t old = m->max_model_len;
+        m->max_model_len = max_model_len;
+        api_t *api = model_api_create(p, m);
+        if (!api) {
+            m->max_model_len = old;
             return ST_NOMEM;
+        }
         api_destroy(m->api);
         m->api = api;
-        m->max_model_len = max_model_len;
         return ST_OK;
     }
     if (p->n_models == GW_MAX_VALIDATORS)

@@ -116,6 +116,28 @@ static void prepare_ok(fx_t *f, const char *body, gw_prep_t *q)
         fail_msg("prepare: %d %s", err.status, err.msg);
 }
 
+/* A smaller context length reported later rebuilds the model's validator; it must keep
+ * working (it borrows the model's name array: once from a stack copy, read after return). */
+static void test_smaller_context_rebuilds_validator(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(gw_proxy_add_model(f->p, "m", 4096), ST_OK);
+    assert_int_equal(gw_proxy_add_model(f->p, "m", 64), ST_OK);
+    assert_int_equal(gw_proxy_add_model(f->p, "m", 128), ST_OK); /* larger: kept at 64 */
+    gw_prep_t q;
+    prepare_ok(f, "{\"model\":\"m\",\"prompt\":\"short\",\"max_tokens\":1}", &q);
+    assert_string_equal(q.model, "m");
+    gw_prep_deinit(&q);
+    uint64_t *full;
+    size_t nf;
+    char *body = body_for(f, 100, NULL, &full, &nf);
+    api_err_t err;
+    assert_int_equal(gw_proxy_prepare(f->p, body, strlen(body), false, &q, &err), ST_INVAL);
+    assert_int_equal(err.status, 400); /* longer than the 64-token context */
+    free(body);
+    free(full);
+}
+
 static void test_unseen_prompt_hashes_one_batch(void **state)
 {
     fx_t *f = *state;
@@ -271,6 +293,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unseen_prompt_hashes_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smaller_context_rebuilds_validator, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_prefix_extends_in_doubling_batches, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_salt_changes_every_hash, setup, teardown),
