@@ -36,6 +36,8 @@ start_fake() { # NAME MODE : sets FPORT, FPID, FLOG (the request log)
 
 models_known() { curl -s --max-time 2 "$1/v1/models" | grep -q "\"$MODEL\""; }
 
+GW_NAMES=()
+GW_PIDS=()
 start_gateway() { # NAME ARGS... : sets GURL, GPID, GLOG
     local name=$1 port
     shift
@@ -45,6 +47,8 @@ start_gateway() { # NAME ARGS... : sets GURL, GPID, GLOG
     sy_bg "$GLOG" "$SY_BIN" gateway --host 127.0.0.1 --port "$port" --debug-scores \
         --health-interval-ms 200 --log-level info "$@"
     GPID=$SY_BG_PID
+    GW_NAMES+=("$name")
+    GW_PIDS+=("$GPID")
     sy_wait_until 20 sy_health_ok "$GURL" || sy_fail "gateway '$name' did not become healthy" \
         "$(tail -n 30 "$GLOG")"
     sy_wait_until 10 models_known "$GURL" || sy_fail "gateway '$name' does not list $MODEL"
@@ -352,5 +356,13 @@ sy_json_check "every decode engine dead: an OpenAI error body" "$SY_BODY" \
     "j['error']['code'] in (502, 503)"
 metric_is "failed path counted" "$GA" switchyard_gateway_pd_requests_total path=failed -- '>=' 1
 sy_alive "$GA_PID" && sy_ok "gateway A still running" || sy_not_ok "gateway A still running"
+
+# every gateway drains and exits 0 (under ASan: no leak, no error at exit)
+for k in "${!GW_PIDS[@]}"; do
+    sy_stop_pid "${GW_PIDS[$k]}" 20
+    rc=$?
+    sy_assert_eq "gateway ${GW_NAMES[$k]} exits 0 on SIGTERM" 0 "$rc" ||
+        sy_diag "$(tail -n 20 "$SY_TMP/gateway-${GW_NAMES[$k]}.log")"
+done
 
 sy_finish
