@@ -844,10 +844,12 @@ static uint64_t decision_cached_tokens(const gw_proxy_t *p, const gwx_t *x)
     return (uint64_t)p->decision.cached_chunks_chosen * (p->cfg.approx_chunk_chars / 4);
 }
 
-/* Writes the upstream request's header lines into hdrs[cap]: Content-Type and X-Request-Id (the
- * P/D request id when x went through P/D with one, else the client's). */
-static void upstream_headers(gwx_t *x, char *hdrs, size_t cap)
+/* Writes the upstream request's header lines into hdrs (at least 320 bytes): Content-Type and
+ * X-Request-Id (the P/D request id when x went through P/D with one, else the client's). No
+ * printf: this runs for every request. */
+static void upstream_headers(gwx_t *x, char *hdrs)
 {
+    static const char ct[] = "Content-Type: application/json\r\n", ri[] = "X-Request-Id: ";
     sy_slice_t rid = {NULL, 0};
     if (x->pd_decided && x->rid[0]) {
         rid.ptr = x->rid;
@@ -855,18 +857,24 @@ static void upstream_headers(gwx_t *x, char *hdrs, size_t cap)
     } else if (!http_req_header(x->req, "X-Request-Id", &rid) || rid.len >= 200) {
         rid.len = 0;
     }
-    if (rid.len)
-        snprintf(hdrs, cap, "Content-Type: application/json\r\nX-Request-Id: %.*s\r\n",
-                 (int)rid.len, rid.ptr);
-    else
-        snprintf(hdrs, cap, "Content-Type: application/json\r\n");
+    size_t hl = sizeof ct - 1;
+    memcpy(hdrs, ct, hl);
+    if (rid.len) {
+        memcpy(hdrs + hl, ri, sizeof ri - 1);
+        hl += sizeof ri - 1;
+        memcpy(hdrs + hl, rid.ptr, rid.len);
+        hl += rid.len;
+        memcpy(hdrs + hl, "\r\n", 2);
+        hl += 2;
+    }
+    hdrs[hl] = '\0';
 }
 
 /* Sends body to x->ep (UPSTREAM); its answer goes to the client (k_cbs). */
 static void start_upstream(gwx_t *x, const char *body, size_t len)
 {
     char hdrs[320];
-    upstream_headers(x, hdrs, sizeof hdrs);
+    upstream_headers(x, hdrs);
     x->state = GWX_UPSTREAM;
     int rc = http_call_start(x->p->cfg.table->ups[x->ep->id], "POST", x->path, hdrs, body, len,
                              &k_cbs, x, &x->call);
@@ -1033,7 +1041,7 @@ static int start_prefill(gwx_t *x)
         aidx_record(p->cfg.aidx, ep->id, x->q.chunks, x->q.n_chunks);
 
     char hdrs[320];
-    upstream_headers(x, hdrs, sizeof hdrs);
+    upstream_headers(x, hdrs);
     x->state = GWX_PREFILL;
     x->pf_start_ns = sy_mono_ns();
     x->pf_overflow = false;
