@@ -304,7 +304,7 @@ static void pd_finish(gwx_t *x)
     pf_timer_cancel(x);
     pf_load_remove(x);
     gwpd_path_t path = x->pd_path;
-    if (x->answered == 0 || (x->answered >= 500 && x->answered != 499))
+    if (x->answered == 0 || x->answered >= 500) /* 0: the gateway stopped first */
         path = GWPD_PATH_FAILED;
     if (path != GWPD_PATH_NONE)
         mx_counter_inc(x->p->s_pd_path[path]);
