@@ -198,7 +198,7 @@ typedef struct gwg_summary {
     int status;                   /* HTTP status answered (499 client gone) */
     const char *error;            /* short reason for a failure, NULL ok */
     const char *endpoint;         /* decode / aggregated endpoint name, NULL when none */
-    const char *prefill_endpoint; /* NULL (no P/D yet) */
+    const char *prefill_endpoint; /* P/D: the prefill endpoint whose KV was used, else NULL */
     double score_total;           /* the chosen endpoint's total score, NAN when no decision */
     uint32_t candidates;
     uint32_t cached_blocks_chosen, cached_blocks_best;

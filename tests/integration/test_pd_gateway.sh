@@ -105,7 +105,9 @@ D_PORT=$SY_PORT D_PID=$SY_PID D_URL=$SY_URL
 # ---------------------------------------------------------------------------------------------
 # gateway A: the built-in pd scheduler, P1 + D
 
-start_gateway a --scheduler pd --endpoint "$P1_URL,role=prefill" --endpoint "$D_URL,role=decode"
+# (with an audit log: governance and P/D together, and the record names the prefill endpoint)
+start_gateway a --scheduler pd --endpoint "$P1_URL,role=prefill" --endpoint "$D_URL,role=decode" \
+    --audit-log "$SY_TMP/audit-a.log"
 GA=$GURL GA_PID=$GPID GA_LOG=$GLOG
 grep -q 'pd=on' "$GA_LOG" && sy_ok "gateway A logs pd=on" || sy_not_ok "gateway A logs pd=on" \
     "$(grep gateway.start "$GA_LOG")"
@@ -125,6 +127,17 @@ sy_json_check "the decode answer carries the client's request id" "$SY_BODY" \
 sy_json_check "the decode engine reports the pulled prompt blocks as cached" "$SY_BODY" \
     "j['usage']['prompt_tokens_details']['cached_tokens'] >= 16 * ((j['usage']['prompt_tokens'] - 1) // 16)"
 cp "$SY_BODY" "$SY_TMP/pd_answer.json"
+if sy_wait_until 5 grep -q '"request_id":"pd-itest-1"' "$SY_TMP/audit-a.log" &&
+    "$SY_PY" - "$SY_TMP/audit-a.log" "127.0.0.1:$P1_PORT" "127.0.0.1:$D_PORT" <<'PYEOF'; then
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if '"pd-itest-1"' in l]
+r = recs[-1]
+sys.exit(0 if r["prefill_endpoint"] == sys.argv[2] and r["endpoint"] == sys.argv[3] and r["status"] == 200 else 1)
+PYEOF
+    sy_ok "the audit record names the prefill and the decode endpoint"
+else
+    sy_not_ok "the audit record names the prefill endpoint" "$(grep pd-itest-1 "$SY_TMP/audit-a.log" | head -c 800)"
+fi
 sy_assert_eq "P1 leased the prompt's KV" "$("$SY_PY" -c "print(float('$LEASED0') + 1)")" \
     "$(sy_metric "$P1_URL" switchyard:kv_transfer_requests_total path=leased)"
 sy_assert_eq "D pulled it" "$("$SY_PY" -c "print(float('$PULLED0') + 1)")" \
