@@ -98,7 +98,8 @@ struct kvx {
     lease_t *leases; /* (max_leases) */
     uint32_t n_leases, leased_blocks;
     uint64_t lease_seq;
-    char expired[EXPIRED_RING][KVX_ID_MAX];
+    char expired[EXPIRED_RING][KVX_ID_MAX]; /* recently ended lease ids */
+    bool expired_why[EXPIRED_RING];         /* true = expired, false = pulled or released */
     uint32_t expired_at;
 
     int listen_fd;
@@ -480,12 +481,21 @@ static lease_t *lease_find(kvx_t *x, const char *id, size_t id_len)
     return NULL;
 }
 
-static bool was_expired(kvx_t *x, const char *id, size_t id_len)
+/* KVX_E_EXPIRED or KVX_E_DONE for a recently ended lease, KVX_E_UNKNOWN otherwise. */
+static int ended_code(kvx_t *x, const char *id, size_t id_len)
 {
     for (uint32_t i = 0; i < EXPIRED_RING; i++)
         if (strlen(x->expired[i]) == id_len && id_len && memcmp(x->expired[i], id, id_len) == 0)
-            return true;
-    return false;
+            return x->expired_why[i] ? KVX_E_EXPIRED : KVX_E_DONE;
+    return KVX_E_UNKNOWN;
+}
+
+static const char *code_text(int code)
+{
+    return code == KVX_E_EXPIRED ? "expired"
+           : code == KVX_E_DONE  ? "was already pulled or released"
+           : code == KVX_E_BUSY  ? "is being pulled by another connection"
+                                 : "is unknown";
 }
 
 int kvx_lease_add(kvx_t *x, const char *req_id, kvb_seq_t *t, char *id)
@@ -526,15 +536,14 @@ uint32_t kvx_lease_collect(kvx_t *x, uint64_t now_ns, bool all, kvx_free_cb cb, 
         if (l->state == L_FREE || (l->state == L_PULLING && !all) ||
             (l->state == L_ACTIVE && !expired && !all))
             continue;
-        if (l->state == L_ACTIVE) {
-            if (expired) {
-                mx_counter_inc(x->mx.expired);
-                sy_warn("kv.lease_expired", "lease=%s blocks=%u after_s=%g", l->id, l->n_blocks,
-                        x->cfg.lease_s);
-            }
-            snprintf(x->expired[x->expired_at], KVX_ID_MAX, "%s", l->id);
-            x->expired_at = (x->expired_at + 1) % EXPIRED_RING;
+        if (l->state == L_ACTIVE && expired) {
+            mx_counter_inc(x->mx.expired);
+            sy_warn("kv.lease_expired", "lease=%s blocks=%u after_s=%g", l->id, l->n_blocks,
+                    x->cfg.lease_s);
         }
+        snprintf(x->expired[x->expired_at], KVX_ID_MAX, "%s", l->id);
+        x->expired_why[x->expired_at] = l->state == L_ACTIVE;
+        x->expired_at = (x->expired_at + 1) % EXPIRED_RING;
         x->leased_blocks -= l->n_blocks;
         x->n_leases--;
         cb(ud, &l->table);
@@ -675,16 +684,10 @@ static int handle_pull(kvx_t *x, int fd, const uint8_t *p, uint32_t len)
     int code = 0;
     pthread_mutex_lock(&x->mu);
     lease_t *l = lease_find(x, id, id_len);
-    if (!l) {
-        code = was_expired(x, id, id_len) ? KVX_E_EXPIRED : KVX_E_UNKNOWN;
+    if (!l || l->state != L_ACTIVE) {
+        code = !l ? ended_code(x, id, id_len) : l->state == L_PULLING ? KVX_E_BUSY : KVX_E_DONE;
         snprintf(msg, sizeof msg, "lease '%.*s' %s", (int)(id_len > 100 ? 100 : id_len), id,
-                 code == KVX_E_EXPIRED ? "expired (or was already released)" : "is unknown");
-    } else if (l->state == L_PULLING) {
-        code = KVX_E_BUSY;
-        snprintf(msg, sizeof msg, "lease '%s' is being pulled by another connection", l->id);
-    } else if (l->state != L_ACTIVE) {
-        code = KVX_E_DONE;
-        snprintf(msg, sizeof msg, "lease '%s' was already pulled or released", l->id);
+                 code_text(code));
     } else {
         for (uint32_t i = 0; i < n && !code; i++) {
             bool in = false;
@@ -745,7 +748,7 @@ static int handle_release(kvx_t *x, int fd, const uint8_t *p, uint32_t len)
     pthread_mutex_lock(&x->mu);
     lease_t *l = lease_find(x, id, id_len);
     if (!l) {
-        code = was_expired(x, id, id_len) ? KVX_E_EXPIRED : KVX_E_UNKNOWN;
+        code = ended_code(x, id, id_len);
     } else if (l->state == L_PULLING) {
         code = KVX_E_BUSY;
     } else if (l->state == L_RELEASED) {
@@ -756,12 +759,8 @@ static int handle_release(kvx_t *x, int fd, const uint8_t *p, uint32_t len)
     }
     pthread_mutex_unlock(&x->mu);
     if (code) {
-        snprintf(msg, sizeof msg, "cannot release lease '%.*s': %s",
-                 (int)(id_len > 100 ? 100 : id_len), id,
-                 code == KVX_E_BUSY      ? "a pull is in progress"
-                 : code == KVX_E_DONE    ? "already released"
-                 : code == KVX_E_EXPIRED ? "expired"
-                                         : "unknown");
+        snprintf(msg, sizeof msg, "cannot release lease '%.*s': it %s",
+                 (int)(id_len > 100 ? 100 : id_len), id, code_text(code));
         send_err(fd, code, msg);
         return ST_OK;
     }
@@ -806,6 +805,19 @@ static void *conn_main(void *arg)
             break;
     }
     sy_free(buf);
+    /* let an ERR frame reach a peer that is still sending: stop writing, drain what it sent
+     * (bounded: 1 MiB or the io timeout), then close - a close with unread input would reset
+     * the connection and could destroy the ERR before the peer reads it */
+    shutdown(s->fd, SHUT_WR);
+    char sink[4096];
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (size_t drained = 0; drained < (1u << 20) && !atomic_load(&x->stop);) {
+        ssize_t r = recv(s->fd, sink, sizeof sink, 0);
+        if (r <= 0)
+            break;
+        drained += (size_t)r;
+    }
     pthread_mutex_lock(&x->mu);
     close(s->fd);
     s->fd = -1;
