@@ -8,7 +8,8 @@
 #   2. failure paths (sim engines), each answered 200 with the aggregated text, none hanging:
 #      the decode never comes (lease expires, blocks freed), a second pull of a pulled lease,
 #      block ids outside the lease, a producer that cuts the transfer mid-way, a producer that
-#      is not there; and hostile frames on the KV port, after which P still serves.
+#      is not there, the decode engine killed during a pull of real bytes; and hostile frames on
+#      the KV port, after which P still serves.
 #   3. bad input: kv_transfer_params of the wrong type (400), incomplete params (computed locally).
 # After every case the leased-blocks gauge of every producer is back to 0.
 # The model comes from $SY_MODELS_DIR (default <repo>/../shared/models): missing, part 1 fails
@@ -249,6 +250,32 @@ sy_check "P is healthy after the hostile frames" sy_health_ok "$SP"
 prefill 6
 check_decode "P/D after the hostile frames" 6 "$(cat "$SY_TMP/kv_6.json")"
 
+# h. the decode engine dies in the middle of a pull of real bytes (--sim-kv-storage: 2 MiB per
+#    block): the producer's connection breaks, the lease ends, its blocks are freed
+KVS='{"kv_connector":"TcpConnector","kv_role":"kv_both","kv_port":0,"kv_ip":"127.0.0.1","kv_connector_extra_config":{"lease_seconds":5}}'
+sy_start_engine big-prefill --sim-speed 0 --sim-kv-storage --num-gpu-blocks-override 160 --kv-transfer-config "$KVS"
+BP=$SY_URL
+sy_start_engine big-decode --sim-speed 0 --sim-kv-storage --num-gpu-blocks-override 160 --kv-transfer-config "$KVS"
+BD=$SY_URL
+BD_PID=$SY_PID
+BIG=$(printf 'big %02000d' 0)
+sy_http POST "$BP/v1/completions" "{$SIMQ,\"prompt\":\"$BIG\",\"max_tokens\":1,\"kv_transfer_params\":{\"do_remote_decode\":true}}" \
+    -H 'Content-Type: application/json'
+BIGKV=$(kv_params "$SY_BODY")
+sy_check "the big lease holds 126 blocks" test "$(leased "$BP")" == "126.0"
+curl -s --max-time 30 "$BD/v1/completions" -H 'Content-Type: application/json' \
+    -d "{$SIMQ,\"prompt\":\"$BIG\",\"max_tokens\":4,\"kv_transfer_params\":$BIGKV}" >/dev/null 2>&1 &
+CURL_PID=$!
+sleep 0.05
+kill -KILL "$BD_PID" 2>/dev/null
+wait "$CURL_PID" 2>/dev/null
+sy_wait_until 8 gauge_zero "$BP"
+sy_check "decode died mid-pull: the producer's leased blocks are back to 0" gauge_zero "$BP"
+sy_diag "producer: pulled $(sy_metric "$BP" switchyard:kv_transfer_leases_total result=pulled)," \
+    "pull_failed $(sy_metric "$BP" switchyard:kv_transfer_leases_total result=pull_failed)," \
+    "expired $(sy_metric "$BP" switchyard:kv_transfer_leases_total result=expired)"
+sy_check "the producer is healthy after its consumer died" sy_health_ok "$BP"
+
 # ---------------------------------------------------------------------------------------------
 # 3. bad input at the API
 
@@ -258,7 +285,7 @@ sy_assert_status "kv_transfer_params of the wrong type: 400" 400
 sy_json_check "the 400 names the field" "$SY_BODY" "'kv_transfer_params' in j['error']['message']"
 check_decode "incomplete kv_transfer_params: computed locally" 7 '{"do_remote_prefill":true,"remote_host":"127.0.0.1"}'
 
-for u in "$SP"; do
+for u in "$SP" "$BP"; do
     sy_wait_until 5 gauge_zero "$u"
     sy_check "no lease left on $u" gauge_zero "$u"
 done
