@@ -58,6 +58,7 @@ typedef struct engine_opts {
     const char *sim_profile;
     double sim_speed;
     double sim_mean_output_tokens;
+    bool sim_kv_storage;
     uint64_t block_size;
     uint64_t num_gpu_blocks;
     uint64_t max_num_seqs;
@@ -189,6 +190,11 @@ int engine_main(int argc, char **argv)
          "timing calibration profile of the sim executor", "a100-llama3-8b"},
         {"sim-speed", "X", CLI_DOUBLE, &o.sim_speed,
          "sim time scale: 1 = real time, 10 = ten times faster, 0 = as fast as possible", "1"},
+        {"sim-kv-storage", NULL, CLI_FLAG, &o.sim_kv_storage,
+         "the sim keeps real KV bytes (its profile's 128 KiB per token slot, a fixed pattern) so "
+         "KV transfers move real data (transfer benchmarks; size the pool with "
+         "--num-gpu-blocks-override)",
+         NULL},
         {"sim-mean-output-tokens", "N", CLI_DOUBLE, &o.sim_mean_output_tokens,
          "mean answer length of the sim when ignore_eos is false", "128"},
         {"block-size", "N", CLI_UINT, &o.block_size, "tokens per KV block", "16"},
@@ -453,6 +459,7 @@ int engine_main(int argc, char **argv)
             .mean_output_tokens = o.sim_mean_output_tokens,
             .num_blocks = num_blocks,
             .block_size = (uint32_t)o.block_size,
+            .kv_storage = o.sim_kv_storage,
         };
         exec = sim_exec_create(&scfg);
         if (!exec)

@@ -98,7 +98,8 @@ struct kvx {
     lease_t *leases; /* (max_leases) */
     uint32_t n_leases, leased_blocks;
     uint64_t lease_seq;
-    char expired[EXPIRED_RING][KVX_ID_MAX];
+    char expired[EXPIRED_RING][KVX_ID_MAX]; /* recently ended lease ids */
+    bool expired_why[EXPIRED_RING];         /* true = expired, false = pulled or released */
     uint32_t expired_at;
 
     int listen_fd;
@@ -223,6 +224,33 @@ static int recv_all(int fd, void *p, size_t len)
             return ST_CLOSED;
         b += r;
         len -= (size_t)r;
+    }
+    return ST_OK;
+}
+
+/* Reads every byte of iov[0..n) (consumed in place). ST_OK, ST_TIMEOUT or ST_CLOSED. */
+static int recv_iov(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)(n > IOV_BATCH ? IOV_BATCH : n)};
+        ssize_t r = recvmsg(fd, &m, MSG_WAITALL);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? ST_TIMEOUT : ST_CLOSED;
+        }
+        if (r == 0)
+            return ST_CLOSED;
+        size_t left = (size_t)r;
+        while (n > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0 && left) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
     }
     return ST_OK;
 }
@@ -480,12 +508,21 @@ static lease_t *lease_find(kvx_t *x, const char *id, size_t id_len)
     return NULL;
 }
 
-static bool was_expired(kvx_t *x, const char *id, size_t id_len)
+/* KVX_E_EXPIRED or KVX_E_DONE for a recently ended lease, KVX_E_UNKNOWN otherwise. */
+static int ended_code(kvx_t *x, const char *id, size_t id_len)
 {
     for (uint32_t i = 0; i < EXPIRED_RING; i++)
         if (strlen(x->expired[i]) == id_len && id_len && memcmp(x->expired[i], id, id_len) == 0)
-            return true;
-    return false;
+            return x->expired_why[i] ? KVX_E_EXPIRED : KVX_E_DONE;
+    return KVX_E_UNKNOWN;
+}
+
+static const char *code_text(int code)
+{
+    return code == KVX_E_EXPIRED ? "expired"
+           : code == KVX_E_DONE  ? "was already pulled or released"
+           : code == KVX_E_BUSY  ? "is being pulled by another connection"
+                                 : "is unknown";
 }
 
 int kvx_lease_add(kvx_t *x, const char *req_id, kvb_seq_t *t, char *id)
@@ -526,15 +563,14 @@ uint32_t kvx_lease_collect(kvx_t *x, uint64_t now_ns, bool all, kvx_free_cb cb, 
         if (l->state == L_FREE || (l->state == L_PULLING && !all) ||
             (l->state == L_ACTIVE && !expired && !all))
             continue;
-        if (l->state == L_ACTIVE) {
-            if (expired) {
-                mx_counter_inc(x->mx.expired);
-                sy_warn("kv.lease_expired", "lease=%s blocks=%u after_s=%g", l->id, l->n_blocks,
-                        x->cfg.lease_s);
-            }
-            snprintf(x->expired[x->expired_at], KVX_ID_MAX, "%s", l->id);
-            x->expired_at = (x->expired_at + 1) % EXPIRED_RING;
+        if (l->state == L_ACTIVE && expired) {
+            mx_counter_inc(x->mx.expired);
+            sy_warn("kv.lease_expired", "lease=%s blocks=%u after_s=%g", l->id, l->n_blocks,
+                    x->cfg.lease_s);
         }
+        snprintf(x->expired[x->expired_at], KVX_ID_MAX, "%s", l->id);
+        x->expired_why[x->expired_at] = l->state == L_ACTIVE;
+        x->expired_at = (x->expired_at + 1) % EXPIRED_RING;
         x->leased_blocks -= l->n_blocks;
         x->n_leases--;
         cb(ud, &l->table);
@@ -571,12 +607,16 @@ static bool layout_matches(const exec_kv_layout_t *a, uint32_t n_layers, uint32_
            a->seg_bytes == seg_bytes;
 }
 
-/* Streams the layers of ids[0..n) of a PULLING lease. ST_OK or an I/O status. */
+/* Streams the layers of ids[0..n) of a PULLING lease. ST_OK or an I/O status.
+ * Each segment is hashed and then handed to writev within SEND_BATCH bytes, so the kernel's
+ * copy reads it from cache; the layer's digest follows its data (a trailer). */
+#define SEND_BATCH (512u << 10)
+#define RECV_BATCH (512u << 10)
 static int serve_layers(kvx_t *x, int fd, const uint32_t *ids, uint32_t n, uint64_t *bytes,
                         uint64_t *digest)
 {
     const exec_kv_layout_t *L = &x->lay;
-    uint8_t h[HDR_LEN + 16];
+    uint8_t h[HDR_LEN + 16], tr[8];
     put_hdr(h, T_PULL_OK, 16);
     put_u32(h + HDR_LEN, L->n_layers);
     put_u32(h + HDR_LEN + 4, n);
@@ -584,12 +624,10 @@ static int serve_layers(kvx_t *x, int fd, const uint32_t *ids, uint32_t n, uint6
     int rc = send_buf(fd, h, HDR_LEN + 16);
     if (rc != ST_OK)
         return rc;
-    struct iovec *iov = sy_malloc(((size_t)2 * n + 1) * sizeof *iov);
-    if (!iov)
-        return ST_NOMEM;
+    struct iovec *iov = sy_malloc((IOV_BATCH + 2) * sizeof *iov);
     XXH64_state_t *all = XXH64_createState();
     XXH64_state_t *one = XXH64_createState();
-    if (!all || !one) {
+    if (!iov || !all || !one) {
         rc = ST_NOMEM;
         goto done;
     }
@@ -597,27 +635,37 @@ static int serve_layers(kvx_t *x, int fd, const uint32_t *ids, uint32_t n, uint6
     uint64_t data = 2 * (uint64_t)n * L->seg_bytes;
     for (uint32_t layer = 0; layer < L->n_layers && rc == ST_OK; layer++) {
         XXH64_reset(one, 0);
-        int k = 1;
-        for (uint32_t b = 0; b < n && L->seg_bytes; b++) {
-            for (uint32_t w = 0; w < 2; w++) {
+        put_hdr(h, T_LAYER, (uint32_t)(8 + data + 8));
+        put_u32(h + HDR_LEN, layer);
+        put_u32(h + HDR_LEN + 4, n);
+        int k = 0;
+        size_t batch = 0;
+        iov[k].iov_base = h;
+        iov[k++].iov_len = HDR_LEN + 8;
+        for (uint32_t b = 0; b < n && L->seg_bytes && rc == ST_OK; b++) {
+            for (uint32_t w = 0; w < 2 && rc == ST_OK; w++) {
                 void *seg = exec_kv_segment(x->exec, layer, ids[b], w);
                 if (!seg) {
                     rc = ST_STATE;
                     goto done;
                 }
                 XXH64_update(one, seg, L->seg_bytes);
-                XXH64_update(all, seg, L->seg_bytes);
                 iov[k].iov_base = seg;
-                iov[k].iov_len = L->seg_bytes;
-                k++;
+                iov[k++].iov_len = L->seg_bytes;
+                batch += L->seg_bytes;
+                if (batch >= SEND_BATCH || k >= IOV_BATCH) {
+                    rc = send_iov(fd, iov, k);
+                    k = 0;
+                    batch = 0;
+                }
             }
         }
-        put_hdr(h, T_LAYER, (uint32_t)(16 + data));
-        put_u32(h + HDR_LEN, layer);
-        put_u32(h + HDR_LEN + 4, n);
-        put_u64(h + HDR_LEN + 8, XXH64_digest(one));
-        iov[0].iov_base = h;
-        iov[0].iov_len = HDR_LEN + 16;
+        if (rc != ST_OK)
+            break;
+        put_u64(tr, XXH64_digest(one));
+        XXH64_update(all, tr, sizeof tr);
+        iov[k].iov_base = tr;
+        iov[k++].iov_len = sizeof tr;
         rc = send_iov(fd, iov, k);
         *bytes += data;
     }
@@ -675,16 +723,10 @@ static int handle_pull(kvx_t *x, int fd, const uint8_t *p, uint32_t len)
     int code = 0;
     pthread_mutex_lock(&x->mu);
     lease_t *l = lease_find(x, id, id_len);
-    if (!l) {
-        code = was_expired(x, id, id_len) ? KVX_E_EXPIRED : KVX_E_UNKNOWN;
+    if (!l || l->state != L_ACTIVE) {
+        code = !l ? ended_code(x, id, id_len) : l->state == L_PULLING ? KVX_E_BUSY : KVX_E_DONE;
         snprintf(msg, sizeof msg, "lease '%.*s' %s", (int)(id_len > 100 ? 100 : id_len), id,
-                 code == KVX_E_EXPIRED ? "expired (or was already released)" : "is unknown");
-    } else if (l->state == L_PULLING) {
-        code = KVX_E_BUSY;
-        snprintf(msg, sizeof msg, "lease '%s' is being pulled by another connection", l->id);
-    } else if (l->state != L_ACTIVE) {
-        code = KVX_E_DONE;
-        snprintf(msg, sizeof msg, "lease '%s' was already pulled or released", l->id);
+                 code_text(code));
     } else {
         for (uint32_t i = 0; i < n && !code; i++) {
             bool in = false;
@@ -745,7 +787,7 @@ static int handle_release(kvx_t *x, int fd, const uint8_t *p, uint32_t len)
     pthread_mutex_lock(&x->mu);
     lease_t *l = lease_find(x, id, id_len);
     if (!l) {
-        code = was_expired(x, id, id_len) ? KVX_E_EXPIRED : KVX_E_UNKNOWN;
+        code = ended_code(x, id, id_len);
     } else if (l->state == L_PULLING) {
         code = KVX_E_BUSY;
     } else if (l->state == L_RELEASED) {
@@ -756,12 +798,8 @@ static int handle_release(kvx_t *x, int fd, const uint8_t *p, uint32_t len)
     }
     pthread_mutex_unlock(&x->mu);
     if (code) {
-        snprintf(msg, sizeof msg, "cannot release lease '%.*s': %s",
-                 (int)(id_len > 100 ? 100 : id_len), id,
-                 code == KVX_E_BUSY      ? "a pull is in progress"
-                 : code == KVX_E_DONE    ? "already released"
-                 : code == KVX_E_EXPIRED ? "expired"
-                                         : "unknown");
+        snprintf(msg, sizeof msg, "cannot release lease '%.*s': it %s",
+                 (int)(id_len > 100 ? 100 : id_len), id, code_text(code));
         send_err(fd, code, msg);
         return ST_OK;
     }
@@ -806,6 +844,19 @@ static void *conn_main(void *arg)
             break;
     }
     sy_free(buf);
+    /* let an ERR frame reach a peer that is still sending: stop writing, drain what it sent
+     * (bounded: 1 MiB or the io timeout), then close - a close with unread input would reset
+     * the connection and could destroy the ERR before the peer reads it */
+    shutdown(s->fd, SHUT_WR);
+    char sink[4096];
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (size_t drained = 0; drained < (1u << 20) && !atomic_load(&x->stop);) {
+        ssize_t r = recv(s->fd, sink, sizeof sink, 0);
+        if (r <= 0)
+            break;
+        drained += (size_t)r;
+    }
     pthread_mutex_lock(&x->mu);
     close(s->fd);
     s->fd = -1;
@@ -963,9 +1014,11 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
     size_t il = strlen(j->lease_id);
     size_t plen = 2 + il + 24 + 4 * (size_t)j->n_blocks;
     uint8_t *b = sy_malloc(HDR_LEN + plen);
+    struct iovec *iov = sy_malloc(IOV_BATCH * sizeof *iov);
+    void **seg_at = sy_malloc(IOV_BATCH * sizeof *seg_at);
     XXH64_state_t *all = XXH64_createState();
     XXH64_state_t *one = XXH64_createState();
-    if (!b || !all || !one) {
+    if (!b || !iov || !seg_at || !all || !one) {
         rc = ST_NOMEM;
         errf(j->err, sizeof j->err, "out of memory");
         goto done;
@@ -1011,34 +1064,54 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
     uint64_t data = 2 * (uint64_t)j->n_blocks * L->seg_bytes;
     for (uint32_t layer = 0; layer < L->n_layers; layer++) {
         if ((rc = recv_hdr(fd, &type, &len, &code)) != ST_OK || type != T_LAYER ||
-            len != 16 + data || (rc = recv_all(fd, h, 16)) != ST_OK || get_u32(h) != layer ||
+            len != 8 + data + 8 || (rc = recv_all(fd, h, 8)) != ST_OK || get_u32(h) != layer ||
             get_u32(h + 4) != j->n_blocks) {
             rc = rc == ST_OK ? ST_PROTO : rc;
             errf(j->err, sizeof j->err, "layer %u frame missing or malformed (%s)", layer,
                  st_str(rc));
             goto done;
         }
+        /* straight into our pool; each segment hashed while it is in cache, so the digest is
+         * of the bytes as they landed in the consumer's own storage */
         XXH64_reset(one, 0);
-        for (uint32_t i = 0; i < j->n_blocks && L->seg_bytes; i++) {
-            for (uint32_t k = 0; k < 2; k++) {
-                void *seg = exec_kv_segment(x->exec, layer, j->local_ids[i], k);
+        uint32_t n_segs = L->seg_bytes ? 2 * j->n_blocks : 0;
+        for (uint32_t at = 0; at < n_segs;) {
+            /* a batch of up to RECV_BATCH bytes with one recvmsg, then hashed from cache */
+            int k = 0;
+            size_t batch = 0;
+            for (; at + (uint32_t)k < n_segs && k < IOV_BATCH && batch < RECV_BATCH; k++) {
+                uint32_t sq = at + (uint32_t)k;
+                void *seg = exec_kv_segment(x->exec, layer, j->local_ids[sq / 2], sq % 2);
                 if (!seg) {
                     rc = ST_STATE;
-                    errf(j->err, sizeof j->err, "local block %u out of range", j->local_ids[i]);
+                    errf(j->err, sizeof j->err, "local block %u out of range",
+                         j->local_ids[sq / 2]);
                     goto done;
                 }
-                if ((rc = recv_all(fd, seg, L->seg_bytes)) != ST_OK) {
-                    errf(j->err, sizeof j->err, "transfer cut in layer %u: %s", layer, st_str(rc));
-                    goto done;
-                }
-                XXH64_update(one, seg, L->seg_bytes);
+                iov[k].iov_base = seg;
+                iov[k].iov_len = L->seg_bytes;
+                seg_at[k] = seg;
+                batch += L->seg_bytes;
             }
+            if ((rc = recv_iov(fd, iov, k)) != ST_OK) {
+                errf(j->err, sizeof j->err, "transfer cut in layer %u: %s", layer, st_str(rc));
+                goto done;
+            }
+            for (int hq = 0; hq < k; hq++)
+                XXH64_update(one, seg_at[hq], L->seg_bytes);
+            at += (uint32_t)k;
         }
-        if (XXH64_digest(one) != get_u64(h + 8)) {
+        uint8_t tr[8];
+        if ((rc = recv_all(fd, tr, 8)) != ST_OK) {
+            errf(j->err, sizeof j->err, "transfer cut in layer %u: %s", layer, st_str(rc));
+            goto done;
+        }
+        if (XXH64_digest(one) != get_u64(tr)) {
             rc = ST_PROTO;
             errf(j->err, sizeof j->err, "integrity check failed in layer %u", layer);
             goto done;
         }
+        XXH64_update(all, tr, sizeof tr);
         j->res.bytes += data;
     }
     uint8_t e[8];
@@ -1048,12 +1121,6 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
         errf(j->err, sizeof j->err, "end frame missing");
         goto done;
     }
-    /* the KV digest, re-read from our own pool: what the decode will attend to */
-    for (uint32_t layer = 0; layer < L->n_layers && L->seg_bytes; layer++)
-        for (uint32_t i = 0; i < j->n_blocks; i++)
-            for (uint32_t k = 0; k < 2; k++)
-                XXH64_update(all, exec_kv_segment(x->exec, layer, j->local_ids[i], k),
-                             L->seg_bytes);
     j->res.digest = XXH64_digest(all);
     if (j->res.digest != get_u64(e)) {
         rc = ST_PROTO;
@@ -1078,6 +1145,8 @@ done:
     XXH64_freeState(all);
     XXH64_freeState(one);
     sy_free(b);
+    sy_free(iov);
+    sy_free(seg_at);
     register_fd(x, w, -1);
     close(fd);
     return rc;

@@ -28,11 +28,12 @@
  *   PULL     (1, consumer->producer) u8 release_after, u8 id_len, id, u32 n_layers,
  *            u32 block_size, u32 dtype, u64 seg_bytes, u32 n_blocks, n_blocks x u32 block id
  *   PULL_OK  (2) u32 n_layers, u32 n_blocks, u64 seg_bytes
- *   LAYER    (3) u32 layer, u32 n_blocks, u64 xxh64 of the data; then the data: per block K then
- *            V, seg_bytes each (the payload length counts the 16-byte prefix and the data).
- *            Sent with writev straight from the KV pool and received straight into it (no
- *            staging copy); one frame per layer, in layer order.
- *   END      (4) u64 xxh64 over all data of all layers (the KV digest)
+ *   LAYER    (3) u32 layer, u32 n_blocks, the data (per block K then V, seg_bytes each), then a
+ *            u64 xxh64 of the data (a trailer: the producer hashes each segment right before
+ *            the kernel copies it, the consumer right after it landed in its pool, both while
+ *            it is in cache). Sent with writev straight from the KV pool and received straight
+ *            into it (no staging copy); one frame per layer, in layer order.
+ *   END      (4) u64 KV digest: xxh64 over the layer digests (8 bytes each, little-endian)
  *   ERR      (5) u16 code (kvx_err_t), u16 len, message
  *   RELEASE  (6, consumer->producer) u8 id_len, id   -> ACK (7) or ERR
  * Control frames are at most KVX_MAX_CTRL bytes; anything else (bad magic or version, unknown
@@ -152,7 +153,7 @@ typedef struct kvx_job_result {
     const char *error; /* message (borrowed from the job) */
     uint64_t bytes;    /* KV bytes received (modelled bytes for the sim) */
     double seconds;    /* wall time of the pull, modelled delay included */
-    uint64_t digest;   /* xxh64 of the written blocks, re-read from the consumer's own pool */
+    uint64_t digest;   /* the KV digest (END), as computed over the consumer's own pool */
 } kvx_job_result_t;
 
 /* Queues a pull (or, with n_blocks 0, a release). A release job is fire-and-forget (it never

@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -152,6 +153,8 @@ typedef struct sim_exec {
     double mean_out;
     int32_t eos;
     uint32_t num_blocks, block_size;
+    char *pool;   /* kv_storage: (kv_layers, num_blocks, 2, seg) */
+    uint64_t seg; /* bytes of one K or V segment */
     /* word w, variant v (0 bare, 1 with a leading space): tokens[off[2w+v] .. off[2w+v+1]) */
     int32_t *tokens;
     uint32_t off[2 * N_WORDS + 1];
@@ -311,7 +314,16 @@ static void sim_destroy(exec_t *e)
 {
     sim_exec_t *x = (sim_exec_t *)e;
     sy_free(x->tokens);
+    sy_free(x->pool);
     sy_free(x);
+}
+
+static void *sim_kv_segment(exec_t *e, uint32_t layer, uint32_t block, uint32_t which)
+{
+    sim_exec_t *x = (sim_exec_t *)e;
+    if (!x->pool || layer >= x->profile->kv_layers || block >= x->num_blocks || which > 1)
+        return NULL;
+    return x->pool + (((uint64_t)layer * x->num_blocks + block) * 2 + which) * x->seg;
 }
 
 static void sim_kv_layout(const exec_t *e, exec_kv_layout_t *out)
@@ -321,8 +333,8 @@ static void sim_kv_layout(const exec_t *e, exec_kv_layout_t *out)
         .n_layers = x->profile->kv_layers,
         .block_size = x->block_size,
         .num_blocks = x->num_blocks,
-        .dtype = EXEC_KV_NONE,
-        .seg_bytes = 0,
+        .dtype = x->pool ? EXEC_KV_F16 : EXEC_KV_NONE,
+        .seg_bytes = x->pool ? x->seg : 0,
         .model_bytes_per_block = x->profile->kv_bytes_per_token * x->block_size,
         .time_scale = x->speed,
     };
@@ -334,7 +346,7 @@ static const exec_vtable_t k_sim_vt = {
     .seq_done = sim_seq_done,
     .destroy = sim_destroy,
     .kv_layout = sim_kv_layout,
-    .kv_segment = NULL, /* no storage */
+    .kv_segment = sim_kv_segment,
 };
 
 exec_t *sim_exec_create(const sim_config_t *cfg)
@@ -351,6 +363,16 @@ exec_t *sim_exec_create(const sim_config_t *cfg)
     x->eos = tok_eos(cfg->tok);
     x->num_blocks = cfg->num_blocks;
     x->block_size = cfg->block_size ? cfg->block_size : 16;
+    if (cfg->kv_storage && x->num_blocks) {
+        x->seg = x->profile->kv_bytes_per_token * x->block_size / (2u * x->profile->kv_layers);
+        uint64_t bytes = (uint64_t)x->profile->kv_layers * x->num_blocks * 2 * x->seg;
+        if (bytes > SIZE_MAX / 2 || !(x->pool = sy_malloc((size_t)bytes))) {
+            sy_error("sim_exec.kv_storage", "bytes=%llu status=%s", (unsigned long long)bytes,
+                     st_str(ST_NOMEM));
+            goto fail;
+        }
+        memset(x->pool, 0x5a, (size_t)bytes); /* touch every page: transfers read real memory */
+    }
 
     size_t total = 0;
     for (size_t w = 0; w < N_WORDS; w++)

@@ -14,6 +14,8 @@
  * after a seeded length (at least min_tokens); otherwise it runs to max_tokens.
  * KV transfers (executor.h kv_layout): no storage (seg_bytes 0); model_bytes_per_block =
  * kv_bytes_per_token x block_size of the profile, so the connector can model the transfer time.
+ * With kv_storage the sim holds a real pool of that size (per layer and block, K then V of
+ * kv_bytes_per_token x block_size / (2 x kv_layers) bytes each) that transfers read and write.
  * Does not: apply presence/frequency/repetition penalties (ignored), or compute logprobs (no
  * distribution exists: every logprobs entry of execute has valid = false, so the engine core
  * fails a request that asked for them; the API refuses such requests before, naming --model).
@@ -49,6 +51,9 @@ typedef struct sim_config {
     double mean_output_tokens;       /* mean of the seeded EOS length when ignore_eos is false,
                                         default 128 */
     uint32_t num_blocks, block_size; /* the block manager's (for the KV layout) */
+    bool kv_storage; /* keep real KV bytes (the profile's kv_bytes_per_token per token slot,
+                        filled with a fixed pattern, never computed) so that KV transfers move
+                        real data: for transfer benchmarks; default off */
 } sim_config_t;
 
 /* Returns an owned executor (free with exec_destroy) or NULL. */

@@ -653,6 +653,16 @@ int up_engine_argv(const up_config_t *c, size_t i, const char *exe, const up_add
         arg(&b, j.data ? j.data : "");
         sy_buf_deinit(&j);
     }
+    /* a prefill or decode engine takes part in P/D: the TcpConnector on a free port (the
+     * engine reports it in kv_transfer_params), unless its args configure one */
+    bool own_kvt = false;
+    for (size_t k = 0; k < e->args.n; k++)
+        own_kvt |= strcmp(e->args.v[k], "--kv-transfer-config") == 0;
+    if (e->role != UP_ROLE_BOTH && !own_kvt) {
+        arg(&b, "--kv-transfer-config");
+        arg(&b, "{\"kv_connector\":\"TcpConnector\",\"kv_role\":\"kv_both\",\"kv_port\":0,"
+                "\"kv_ip\":\"127.0.0.1\"}");
+    }
     for (size_t k = 0; k < e->args.n; k++)
         arg(&b, e->args.v[k]);
     return b.rc;

@@ -17,7 +17,9 @@
  *       sim: true                # simulated executor (default: true unless `model` is given)
  *       sim_profile: a100-llama3-8b
  *       sim_speed: 1
- *       role: both               # both (default), prefill or decode: passed to the gateway
+ *       role: both               # both (default), prefill or decode: passed to the gateway;
+ *                                # prefill and decode engines also get --kv-transfer-config
+ *                                # (TcpConnector, kv_both, a free kv_port) unless args set one
  *       kv_events: true          # publish KV events over ZMQ (default true)
  *       args: []                 # extra engine arguments, appended last
  *     - model: /models/tiny.gguf # a real model on the CPU executor
@@ -130,6 +132,7 @@ void up_engine_name(size_t i, char *out, size_t cap);
  *   EXE engine (--sim --sim-profile P --sim-speed X | --model FILE) --host 127.0.0.1
  *       --port PORT --served-model-name MODEL [--block-size N]
  *       [--kv-events-config {"enable_kv_cache_events":true,...,"endpoint":"tcp://ANY:KV",...}]
+ *       [--kv-transfer-config {"kv_connector":"TcpConnector",...}]   (role prefill or decode)
  *       ARGS...
  * where ANY is the literal "*" (the publisher binds every interface, as vLLM does).
  * exe and a are borrowed. ST_OK, ST_INVAL (i out of range) or ST_NOMEM. */

@@ -304,6 +304,25 @@ static void test_engine_argv(void **state)
     up_strv_deinit(&v);
     assert_int_equal(up_engine_argv(&c, 3, "/bin/sy", &a, &v), ST_INVAL);
     up_strv_deinit(&v);
+    up_config_deinit(&c);
+
+    /* prefill and decode engines get the TcpConnector on a free port, unless args set one */
+    y = "engines:\n  - {role: prefill, kv_events: false}\n"
+        "  - {role: decode, kv_events: false, args: [--kv-transfer-config, X]}\n"
+        "  - {kv_events: false}\n";
+    assert_int_equal(parse(y, &c, err, sizeof err), ST_OK);
+    const char *kvt = "--kv-transfer-config {\"kv_connector\":\"TcpConnector\",\"kv_role\":"
+                      "\"kv_both\",\"kv_port\":0,\"kv_ip\":\"127.0.0.1\"}";
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(up_engine_argv(&c, i, "/bin/sy", &a, &v), ST_OK);
+        join(&v, s, sizeof s);
+        if (i == 0)
+            assert_non_null(strstr(s, kvt));
+        else
+            assert_null(strstr(s, kvt));
+        up_strv_deinit(&v);
+    }
+    assert_non_null(strstr(s, "--served-model-name"));
     char name[16];
     up_engine_name(0, name, sizeof name);
     assert_string_equal(name, "engine1");
