@@ -8,8 +8,10 @@
 # prompts and the per-request threshold header decide as documented, the gateway's P/D metrics,
 # and the failure paths: prefill answers garbage / null parameters / too slowly -> local prefill on
 # the decode engine (200), the client going away mid-prefill, policy retry with a dead prefill
-# endpoint -> served with the other one's KV, the prefill engine killed -> 200 by local prefill,
-# every decode engine dead -> 502/503 quickly, never a hang. 127.0.0.1 only, bounded waits.
+# endpoint -> served with the other one's KV, the decider reading the decode engine's prefix cache
+# (KV events: a repeated prompt stays decode-only), the prefill engine killed -> 200 by local
+# prefill, every decode engine dead -> 502/503 quickly, never a hang. 127.0.0.1 only, bounded
+# waits.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODEL=sim/pd
@@ -347,6 +349,35 @@ metric_is "retry policy: connect failures counted" "$GR" switchyard_gateway_pref
     reason=connect -- '==' 2
 metric_is "retry policy: path prefill_retry" "$GR" switchyard_gateway_pd_requests_total \
     path=prefill_retry -- '==' 2
+
+# ---------------------------------------------------------------------------------------------
+# gateway K: the decider reads the decode engine's prefix cache (precise index from KV events):
+# once D2 holds the prompt's blocks, the same prompt is uncached < 16 there -> decode-only
+
+KEV=$(sy_free_port)
+kp=$(sy_free_port)
+sy_start_engine d2 --served-model-name "$MODEL" --sim-speed 10 --log-level warn \
+    --kv-transfer-config "{\"kv_connector\":\"TcpConnector\",\"kv_role\":\"kv_both\",\"kv_port\":$kp}" \
+    --kv-events-config "{\"enable_kv_cache_events\":true,\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:$KEV\",\"topic\":\"kv@d2@$MODEL\"}"
+D2_URL=$SY_URL
+start_gateway k --scheduler pd --endpoint "$P2_URL,role=prefill" \
+    --endpoint "$D2_URL,role=decode,kv-events=tcp://127.0.0.1:$KEV"
+GK=$GURL
+KBODY=$(body_long ',"cache_salt":"k"')
+sy_http POST "$GK/v1/completions" "$KBODY"
+sy_assert_status "prefix-aware decider: first request" 200
+check_pd "first request: nothing cached on D2 -> prefill-decode" \
+    "d['path'] == 'prefill_decode' and d['cachedTokens'] == 0"
+pd_cached_on_d2() {
+    sy_http POST "$GK/v1/completions" "$KBODY"
+    [ "$SY_STATUS" == 200 ] && [ "$(decision_pd "d['decision'] == 'decode-only'")" == "True" ]
+}
+if sy_wait_until 10 pd_cached_on_d2; then
+    check_pd "the same prompt once D2 holds its blocks: decode-only, cachedTokens from the index" \
+        "d['path'] == 'decode_only' and d['cachedTokens'] >= 16 * ((d['promptTokens'] - 1) // 16) and d['uncachedTokens'] < 16"
+else
+    sy_not_ok "the same prompt once D2 holds its blocks: decode-only" "$(hdr x-switchyard-decision)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # gateway A again: the prefill engine dies -> local prefill; the decode engine dies -> 502/503
