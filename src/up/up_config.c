@@ -421,6 +421,7 @@ static int load_gateway(parse_ctx_t *p, yaml_node_t *m, up_config_t *c)
             c->gateway_port = (int)x;
         } else if (strcmp(key, "scheduler") == 0) {
             rc = get_str(p, v, key, c->scheduler, sizeof c->scheduler);
+            c->scheduler_set = true;
         } else if (strcmp(key, "config") == 0) {
             rc = get_path(p, v, key, c->gateway_config, sizeof c->gateway_config);
         } else if (strcmp(key, "tokenizer") == 0) {
@@ -518,8 +519,14 @@ int up_config_parse(const char *text, size_t len, const char *name, const char *
     }
     parse_ctx_t p = {.doc = &doc, .name = name, .base_dir = base_dir, .err = err, .errlen = errlen};
     rc = load_root(&p, c);
-    if (rc != ST_OK)
+    if (rc != ST_OK) {
         up_config_deinit(c);
+    } else if (!c->scheduler_set) {
+        /* engines with P/D roles: the gateway's P/D profile handler by default */
+        for (size_t i = 0; i < c->n_engines; i++)
+            if (c->engines[i].role != UP_ROLE_BOTH)
+                snprintf(c->scheduler, sizeof c->scheduler, "pd");
+    }
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return rc;

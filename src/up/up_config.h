@@ -8,7 +8,8 @@
  *   ready_timeout: 60            # optional: seconds each child gets to become ready
  *   gateway:                     # optional mapping
  *     port: 8080                 # 0 = a free port; default 8080
- *     scheduler: default         # built-in scheduler name, or
+ *     scheduler: default         # built-in scheduler name (default: "default", or "pd" when
+ *                                # an engine has role prefill or decode), or
  *     config: sched.yaml         # an EndpointPickerConfig file (overrides scheduler)
  *     tokenizer: builtin         # default: builtin, or the first engine's model file
  *     args: ["--debug-scores"]   # extra arguments, appended last
@@ -88,8 +89,9 @@ typedef struct up_config {
     char hash_seed[32];  /* PYTHONHASHSEED of the children; "" = not set by the file */
     unsigned block_size; /* 0 = the children's default */
     double ready_timeout;
-    int gateway_port; /* 0 = a free port */
-    char scheduler[64];
+    int gateway_port;   /* 0 = a free port */
+    char scheduler[64]; /* default "default", or "pd" when an engine has role prefill/decode */
+    bool scheduler_set; /* the file named one */
     char gateway_config[UP_PATH_MAX]; /* "" = use scheduler */
     char tokenizer[UP_PATH_MAX];      /* "" = builtin, or the first model engine's file */
     up_strv_t gateway_args;

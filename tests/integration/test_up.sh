@@ -265,7 +265,27 @@ out=$("$SY_BIN" up --scheduler nope 2>&1)
     sy_not_ok "unknown scheduler" "$out"
 out=$("$SY_BIN" up --dry-run "$SY_SOURCE_DIR/deploy/cluster/pd.yaml" 2>&1)
 [ $? -eq 0 ] && [ "$(grep -c ' engine --sim ' <<<"$out")" -eq 3 ] &&
-    grep -q ' gateway .*role=prefill .*role=decode .*role=decode --debug-scores' <<<"$out" &&
-    sy_ok "--dry-run prints the P/D example's command lines with roles" || sy_not_ok "dry run" "$out"
+    grep -q ' gateway .*--scheduler pd .*role=prefill .*role=decode .*role=decode --debug-scores' <<<"$out" &&
+    [ "$(grep -c 'kv-transfer-config .*TcpConnector' <<<"$out")" -eq 3 ] &&
+    sy_ok "--dry-run prints the P/D example's command lines: roles, the pd scheduler, TcpConnectors" ||
+    sy_not_ok "dry run" "$out"
+
+# the P/D example runs: a long prompt goes prefill -> decode through the gateway
+PDLOG=$SY_TMP/pd-up
+mkdir -p "$PDLOG"
+sy_bg "$SY_TMP/pd-up.out" "$SY_BIN" up "$SY_SOURCE_DIR/deploy/cluster/pd.yaml" --log-dir "$PDLOG"
+PDUP=$SY_BG_PID
+pd_ready() { grep -q '^ready: http' "$SY_TMP/pd-up.out"; }
+if sy_wait_until 30 pd_ready; then
+    PDURL=$(sed -n 's/^ready: \(http:[^ ]*\).*/\1/p' "$SY_TMP/pd-up.out" | head -n 1)
+    LONG=$(printf 'pd %0400d' 0)
+    sy_http POST "$PDURL/v1/completions" "{\"model\":\"sim-llama\",\"prompt\":\"$LONG\",\"max_tokens\":4}" \
+        -H 'Content-Type: application/json'
+    sy_assert_status "pd.yaml: a long prompt through the P/D gateway: 200" 200
+    sy_check "pd.yaml: the gateway took the prefill-decode path" grep -qi '^x-switchyard-prefill-endpoint:' "$SY_HDRS"
+else
+    sy_not_ok "pd.yaml cluster did not become ready" "$(tail -n 20 "$SY_TMP/pd-up.out")"
+fi
+sy_stop_pid "$PDUP" >/dev/null
 
 sy_finish

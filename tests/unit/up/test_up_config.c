@@ -323,6 +323,7 @@ static void test_engine_argv(void **state)
         up_strv_deinit(&v);
     }
     assert_non_null(strstr(s, "--served-model-name"));
+    assert_string_equal(c.scheduler, "pd");
     char name[16];
     up_engine_name(0, name, sizeof name);
     assert_string_equal(name, "engine1");
@@ -343,7 +344,7 @@ static void test_gateway_argv(void **state)
     assert_int_equal(up_gateway_argv(&c, "/bin/sy", 9000, eps, &v), ST_OK);
     join(&v, s, sizeof s);
     /* a model engine's file is the gateway's tokenizer unless the file names one */
-    assert_string_equal(s, "/bin/sy gateway --host 127.0.0.1 --port 9000 --scheduler default "
+    assert_string_equal(s, "/bin/sy gateway --host 127.0.0.1 --port 9000 --scheduler pd "
                            "--tokenizer /x/t.gguf "
                            "--endpoint http://127.0.0.1:4001,kv-events=tcp://127.0.0.1:5001,"
                            "role=prefill "
@@ -419,6 +420,7 @@ static void test_examples(void **state)
     assert_int_equal(up_config_engine_spec(&c, 0)->role, UP_ROLE_PREFILL);
     assert_int_equal(up_config_engine_spec(&c, 2)->role, UP_ROLE_DECODE);
     assert_int_equal(c.gateway_port, 0);
+    assert_string_equal(c.scheduler, "pd"); /* roles: the P/D handler unless a file names one */
     up_config_deinit(&c);
 }
 
