@@ -348,7 +348,7 @@ static void ev_stop_cb_dummy(ev_loop_t *loop, uint64_t id, void *udata)
     ev_stop(loop);
 }
 
-#define SSE_TOTAL (4u << 20)
+#define SSE_TOTAL (16u << 20)
 #define SSE_CHUNK 60000
 
 typedef struct tls_app {
@@ -451,6 +451,10 @@ static void cli_tick(ev_loop_t *loop, uint64_t id, void *udata)
 static int tcp_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    /* a small receive window (set before connect), so that the server's output backs up even
+     * where the kernel's TCP autotuning would otherwise buffer the whole stream */
+    int rcv = 64 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
