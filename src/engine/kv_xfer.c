@@ -876,7 +876,9 @@ static conn_slot_t *conn_slot(kvx_t *x)
         pthread_mutex_unlock(&x->mu);
         if (joinable) {
             pthread_join(s->th, NULL);
+            pthread_mutex_lock(&x->mu); /* kvx_stop reads used and fd under the lock */
             s->used = false;
+            pthread_mutex_unlock(&x->mu);
         }
         if (!s->used && !free_slot)
             free_slot = s;
@@ -902,12 +904,17 @@ static void *listen_main(void *arg)
             close(fd);
             continue;
         }
+        pthread_mutex_lock(&x->mu);
         s->x = x;
         s->fd = fd;
         s->done = false;
         s->used = true;
+        pthread_mutex_unlock(&x->mu);
         if (sy_thread_start(&s->th, conn_main, s) != ST_OK) {
+            pthread_mutex_lock(&x->mu);
             s->used = false;
+            s->fd = -1;
+            pthread_mutex_unlock(&x->mu);
             close(fd);
         }
     }
