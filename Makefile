@@ -46,4 +46,4 @@ clean:
 tsan:
 	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g -fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
 	cmake --build build/tsan -j$(JOBS)
-	cd build/tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest -L unit -R 'engine_core|sched|ev|metrics' --output-on-failure
+	cd build/tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest -L unit -R 'engine_core|sched|ev|metrics|kv_xfer' --output-on-failure

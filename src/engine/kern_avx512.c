@@ -43,14 +43,6 @@ static size_t min_sz(size_t a, size_t b)
     return a < b ? a : b;
 }
 
-INLINE float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 INLINE __mmask16 tail_mask(size_t n)
 {
     return (__mmask16)((1u << n) - 1u);

@@ -255,12 +255,41 @@ static int recv_iov(int fd, struct iovec *iov, int n)
     return ST_OK;
 }
 
-/* Reads a frame header: ST_OK with type and payload length, ST_PROTO (bad magic/version,
- * *code set), or an I/O status. */
-static int recv_hdr(int fd, uint8_t *type, uint32_t *len, int *code)
+/* recv_all with an overall deadline (monotonic ns): a peer that trickles bytes cannot hold the
+ * connection longer than that. ST_OK, ST_TIMEOUT or ST_CLOSED. */
+static int recv_by(int fd, void *p, size_t len, uint64_t deadline_ns)
+{
+    char *b = p;
+    while (len) {
+        uint64_t now = mono_ns();
+        if (now >= deadline_ns)
+            return ST_TIMEOUT;
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pf, 1, (int)((deadline_ns - now) / 1000000u) + 1);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            return pr == 0 ? ST_TIMEOUT : ST_CLOSED;
+        ssize_t r = recv(fd, b, len, MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+                continue;
+            return ST_CLOSED;
+        }
+        if (r == 0)
+            return ST_CLOSED;
+        b += r;
+        len -= (size_t)r;
+    }
+    return ST_OK;
+}
+
+/* Reads a frame header (by deadline_ns when nonzero): ST_OK with type and payload length,
+ * ST_PROTO (bad magic/version, *code set), or an I/O status. */
+static int recv_hdr_by(int fd, uint8_t *type, uint32_t *len, int *code, uint64_t deadline_ns)
 {
     uint8_t h[HDR_LEN];
-    int rc = recv_all(fd, h, sizeof h);
+    int rc = deadline_ns ? recv_by(fd, h, sizeof h, deadline_ns) : recv_all(fd, h, sizeof h);
     if (rc != ST_OK)
         return rc;
     if (memcmp(h, "SYKV", 4) != 0) {
@@ -274,6 +303,11 @@ static int recv_hdr(int fd, uint8_t *type, uint32_t *len, int *code)
     *type = h[5];
     *len = get_u32(h + 8);
     return ST_OK;
+}
+
+static int recv_hdr(int fd, uint8_t *type, uint32_t *len, int *code)
+{
+    return recv_hdr_by(fd, type, len, code, 0);
 }
 
 static int send_err(int fd, int code, const char *msg)
@@ -427,6 +461,11 @@ int kvx_config_parse(const char *text, kvx_config_t *out, char *err, size_t errl
             (rc = get_num(ex, "socket_buffer_bytes", 0, 1 << 30, &sb, err, errlen)) ||
             (rc = get_strn(ex, "advertise_host", out->host, sizeof out->host, err, errlen)))
             goto done;
+        rc = ST_INVAL;
+        if (ml != (double)(uint32_t)ml || pt != (double)(uint32_t)pt || sb != (double)(int)sb) {
+            errf(err, errlen, "max_leases, pull_threads and socket_buffer_bytes must be integers");
+            goto done;
+        }
         out->max_leases = (uint32_t)ml;
         out->pull_threads = (uint32_t)pt;
         out->sock_buf = (int)sb;
@@ -818,7 +857,10 @@ static void *conn_main(void *arg)
         uint8_t type = 0;
         uint32_t len = 0;
         int code = 0;
-        int rc = recv_hdr(s->fd, &type, &len, &code);
+        /* a whole control frame (and the wait for it) within io_timeout: slow or silent
+         * peers cannot hold one of the KVX_MAX_CONNS slots */
+        uint64_t deadline = mono_ns() + (uint64_t)(x->cfg.io_timeout_s * 1e9);
+        int rc = recv_hdr_by(s->fd, &type, &len, &code, deadline);
         if (rc == ST_PROTO) {
             send_err(s->fd, code,
                      code == KVX_E_VERSION ? "unsupported protocol version (this is version 1)"
@@ -837,7 +879,7 @@ static void *conn_main(void *arg)
         }
         sy_free(buf);
         buf = sy_malloc(len ? len : 1);
-        if (!buf || recv_all(s->fd, buf, len) != ST_OK)
+        if (!buf || recv_by(s->fd, buf, len, deadline) != ST_OK)
             break;
         rc = type == T_PULL ? handle_pull(x, s->fd, buf, len) : handle_release(x, s->fd, buf, len);
         if (rc != ST_OK)

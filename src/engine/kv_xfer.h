@@ -36,9 +36,11 @@
  *   END      (4) u64 KV digest: xxh64 over the layer digests (8 bytes each, little-endian)
  *   ERR      (5) u16 code (kvx_err_t), u16 len, message
  *   RELEASE  (6, consumer->producer) u8 id_len, id   -> ACK (7) or ERR
- * Control frames are at most KVX_MAX_CTRL bytes; anything else (bad magic or version, unknown
- * type, oversize, block ids outside the lease, layout mismatch) is answered with ERR and the
- * connection is closed; neither engine crashes.
+ * Control frames are at most KVX_MAX_CTRL bytes and must arrive whole within io_timeout_s (a
+ * trickling or silent peer is cut). A malformed frame (bad magic or version, unknown type,
+ * oversize, lengths that do not match) or a layout mismatch is answered with ERR and the
+ * connection is closed; a refused request (unknown, expired or busy lease, block ids outside
+ * the lease) is answered with ERR and the connection stays usable. Neither engine crashes.
  * The sim executor has no KV storage (seg_bytes 0): frames carry no data and the consumer then
  * sleeps the modelled time, latency + bytes / bandwidth (kv_connector_extra_config
  * sim_latency_ms, sim_bandwidth_gbps), divided by the sim speed.
