@@ -649,8 +649,8 @@ static bool layout_matches(const exec_kv_layout_t *a, uint32_t n_layers, uint32_
 /* Streams the layers of ids[0..n) of a PULLING lease. ST_OK or an I/O status.
  * Each segment is hashed and then handed to writev within SEND_BATCH bytes, so the kernel's
  * copy reads it from cache; the layer's digest follows its data (a trailer). */
-#define SEND_BATCH (512u << 10)
-#define RECV_BATCH (512u << 10)
+#define SEND_BATCH (2u << 20)
+#define RECV_BATCH (2u << 20)
 static int serve_layers(kvx_t *x, int fd, const uint32_t *ids, uint32_t n, uint64_t *bytes,
                         uint64_t *digest)
 {
@@ -664,16 +664,16 @@ static int serve_layers(kvx_t *x, int fd, const uint32_t *ids, uint32_t n, uint6
     if (rc != ST_OK)
         return rc;
     struct iovec *iov = sy_malloc((IOV_BATCH + 2) * sizeof *iov);
-    XXH64_state_t *all = XXH64_createState();
-    XXH64_state_t *one = XXH64_createState();
+    XXH3_state_t *all = XXH3_createState();
+    XXH3_state_t *one = XXH3_createState();
     if (!iov || !all || !one) {
         rc = ST_NOMEM;
         goto done;
     }
-    XXH64_reset(all, 0);
+    XXH3_64bits_reset(all);
     uint64_t data = 2 * (uint64_t)n * L->seg_bytes;
     for (uint32_t layer = 0; layer < L->n_layers && rc == ST_OK; layer++) {
-        XXH64_reset(one, 0);
+        XXH3_64bits_reset(one);
         put_hdr(h, T_LAYER, (uint32_t)(8 + data + 8));
         put_u32(h + HDR_LEN, layer);
         put_u32(h + HDR_LEN + 4, n);
@@ -688,7 +688,7 @@ static int serve_layers(kvx_t *x, int fd, const uint32_t *ids, uint32_t n, uint6
                     rc = ST_STATE;
                     goto done;
                 }
-                XXH64_update(one, seg, L->seg_bytes);
+                XXH3_64bits_update(one, seg, L->seg_bytes);
                 iov[k].iov_base = seg;
                 iov[k++].iov_len = L->seg_bytes;
                 batch += L->seg_bytes;
@@ -701,23 +701,23 @@ static int serve_layers(kvx_t *x, int fd, const uint32_t *ids, uint32_t n, uint6
         }
         if (rc != ST_OK)
             break;
-        put_u64(tr, XXH64_digest(one));
-        XXH64_update(all, tr, sizeof tr);
+        put_u64(tr, XXH3_64bits_digest(one));
+        XXH3_64bits_update(all, tr, sizeof tr);
         iov[k].iov_base = tr;
         iov[k++].iov_len = sizeof tr;
         rc = send_iov(fd, iov, k);
         *bytes += data;
     }
     if (rc == ST_OK) {
-        *digest = XXH64_digest(all);
+        *digest = XXH3_64bits_digest(all);
         uint8_t e[HDR_LEN + 8];
         put_hdr(e, T_END, 8);
         put_u64(e + HDR_LEN, *digest);
         rc = send_buf(fd, e, sizeof e);
     }
 done:
-    XXH64_freeState(all);
-    XXH64_freeState(one);
+    XXH3_freeState(all);
+    XXH3_freeState(one);
     sy_free(iov);
     return rc;
 }
@@ -1065,8 +1065,8 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
     uint8_t *b = sy_malloc(HDR_LEN + plen);
     struct iovec *iov = sy_malloc(IOV_BATCH * sizeof *iov);
     void **seg_at = sy_malloc(IOV_BATCH * sizeof *seg_at);
-    XXH64_state_t *all = XXH64_createState();
-    XXH64_state_t *one = XXH64_createState();
+    XXH3_state_t *all = XXH3_createState();
+    XXH3_state_t *one = XXH3_createState();
     if (!b || !iov || !seg_at || !all || !one) {
         rc = ST_NOMEM;
         errf(j->err, sizeof j->err, "out of memory");
@@ -1109,7 +1109,7 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
         errf(j->err, sizeof j->err, "unexpected answer to the pull (type %u)", type);
         goto done;
     }
-    XXH64_reset(all, 0);
+    XXH3_64bits_reset(all);
     uint64_t data = 2 * (uint64_t)j->n_blocks * L->seg_bytes;
     for (uint32_t layer = 0; layer < L->n_layers; layer++) {
         if ((rc = recv_hdr(fd, &type, &len, &code)) != ST_OK || type != T_LAYER ||
@@ -1122,7 +1122,7 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
         }
         /* straight into our pool; each segment hashed while it is in cache, so the digest is
          * of the bytes as they landed in the consumer's own storage */
-        XXH64_reset(one, 0);
+        XXH3_64bits_reset(one);
         uint32_t n_segs = L->seg_bytes ? 2 * j->n_blocks : 0;
         for (uint32_t at = 0; at < n_segs;) {
             /* a batch of up to RECV_BATCH bytes with one recvmsg, then hashed from cache */
@@ -1147,7 +1147,7 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
                 goto done;
             }
             for (int hq = 0; hq < k; hq++)
-                XXH64_update(one, seg_at[hq], L->seg_bytes);
+                XXH3_64bits_update(one, seg_at[hq], L->seg_bytes);
             at += (uint32_t)k;
         }
         uint8_t tr[8];
@@ -1155,12 +1155,12 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
             errf(j->err, sizeof j->err, "transfer cut in layer %u: %s", layer, st_str(rc));
             goto done;
         }
-        if (XXH64_digest(one) != get_u64(tr)) {
+        if (XXH3_64bits_digest(one) != get_u64(tr)) {
             rc = ST_PROTO;
             errf(j->err, sizeof j->err, "integrity check failed in layer %u", layer);
             goto done;
         }
-        XXH64_update(all, tr, sizeof tr);
+        XXH3_64bits_update(all, tr, sizeof tr);
         j->res.bytes += data;
     }
     uint8_t e[8];
@@ -1170,7 +1170,7 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
         errf(j->err, sizeof j->err, "end frame missing");
         goto done;
     }
-    j->res.digest = XXH64_digest(all);
+    j->res.digest = XXH3_64bits_digest(all);
     if (j->res.digest != get_u64(e)) {
         rc = ST_PROTO;
         errf(j->err, sizeof j->err, "KV digest mismatch after the transfer");
@@ -1191,8 +1191,8 @@ static int run_pull(kvx_t *x, uint32_t w, kvx_job_t *j)
     }
     rc = ST_OK;
 done:
-    XXH64_freeState(all);
-    XXH64_freeState(one);
+    XXH3_freeState(all);
+    XXH3_freeState(one);
     sy_free(b);
     sy_free(iov);
     sy_free(seg_at);

@@ -29,11 +29,11 @@
  *            u32 block_size, u32 dtype, u64 seg_bytes, u32 n_blocks, n_blocks x u32 block id
  *   PULL_OK  (2) u32 n_layers, u32 n_blocks, u64 seg_bytes
  *   LAYER    (3) u32 layer, u32 n_blocks, the data (per block K then V, seg_bytes each), then a
- *            u64 xxh64 of the data (a trailer: the producer hashes each segment right before
+ *            u64 XXH3-64 of the data (a trailer: the producer hashes each segment right before
  *            the kernel copies it, the consumer right after it landed in its pool, both while
  *            it is in cache). Sent with writev straight from the KV pool and received straight
  *            into it (no staging copy); one frame per layer, in layer order.
- *   END      (4) u64 KV digest: xxh64 over the layer digests (8 bytes each, little-endian)
+ *   END      (4) u64 KV digest: XXH3-64 over the layer digests (8 bytes each, little-endian)
  *   ERR      (5) u16 code (kvx_err_t), u16 len, message
  *   RELEASE  (6, consumer->producer) u8 id_len, id   -> ACK (7) or ERR
  * Control frames are at most KVX_MAX_CTRL bytes and must arrive whole within io_timeout_s (a

@@ -211,22 +211,22 @@ static void pattern_fill(fake_exec_t *f, uint32_t block, uint32_t salt)
  * xxh64 over those layer digests as 8-byte little-endian values. */
 static uint64_t expect_digest(fake_exec_t *f, const uint32_t *ids, uint32_t n)
 {
-    XXH64_state_t *all = XXH64_createState(), *one = XXH64_createState();
+    XXH3_state_t *all = XXH3_createState(), *one = XXH3_createState();
     assert_non_null(all);
     assert_non_null(one);
-    XXH64_reset(all, 0);
+    XXH3_64bits_reset(all);
     for (uint32_t l = 0; l < NL; l++) {
-        XXH64_reset(one, 0);
+        XXH3_64bits_reset(one);
         for (uint32_t b = 0; b < n; b++)
             for (uint32_t w = 0; w < 2; w++)
-                XXH64_update(one, seg_at(f, l, ids[b], w), f->lay.seg_bytes);
+                XXH3_64bits_update(one, seg_at(f, l, ids[b], w), f->lay.seg_bytes);
         uint8_t tr[8];
-        put_u64(tr, XXH64_digest(one));
-        XXH64_update(all, tr, sizeof tr);
+        put_u64(tr, XXH3_64bits_digest(one));
+        XXH3_64bits_update(all, tr, sizeof tr);
     }
-    uint64_t d = XXH64_digest(all);
-    XXH64_freeState(all);
-    XXH64_freeState(one);
+    uint64_t d = XXH3_64bits_digest(all);
+    XXH3_freeState(all);
+    XXH3_freeState(one);
     return d;
 }
 
@@ -1376,10 +1376,10 @@ static void fp_serve(fake_prod_t *f, int fd)
     }
     size_t data = 2 * (size_t)nb * SEG;
     uint8_t *d = malloc(data);
-    XXH64_state_t *all = XXH64_createState();
+    XXH3_state_t *all = XXH3_createState();
     if (!d || !all)
         abort(); /* not a cmocka assert: this is not the test's thread */
-    XXH64_reset(all, 0);
+    XXH3_64bits_reset(all);
     for (uint32_t l = 0; l < NL; l++) {
         for (size_t i = 0; i < data; i++)
             d[i] = (uint8_t)(i * 3 + l);
@@ -1393,19 +1393,19 @@ static void fp_serve(fake_prod_t *f, int fd)
         }
         fp_send(fd, d, data);
         uint8_t tr[8];
-        uint64_t dg = XXH64(d, data, 0);
+        uint64_t dg = XXH3_64bits(d, data);
         put_u64(tr, f->mode == FP_CORRUPT ? dg ^ 1 : dg);
-        XXH64_update(all, tr, 8);
+        XXH3_64bits_update(all, tr, 8);
         fp_send(fd, tr, 8);
         if (f->mode == FP_CORRUPT)
             break;
     }
     if (f->mode == FP_BAD_END) {
         put_hdr(b, 1, 4, 8);
-        put_u64(b + 12, XXH64_digest(all) + 1);
+        put_u64(b + 12, XXH3_64bits_digest(all) + 1);
         fp_send(fd, b, 20);
     }
-    XXH64_freeState(all);
+    XXH3_freeState(all);
     free(d);
     if (f->mode != FP_CUT)
         fp_linger(f, fd);
