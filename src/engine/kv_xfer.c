@@ -174,72 +174,25 @@ static void put_hdr(uint8_t *h, uint8_t type, uint32_t len)
     put_u32(h + 8, len);
 }
 
-/* Writes every byte of iov[0..n) (consumed in place). ST_OK, ST_TIMEOUT or ST_CLOSED. */
-static int send_iov(int fd, struct iovec *iov, int n)
+/* Writes (out) or reads every byte of iov[0..n), consumed in place: writev, or recvmsg with
+ * MSG_WAITALL. ST_OK, ST_TIMEOUT (the socket's timeout) or ST_CLOSED (EOF or error). */
+static int io_iov(int fd, struct iovec *iov, int n, bool out)
 {
-    while (n > 0) {
-        int cnt = n > IOV_BATCH ? IOV_BATCH : n;
-        ssize_t w = writev(fd, iov, cnt);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? ST_TIMEOUT : ST_CLOSED;
-        }
-        size_t left = (size_t)w;
-        while (n > 0 && left >= iov->iov_len) {
-            left -= iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0 && left) {
-            iov->iov_base = (char *)iov->iov_base + left;
-            iov->iov_len -= left;
-        }
+    for (;;) {
         while (n > 0 && iov->iov_len == 0) {
             iov++;
             n--;
         }
-    }
-    return ST_OK;
-}
-
-static int send_buf(int fd, const void *p, size_t len)
-{
-    struct iovec v = {.iov_base = (void *)p, .iov_len = len};
-    return len ? send_iov(fd, &v, 1) : ST_OK;
-}
-
-/* Reads exactly len bytes. ST_OK, ST_TIMEOUT, or ST_CLOSED (EOF or error). */
-static int recv_all(int fd, void *p, size_t len)
-{
-    char *b = p;
-    while (len) {
-        ssize_t r = recv(fd, b, len, MSG_WAITALL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
+        if (n == 0)
+            return ST_OK;
+        int cnt = n > IOV_BATCH ? IOV_BATCH : n;
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t r = out ? writev(fd, iov, cnt) : recvmsg(fd, &m, MSG_WAITALL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK ? ST_TIMEOUT : ST_CLOSED;
-        }
-        if (r == 0)
-            return ST_CLOSED;
-        b += r;
-        len -= (size_t)r;
-    }
-    return ST_OK;
-}
-
-/* Reads every byte of iov[0..n) (consumed in place). ST_OK, ST_TIMEOUT or ST_CLOSED. */
-static int recv_iov(int fd, struct iovec *iov, int n)
-{
-    while (n > 0) {
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)(n > IOV_BATCH ? IOV_BATCH : n)};
-        ssize_t r = recvmsg(fd, &m, MSG_WAITALL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? ST_TIMEOUT : ST_CLOSED;
-        }
-        if (r == 0)
+        if (r == 0 && !out)
             return ST_CLOSED;
         size_t left = (size_t)r;
         while (n > 0 && left >= iov->iov_len) {
@@ -252,7 +205,29 @@ static int recv_iov(int fd, struct iovec *iov, int n)
             iov->iov_len -= left;
         }
     }
-    return ST_OK;
+}
+
+static int send_iov(int fd, struct iovec *iov, int n)
+{
+    return io_iov(fd, iov, n, true);
+}
+
+static int recv_iov(int fd, struct iovec *iov, int n)
+{
+    return io_iov(fd, iov, n, false);
+}
+
+static int send_buf(int fd, const void *p, size_t len)
+{
+    struct iovec v = {.iov_base = (void *)p, .iov_len = len};
+    return send_iov(fd, &v, 1);
+}
+
+/* Reads exactly len bytes. ST_OK, ST_TIMEOUT, or ST_CLOSED (EOF or error). */
+static int recv_all(int fd, void *p, size_t len)
+{
+    struct iovec v = {.iov_base = p, .iov_len = len};
+    return recv_iov(fd, &v, 1);
 }
 
 /* recv_all with an overall deadline (monotonic ns): a peer that trickles bytes cannot hold the
