@@ -19,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MODELS=${SY_MODELS_DIR:-$SY_SOURCE_DIR/../shared/models}
 GGUF=$MODELS/stories260K.gguf
 KVC='{"kv_connector":"TcpConnector","kv_role":"kv_both","kv_port":0,"kv_ip":"127.0.0.1"}'
-KVC_SHORT='{"kv_connector":"TcpConnector","kv_role":"kv_both","kv_port":0,"kv_ip":"127.0.0.1","kv_connector_extra_config":{"lease_seconds":1,"io_timeout_seconds":2}}'
+KVC_SHORT='{"kv_connector":"TcpConnector","kv_role":"kv_both","kv_port":0,"kv_ip":"127.0.0.1","kv_connector_extra_config":{"lease_seconds":3,"io_timeout_seconds":2}}'
 
 # kv_params FILE : prints the kv_transfer_params object of a completion answer (JSON)
 kv_params() { sy_json_get "$1" "j['kv_transfer_params']"; }
@@ -155,10 +155,10 @@ sy_check "sim D pulled" test "$(path_count "$SD" pulled)" == "1.0"
 sy_check "sim D counts the modelled bytes (18 blocks x 2 MiB)" \
     test "$(sy_metric "$SD" switchyard:kv_transfer_bytes_total direction=in)" == "37748736.0"
 
-# b. the decode never comes: the lease expires (1 s) and its blocks are freed
+# b. the decode never comes: the lease expires (3 s) and its blocks are freed
 prefill 2
 sy_check "a lease holds 19 blocks" test "$(leased "$SP")" == "19.0"
-sy_wait_until 5 gauge_zero "$SP"
+sy_wait_until 10 gauge_zero "$SP"
 sy_check "the unclaimed lease expired and its blocks were freed" gauge_zero "$SP"
 sy_check "counted as expired" test "$(sy_metric "$SP" switchyard:kv_transfer_leases_total result=expired)" == "1.0"
 RC0=$(path_count "$SD" recomputed)
@@ -181,7 +181,7 @@ prefill 3
 BAD=$("$SY_PY" -c 'import json,sys; k=json.load(open(sys.argv[1])); k["remote_block_ids"]=[[26999+i for i in range(19)]]; print(json.dumps(k))' "$SY_TMP/kv_3.json")
 check_decode "block ids outside the lease (recomputed)" 3 "$BAD"
 sy_check "the producer named the bad block" grep -q 'not part of lease' "$SPLOG"
-sy_wait_until 5 gauge_zero "$SP"
+sy_wait_until 10 gauge_zero "$SP"
 sy_check "the refused lease still expires: leased blocks 0" gauge_zero "$SP"
 
 # e. a producer that cuts the transfer mid-way: the consumer recomputes
@@ -286,7 +286,7 @@ sy_json_check "the 400 names the field" "$SY_BODY" "'kv_transfer_params' in j['e
 check_decode "incomplete kv_transfer_params: computed locally" 7 '{"do_remote_prefill":true,"remote_host":"127.0.0.1"}'
 
 for u in "$SP" "$BP"; do
-    sy_wait_until 5 gauge_zero "$u"
+    sy_wait_until 10 gauge_zero "$u"
     sy_check "no lease left on $u" gauge_zero "$u"
 done
 sy_finish
