@@ -1176,6 +1176,17 @@ done:
     return rc;
 }
 
+/* Appends j to the FIFO (*head, *tail). x->mu held. */
+static void job_push(kvx_job_t **head, kvx_job_t **tail, kvx_job_t *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
 typedef struct worker_arg {
     kvx_t *x;
     uint32_t w;
@@ -1225,11 +1236,7 @@ static void *worker_main(void *arg)
                     j->host, j->port, st_str(j->res.status), j->err);
         }
         pthread_mutex_lock(&x->mu);
-        if (x->done_tail)
-            x->done_tail->next = j;
-        else
-            x->done_head = j;
-        x->done_tail = j;
+        job_push(&x->done_head, &x->done_tail, j);
         pthread_mutex_unlock(&x->mu);
         do_wake(x);
         pthread_mutex_lock(&x->mu);
@@ -1262,11 +1269,7 @@ kvx_job_t *kvx_job_submit(kvx_t *x, const kvx_pull_spec_t *spec)
         memcpy(j->local_ids, spec->local_ids, (size_t)spec->n_blocks * sizeof(uint32_t));
     }
     pthread_mutex_lock(&x->mu);
-    if (x->q_tail)
-        x->q_tail->next = j;
-    else
-        x->q_head = j;
-    x->q_tail = j;
+    job_push(&x->q_head, &x->q_tail, j);
     pthread_cond_signal(&x->cv);
     pthread_mutex_unlock(&x->mu);
     return j;
@@ -1437,11 +1440,7 @@ void kvx_stop(kvx_t *x)
         }
         j->res.status = ST_CLOSED;
         snprintf(j->err, sizeof j->err, "the connector is shutting down");
-        if (x->done_tail)
-            x->done_tail->next = j;
-        else
-            x->done_head = j;
-        x->done_tail = j;
+        job_push(&x->done_head, &x->done_tail, j);
     }
     x->q_head = x->q_tail = NULL;
 }
