@@ -37,10 +37,15 @@
 #include "common/log.h"
 #include "common/status.h"
 
+#define MX_NUM_MAX 32 /* a rendered value with its NUL */
+
 struct mx_series {
     mx_family_t *fam;
     struct mx_series *next;
-    char **values;            /* n_labels owned copies (raw, escaped at render) */
+    char **values;            /* n_labels owned copies (raw) */
+    char *lbl;                /* rendered "{k=\"v\",...}" (escaped, sorted), "" without labels */
+    char *lbl_pre, *lbl_post; /* histograms: the same split where le="..." goes, braces and
+                               * commas included: pre + le="X" + post */
     _Atomic uint64_t bits;    /* counter/gauge value as double bits */
     _Atomic uint64_t *counts; /* histograms: n_buckets + 1 non-cumulative counts */
     _Atomic uint64_t sum_bits;
@@ -57,6 +62,7 @@ struct mx_family {
     size_t *order; /* label indices sorted by name */
     double *buckets;
     size_t n_buckets;
+    char (*le)[MX_NUM_MAX]; /* histograms: n_buckets + 1 rendered bounds ("+Inf" last) */
     mx_series_t *series_head, *series_tail;
 };
 
@@ -123,6 +129,9 @@ static void series_free(mx_series_t *s, size_t n_labels)
         for (size_t i = 0; i < n_labels; i++)
             sy_free(s->values[i]);
     sy_free(s->values);
+    sy_free(s->lbl);
+    sy_free(s->lbl_pre);
+    sy_free(s->lbl_post);
     sy_free(s->counts);
     sy_free(s);
 }
@@ -143,6 +152,7 @@ static void family_free(mx_family_t *f)
     sy_free(f->label_names);
     sy_free(f->order);
     sy_free(f->buckets);
+    sy_free(f->le);
     sy_free(f->name);
     sy_free(f->help);
     sy_free(f);
@@ -212,6 +222,8 @@ static bool valid_name(const char *s, bool colon_ok)
 }
 
 static mx_series_t *series_new(mx_family_t *f, const char *const *values);
+static int series_render_labels(mx_series_t *s);
+static void fmt_value(double d, char out[MX_NUM_MAX]);
 
 mx_family_t *mx_family_create(mx_registry_t *r, mx_type_t type, const char *name, const char *help,
                               const char *const *label_names, size_t n_labels,
@@ -291,6 +303,13 @@ mx_family_t *mx_family_create(mx_registry_t *r, mx_type_t type, const char *name
         memcpy(f->buckets, buckets, n_buckets * sizeof *buckets);
         f->n_buckets = n_buckets;
     }
+    if (type == MX_HISTOGRAM) {
+        f->le = sy_calloc(n_buckets + 1, sizeof *f->le);
+        if (!f->le)
+            goto fail;
+        for (size_t i = 0; i <= n_buckets; i++)
+            fmt_value(i < n_buckets ? buckets[i] : INFINITY, f->le[i]);
+    }
     if (n_labels == 0) {
         /* like prometheus_client, an unlabelled metric exists (at 0) from declaration on */
         mx_series_t *s = series_new(f, NULL);
@@ -336,6 +355,8 @@ static mx_series_t *series_new(mx_family_t *f, const char *const *values)
         for (size_t i = 0; i <= f->n_buckets; i++)
             atomic_init(&s->counts[i], 0);
     }
+    if (series_render_labels(s) != ST_OK)
+        goto fail;
     return s;
 fail:
     series_free(s, f->n_labels);
@@ -450,9 +471,10 @@ double mx_series_sum(const mx_series_t *s)
 
 /* Python's repr(float) ("shortest round-trip", exponent form below 1e-4 and from 1e16), then
  * prometheus_client's floatToGoString munging. Writes a NUL-terminated string of at most 31
- * characters to out[32]. */
-#define MX_NUM_MAX 32
-
+ * characters to out[32]. Integral values below 1e15 (counts, token totals, byte gauges: most
+ * samples) take a direct path; its output is the same, since such an integer is exact in a
+ * double and its significant digits are the shortest round-trip form. The others search the
+ * shortest %.*e that reads back equal. */
 static void fmt_value(double d, char out[MX_NUM_MAX])
 {
     if (isnan(d) || isinf(d) || d == 0) {
@@ -462,29 +484,41 @@ static void fmt_value(double d, char out[MX_NUM_MAX])
         memcpy(out, s, strlen(s) + 1);
         return;
     }
-    char sci[40];
-    for (int p = 1; p <= 17; p++) {
-        snprintf(sci, sizeof sci, "%.*e", p - 1, d);
-        if (strtod(sci, NULL) == d)
-            break;
-    }
-    /* sci = [-]D[.DDD]e[+-]XX: split into sign, digit string (<= 17 digits) and exponent */
-    const char *s = sci;
-    bool neg = *s == '-';
-    if (neg)
-        s++;
+    bool neg = d < 0;
     char digits[20];
     size_t nd = 0;
-    while (*s && *s != 'e') {
-        if (*s != '.' && nd < sizeof digits - 1)
-            digits[nd++] = *s;
-        s++;
+    int e;
+    double a = neg ? -d : d;
+    if (a < 1e15 && a == floor(a)) {
+        char rev[20];
+        size_t nr = 0;
+        for (uint64_t u = (uint64_t)a; u; u /= 10)
+            rev[nr++] = (char)('0' + u % 10);
+        e = (int)nr - 1;
+        while (nr > 0)
+            digits[nd++] = rev[--nr];
+        while (nd > 1 && digits[nd - 1] == '0')
+            nd--;
+    } else {
+        char sci[40];
+        for (int p = 1; p <= 17; p++) {
+            snprintf(sci, sizeof sci, "%.*e", p - 1, d);
+            if (strtod(sci, NULL) == d)
+                break;
+        }
+        /* sci = [-]D[.DDD]e[+-]XX: split into digit string (<= 17 digits) and exponent */
+        const char *s = sci + neg;
+        while (*s && *s != 'e') {
+            if (*s != '.' && nd < sizeof digits - 1)
+                digits[nd++] = *s;
+            s++;
+        }
+        if (nd == 0)
+            digits[nd++] = '0'; /* cannot happen with %e output; keeps the reads below defined */
+        while (nd > 1 && digits[nd - 1] == '0')
+            nd--;
+        e = (int)strtol(s + (*s == 'e'), NULL, 10); /* -324 .. 308 */
     }
-    if (nd == 0)
-        digits[nd++] = '0'; /* cannot happen with %e output; keeps the reads below defined */
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    int e = (int)strtol(s + (*s == 'e'), NULL, 10); /* -324 .. 308 */
 
     /* longest output: "-" + 17 digits + "." + "e-324" or fixed with 16 integer digits: < 32 */
     size_t n = 0;
@@ -560,7 +594,8 @@ static int append_escaped(sy_buf_t *out, const char *s, bool quote)
 }
 
 /* Appends "{k="v",...}" with labels sorted by name; le (may be NULL) is merged in sorted place. */
-static int append_labels(sy_buf_t *out, const mx_family_t *f, const mx_series_t *s, const char *le)
+static int append_labels(sy_buf_t *out, const mx_family_t *f, const char *const *values,
+                         const char *le)
 {
     if (f->n_labels == 0 && !le)
         return ST_OK;
@@ -578,7 +613,7 @@ static int append_labels(sy_buf_t *out, const mx_family_t *f, const mx_series_t 
         rc = sy_buf_appendf(out, "%s%s=\"", first ? "" : ",", lname);
         first = false;
         if (rc == ST_OK)
-            rc = append_escaped(out, s->values[f->order[k]], true);
+            rc = append_escaped(out, values[f->order[k]], true);
         if (rc == ST_OK)
             rc = sy_buf_append_char(out, '"');
     }
@@ -587,17 +622,69 @@ static int append_labels(sy_buf_t *out, const mx_family_t *f, const mx_series_t 
     return rc;
 }
 
-static int append_sample(sy_buf_t *out, const mx_family_t *f, const mx_series_t *s,
-                         const char *suffix, const char *le, double v)
+/* Renders a new series' label strings once (labels never change), so a scrape only copies them:
+ * s->lbl always; for histograms also lbl_pre / lbl_post around the merged le="...". */
+static int series_render_labels(mx_series_t *s)
+{
+    const mx_family_t *f = s->fam;
+    sy_buf_t b = SY_BUF_INIT;
+    int rc = append_labels(&b, f, (const char *const *)s->values, NULL);
+    if (rc == ST_OK)
+        s->lbl = sy_strndup(b.data ? b.data : "", b.len);
+    if (rc == ST_OK && f->type == MX_HISTOGRAM) {
+        /* render with a placeholder bound and split around it: escaping turns every '"' of a
+         * value into \", so the unescaped le="\x01" occurs only where le goes */
+        sy_buf_reset(&b);
+        rc = append_labels(&b, f, (const char *const *)s->values, "\x01");
+        const char *mark = rc == ST_OK ? strstr(b.data, "le=\"\x01\"") : NULL;
+        if (mark) {
+            s->lbl_pre = sy_strndup(b.data, (size_t)(mark - b.data));
+            s->lbl_post = sy_strdup(mark + 6);
+        } else if (rc == ST_OK) {
+            rc = ST_STATE;
+        }
+    }
+    sy_buf_deinit(&b);
+    if (rc == ST_OK && (!s->lbl || (f->type == MX_HISTOGRAM && (!s->lbl_pre || !s->lbl_post))))
+        rc = ST_NOMEM;
+    return rc;
+}
+
+/* name + suffix + labels (pre, then optionally le="X" and post) + " " + value + "\n", without
+ * printf: a scrape renders a few hundred of these */
+static int append_line(sy_buf_t *out, const mx_family_t *f, const char *suffix, const char *pre,
+                       const char *le, const char *post, double v)
 {
     char num[MX_NUM_MAX];
     fmt_value(v, num);
-    int rc = sy_buf_appendf(out, "%s%s", f->name, suffix);
-    if (rc == ST_OK)
-        rc = append_labels(out, f, s, le);
-    if (rc == ST_OK)
-        rc = sy_buf_appendf(out, " %s\n", num);
-    return rc;
+    size_t ln = strlen(f->name), ls = strlen(suffix), lp = strlen(pre), ll = le ? strlen(le) : 0,
+           lq = le ? strlen(post) : 0, lv = strlen(num);
+    int rc = sy_buf_reserve(out, ln + ls + lp + ll + lq + lv + 10);
+    if (rc != ST_OK)
+        return rc;
+    char *w = out->data + out->len;
+    memcpy(w, f->name, ln);
+    w += ln;
+    memcpy(w, suffix, ls);
+    w += ls;
+    memcpy(w, pre, lp);
+    w += lp;
+    if (le) {
+        memcpy(w, "le=\"", 4);
+        w += 4;
+        memcpy(w, le, ll);
+        w += ll;
+        *w++ = '"';
+        memcpy(w, post, lq);
+        w += lq;
+    }
+    *w++ = ' ';
+    memcpy(w, num, lv);
+    w += lv;
+    *w++ = '\n';
+    *w = '\0';
+    out->len = (size_t)(w - out->data);
+    return ST_OK;
 }
 
 static int render_family(const mx_family_t *f, sy_buf_t *out)
@@ -611,20 +698,18 @@ static int render_family(const mx_family_t *f, sy_buf_t *out)
         rc = sy_buf_appendf(out, "\n# TYPE %s%s %s\n", f->name, suffix, type_names[f->type]);
     for (const mx_series_t *s = f->series_head; rc == ST_OK && s; s = s->next) {
         if (f->type != MX_HISTOGRAM) {
-            rc = append_sample(out, f, s, suffix, NULL, u2d(load_u64(&s->bits)));
+            rc = append_line(out, f, suffix, s->lbl, NULL, NULL, u2d(load_u64(&s->bits)));
             continue;
         }
         uint64_t cum = 0;
-        char le[MX_NUM_MAX];
         for (size_t i = 0; rc == ST_OK && i <= f->n_buckets; i++) {
             cum += load_u64(&s->counts[i]);
-            fmt_value(i < f->n_buckets ? f->buckets[i] : INFINITY, le);
-            rc = append_sample(out, f, s, "_bucket", le, (double)cum);
+            rc = append_line(out, f, "_bucket", s->lbl_pre, f->le[i], s->lbl_post, (double)cum);
         }
         if (rc == ST_OK)
-            rc = append_sample(out, f, s, "_count", NULL, (double)cum);
+            rc = append_line(out, f, "_count", s->lbl, NULL, NULL, (double)cum);
         if (rc == ST_OK)
-            rc = append_sample(out, f, s, "_sum", NULL, u2d(load_u64(&s->sum_bits)));
+            rc = append_line(out, f, "_sum", s->lbl, NULL, NULL, u2d(load_u64(&s->sum_bits)));
     }
     return rc;
 }

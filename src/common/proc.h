@@ -30,8 +30,10 @@ void sy_proc_block_signals(sigset_t *mask, bool with_hup);
 void sy_proc_tune_malloc(void);
 
 /* Registers process gauges refreshed at every scrape: process_resident_memory_bytes,
- * process_open_fds (prometheus_client's names) and switchyard_alloc_live_bytes (bytes held through
- * sy_malloc: a leak shows here, allocator fragmentation only in the RSS). ST_OK or ST_NOMEM. */
+ * process_open_fds (prometheus_client's names; recounted at most once a second, since listing
+ * /proc/self/fd costs about a microsecond per descriptor) and switchyard_alloc_live_bytes (bytes
+ * held through sy_malloc: a leak shows here, allocator fragmentation only in the RSS).
+ * ST_OK or ST_NOMEM. */
 int sy_proc_metrics_register(mx_registry_t *r);
 
 #endif

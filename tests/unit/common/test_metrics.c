@@ -69,15 +69,46 @@ static void test_exposition_exact(void **state)
     struct {
         const char *k;
         double v;
-    } vals[] = {{"a", 1e6},       {"b", 0.123},     {"c", 1e-07},    {"d", 123456789012345678.0},
-                {"e", 1e15},      {"f", -1e6},      {"g", INFINITY}, {"h", NAN},
-                {"i", 1234567.5}, {"j", 123456.0},  {"k", 1e16},     {"l", 0.0001},
-                {"m", -0.0},      {"n", -INFINITY}, {"o", 5e-324},   {"p", 1.7976931348623157e308},
-                {"q", 0.1 + 0.2}, {"r", 100.0}};
+    } vals[] = {{"a", 1e6},
+                {"b", 0.123},
+                {"c", 1e-07},
+                {"d", 123456789012345678.0},
+                {"e", 1e15},
+                {"f", -1e6},
+                {"g", INFINITY},
+                {"h", NAN},
+                {"i", 1234567.5},
+                {"j", 123456.0},
+                {"k", 1e16},
+                {"l", 0.0001},
+                {"m", -0.0},
+                {"n", -INFINITY},
+                {"o", 5e-324},
+                {"p", 1.7976931348623157e308},
+                {"q", 0.1 + 0.2},
+                {"r", 100.0},
+                /* integral values below 1e15 take fmt_value's direct path; from 1e15 the search */
+                {"s", 1234567.0},
+                {"t", 999999.0},
+                {"u", 123456789012345.0},
+                {"v", 999999999999999.0},
+                {"w", -42.0},
+                {"x", 7e14},
+                {"y", -123456789.0},
+                {"z", 4503599627370497.0}};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
         const char *k[] = {vals[i].k};
         mx_gauge_set(mx_series_get(f, k, 1), vals[i].v);
     }
+    /* labels sorting before and after "le", one value looking like a label */
+    const char *sl[] = {"z", "a"};
+    const double sb[] = {0.5};
+    mx_family_t *hsf =
+        mx_family_create(r, MX_HISTOGRAM, "hsplit", "labels on both sides of le", sl, 2, sb, 1);
+    const char *sv[] = {"y", "x\"le=\""};
+    mx_series_t *hss = mx_series_get(hsf, sv, 2);
+    mx_hist_observe(hss, 0.25);
+    mx_hist_observe(hss, 7.0);
 
     const char *expect =
         "# HELP vllm:request_success_total Count of successfully processed requests.\n"
@@ -123,7 +154,21 @@ static void test_exposition_exact(void **state)
         "fmt{k=\"o\"} 5e-324\n"
         "fmt{k=\"p\"} 1.7976931348623157e+308\n"
         "fmt{k=\"q\"} 0.30000000000000004\n"
-        "fmt{k=\"r\"} 100.0\n";
+        "fmt{k=\"r\"} 100.0\n"
+        "fmt{k=\"s\"} 1.234567e+06\n"
+        "fmt{k=\"t\"} 999999.0\n"
+        "fmt{k=\"u\"} 1.23456789012345e+014\n"
+        "fmt{k=\"v\"} 9.99999999999999e+014\n"
+        "fmt{k=\"w\"} -42.0\n"
+        "fmt{k=\"x\"} 7e+014\n"
+        "fmt{k=\"y\"} -123456789.0\n"
+        "fmt{k=\"z\"} 4.503599627370497e+015\n"
+        "# HELP hsplit labels on both sides of le\n"
+        "# TYPE hsplit histogram\n"
+        "hsplit_bucket{a=\"x\\\"le=\\\"\",le=\"0.5\",z=\"y\"} 1.0\n"
+        "hsplit_bucket{a=\"x\\\"le=\\\"\",le=\"+Inf\",z=\"y\"} 2.0\n"
+        "hsplit_count{a=\"x\\\"le=\\\"\",z=\"y\"} 2.0\n"
+        "hsplit_sum{a=\"x\\\"le=\\\"\",z=\"y\"} 7.25\n";
     sy_buf_t out = SY_BUF_INIT;
     assert_int_equal(mx_registry_render(r, &out), ST_OK);
     assert_string_equal(out.data, expect);
