@@ -1,6 +1,7 @@
 /*
- * ev.c - the event loop: epoll (level-triggered) fd events, one-shot timers in a binary min-heap,
- * a before-sleep hook, eventfd-based async wakeups and a thread-safe stop.
+ * ev.c - the event loop: epoll fd events (level-triggered, or edge-triggered with EV_EDGE),
+ * one-shot timers in a binary min-heap, a before-sleep hook, eventfd-based async wakeups and a
+ * thread-safe stop.
  *
  * One iteration: before-sleep hook -> epoll_wait (timeout = nearest timer) -> refresh the cached
  * clock -> dispatch fd events -> fire due timers.
@@ -138,7 +139,8 @@ static int fds_grow(ev_loop_t *loop, int fd)
 static uint32_t to_epoll(uint32_t mask)
 {
     return ((mask & EV_READ) ? (uint32_t)EPOLLIN : 0u) |
-           ((mask & EV_WRITE) ? (uint32_t)EPOLLOUT : 0u);
+           ((mask & EV_WRITE) ? (uint32_t)EPOLLOUT : 0u) |
+           ((mask & EV_EDGE) ? (uint32_t)EPOLLET : 0u);
 }
 
 int ev_fd_add(ev_loop_t *loop, int fd, uint32_t mask, ev_fd_cb cb, void *udata)

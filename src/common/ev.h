@@ -18,6 +18,13 @@ typedef struct ev_async ev_async_t;
 #define EV_READ 0x1u
 #define EV_WRITE 0x2u
 #define EV_ERROR 0x4u /* reported only: EPOLLERR/EPOLLHUP */
+/* Registration flag: edge-triggered (EPOLLET). The owner must then read until EAGAIN (or a short
+ * read of a stream socket), or come back to the fd itself. Why: with level-triggered epoll every
+ * fd returned by a wait is queued again at the tail, so a connection that was active in the last
+ * batch and got new bytes since is served ahead of fds that became ready earlier; under load that
+ * reorders requests across whole batches and widens the latency distribution. Edge-triggered fds
+ * are queued in the order their bytes arrive. */
+#define EV_EDGE 0x8u
 
 typedef void (*ev_fd_cb)(ev_loop_t *loop, int fd, uint32_t events, void *udata);
 typedef void (*ev_timer_cb)(ev_loop_t *loop, uint64_t timer_id, void *udata);
@@ -29,7 +36,8 @@ ev_loop_t *ev_loop_create(void);
 /* Accepts NULL. Does not close watched fds; pending timers are dropped without firing. */
 void ev_loop_destroy(ev_loop_t *loop);
 
-/* Watches fd for mask (EV_READ|EV_WRITE). Level-triggered. ST_OK, ST_EXISTS or -errno.
+/* Watches fd for mask (EV_READ|EV_WRITE, plus EV_EDGE for edge-triggered; level-triggered
+ * otherwise). ST_OK, ST_EXISTS or -errno.
  * udata is borrowed. */
 int ev_fd_add(ev_loop_t *loop, int fd, uint32_t mask, ev_fd_cb cb, void *udata);
 /* Changes the mask of a watched fd. ST_OK, ST_NOTFOUND or -errno. */

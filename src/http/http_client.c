@@ -269,12 +269,20 @@ static uint32_t conn_want(const uconn_t *c)
     return 0;
 }
 
+/* Plain TCP upstream connections are edge-triggered (EV_EDGE: responses are then taken in the
+ * order they arrive); TLS ones level-triggered (OpenSSL may hold bytes the socket will not
+ * signal again). A read that fills its buffer comes back through a deferred PEND_READ. */
+static uint32_t conn_edge(const uconn_t *c)
+{
+    return c->cl->cfg.tls ? 0u : EV_EDGE;
+}
+
 static void conn_update_mask(uconn_t *c)
 {
     if (!c->watched)
         return;
     uint32_t m = conn_want(c);
-    if (m != c->mask && ev_fd_mod(c->cl->loop, c->fd, m) == ST_OK)
+    if (m != c->mask && ev_fd_mod(c->cl->loop, c->fd, m | conn_edge(c)) == ST_OK)
         c->mask = m;
 }
 
@@ -445,7 +453,7 @@ static int conn_open(http_upstream_t *up, http_call_t *call)
         errno != EINPROGRESS)
         cerr = errno;
     if (!cerr) {
-        int rc = ev_fd_add(cl->loop, c->fd, EV_WRITE, conn_on_io, c);
+        int rc = ev_fd_add(cl->loop, c->fd, EV_WRITE | conn_edge(c), conn_on_io, c);
         if (rc != ST_OK) {
             close(c->fd);
             sy_free(c);
@@ -753,9 +761,10 @@ static void conn_read(uconn_t *c)
         return;
     }
     ssize_t n;
+    size_t room;
     do {
         char *dst = c->in.data + c->in.len;
-        size_t room = c->in.cap - c->in.len - 1;
+        room = c->in.cap - c->in.len - 1;
         n = c->tls ? tls_recv(c, dst, room) : recv(c->fd, dst, room, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
@@ -774,6 +783,8 @@ static void conn_read(uconn_t *c)
     conn_process(c);
     if (c->tls && c->state != UC_CLOSED && htls_pending(c->tls))
         conn_pend(c, PEND_READ); /* decrypted bytes the socket will not signal */
+    else if (!c->tls && (size_t)n == room && (c->state == UC_REQUEST || c->state == UC_BODY))
+        conn_pend(c, PEND_READ); /* edge-triggered: the socket may hold more */
 }
 
 /* Sends what the socket takes of the call's request. ST_OK (all sent, or it would block) or
@@ -1197,8 +1208,8 @@ void http_call_resume(http_call_t *call)
                                           : c->cl->cfg.first_byte_timeout_ms);
         if (c->in_off < c->in.len)
             conn_pend(c, PEND_PROCESS);
-        if (c->tls && htls_pending(c->tls))
-            conn_pend(c, PEND_READ);
+        if (!c->tls || htls_pending(c->tls))
+            conn_pend(c, PEND_READ); /* plain TCP is edge-triggered: bytes may be waiting */
     }
 }
 

@@ -171,6 +171,9 @@ struct http_conn {
     uint64_t wr_progress_ms;
     uint64_t req_start_ns; /* first byte of the current head; 0 = none yet */
     bool peer_eof;
+    bool rd_more;      /* plain TCP is edge-triggered: conn_read stopped before EAGAIN, so bytes
+                        * may wait in the socket with no event to come; read again (deferred)
+                        * as soon as reading is wanted */
     bool close_after;  /* close once the current response is written */
     bool linger_after; /* ... after a lingering close (server errors) */
     bool wr_shut;
@@ -337,24 +340,49 @@ static uint32_t conn_tls_events(http_conn_t *c, uint32_t m)
     return m;
 }
 
+/* Plain TCP connections are edge-triggered (see EV_EDGE: fd events are then queued in arrival
+ * order, so under load requests are read first come, first served); TLS ones level-triggered,
+ * since OpenSSL may hold decrypted bytes the socket will not signal again. */
+static uint32_t conn_edge(const http_conn_t *c)
+{
+    return c->tls ? 0u : EV_EDGE;
+}
+
+static bool conn_wants_read(const http_conn_t *c)
+{
+    bool want_read = !c->peer_eof;
+    if (c->state == CS_HANDLING || c->state == CS_STREAMING || c->state == CS_WRITING)
+        want_read = want_read && c->in.len < c->srv->cfg.max_head_bytes;
+    return want_read;
+}
+
+/* Edge-triggered: bytes left in the socket by a read that stopped early are read from a deferred
+ * call once reading is wanted again (no new edge would announce them). */
+static void conn_resume_read(http_conn_t *c)
+{
+    if (c->rd_more && c->state != CS_CLOSING && c->state != CS_LINGERING && conn_wants_read(c)) {
+        c->rd_more = false;
+        pend_add(c, PEND_READ);
+    }
+}
+
 static void conn_update_events(http_conn_t *c)
 {
     if (c->state == CS_CLOSING)
         return;
-    bool want_read = !c->peer_eof;
-    if (c->state == CS_HANDLING || c->state == CS_STREAMING || c->state == CS_WRITING)
-        want_read = want_read && c->in.len < c->srv->cfg.max_head_bytes;
+    bool want_read = conn_wants_read(c);
     uint32_t m = (want_read ? EV_READ : 0u) | (out_pending(c) > 0 && !c->wr_shut ? EV_WRITE : 0u);
     if (c->tls)
         m = conn_tls_events(c, m);
     if (m != c->ev_mask) {
-        int rc = ev_fd_mod(c->srv->loop, c->fd, m);
+        int rc = ev_fd_mod(c->srv->loop, c->fd, m | conn_edge(c));
         if (rc != ST_OK) {
             conn_close(c, "epoll_mod");
             return;
         }
         c->ev_mask = m;
     }
+    conn_resume_read(c);
     if ((m & EV_WRITE) && out_pending(c) > 0 && !c->wr_timer && !c->srv->destroying) {
         c->wr_progress_ms = ev_now_ms(c->srv->loop);
         c->wr_timer = ev_timer_add(c->srv->loop, c->srv->cfg.idle_timeout_ms, on_wr_timer, c);
@@ -983,11 +1011,12 @@ static void conn_read(http_conn_t *c)
         return;
     }
     size_t cap_busy = c->srv->cfg.max_head_bytes;
+    bool drained = c->peer_eof; /* EAGAIN, a short read or EOF seen */
     for (int iter = 0; iter < 8 && !c->peer_eof; iter++) {
         char *dst;
         size_t room;
-        bool to_body =
-            c->state == CS_READING_BODY && c->req->body_mode == BODY_LENGTH && c->in.len == 0;
+        bool to_body = c->state == CS_READING_BODY && c->req->body_mode == BODY_LENGTH &&
+                       c->in.len == 0 && c->req->body_remaining > 0;
         sy_buf_t *b;
         if (to_body) {
             /* read the body straight into the request, never past its end */
@@ -1018,22 +1047,30 @@ static void conn_read(http_conn_t *c)
             b->data[b->len] = '\0';
             if (to_body)
                 c->req->body_remaining -= (uint64_t)n;
-            if ((size_t)n < room && !c->tls) /* TLS: one record per read; go on until EAGAIN */
+            if ((size_t)n < room && !c->tls) { /* TLS: one record per read; go on until EAGAIN */
+                drained = true;
                 break;
+            }
             continue;
         }
         if (n == 0) {
             c->peer_eof = true;
+            drained = true;
             break;
         }
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            drained = true;
             break;
+        }
         conn_close(c, errno == ECONNRESET ? "reset" : "read error");
         return;
     }
+    if (!drained && conn_edge(c))
+        c->rd_more = true; /* the iteration cap or a busy pause: not all bytes were read */
     conn_process(c);
+    conn_resume_read(c);
 }
 
 /* HANDSHAKE step: on completion the connection reads its first request. */
@@ -1234,7 +1271,7 @@ static void conn_new(http_server_t *srv, int fd, const struct sockaddr_storage *
             return;
         }
     }
-    if (ev_fd_add(srv->loop, fd, EV_READ, conn_on_io, c) != ST_OK) {
+    if (ev_fd_add(srv->loop, fd, EV_READ | (c->tls ? 0u : EV_EDGE), conn_on_io, c) != ST_OK) {
         htls_conn_free(c->tls, false);
         sy_free(c);
         close(fd);

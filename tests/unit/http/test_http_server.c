@@ -516,6 +516,43 @@ static void test_pipelined_in_order(void **state)
     fx_free(fx);
 }
 
+/* Plain TCP connections are edge-triggered: bytes the server left in the socket while a request
+ * was in progress (the pipelining cap) must still be read once the exchange is answered. */
+static void test_pipelined_backlog_resumed(void **state)
+{
+    http_server_config_t cfg;
+    http_server_config_default(&cfg);
+    cfg.max_head_bytes = 4096; /* reading pauses with this much buffered behind a busy exchange */
+    fixture_t *fx = fx_new(&cfg);
+    client_t *c = client_new(fx, 0);
+    enum { N = 60 };
+    sy_buf_t burst = SY_BUF_INIT;
+    char pad[1001];
+    memset(pad, 'p', 1000);
+    pad[1000] = '\0';
+    for (int i = 0; i < N; i++)
+        assert_int_equal(sy_buf_appendf(&burst, "GET /p%d HTTP/1.1\r\nX-Pad: %s\r\n\r\n", i, pad),
+                         ST_OK);
+    client_sends(c, "GET /later HTTP/1.1\r\n\r\n");
+    assert_true(run_until(fx, pred_pending, NULL, WAIT_MS));
+    client_send(c, burst.data, burst.len); /* ~60 KB behind the busy exchange: far past the cap */
+    assert_false(run_until(fx, pred_response, c, 30));
+    http_req_t *req = fx->app.pending;
+    fx->app.pending = NULL;
+    assert_int_equal(http_req_respond(req, 200, "text/plain", "late", 4, NULL), ST_OK);
+    exchange(fx, c, NULL);
+    ASSERT_BODY(&fx->resp, "late");
+    for (int i = 0; i < N; i++) {
+        exchange(fx, c, NULL);
+        char want[64];
+        snprintf(want, sizeof want, "GET /p%d q= tag= len=0 body=", i);
+        ASSERT_BODY(&fx->resp, want);
+    }
+    assert_int_equal(fx->app.closed, 0);
+    sy_buf_deinit(&burst);
+    fx_free(fx);
+}
+
 static void test_chunked_request(void **state)
 {
     fixture_t *fx = fx_default();
@@ -858,6 +895,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_pipelined_in_order),
+        cmocka_unit_test(test_pipelined_backlog_resumed),
         cmocka_unit_test(test_chunked_request),
         cmocka_unit_test(test_limits_413_431_400_501),
         cmocka_unit_test(test_expect_continue_and_http10),
