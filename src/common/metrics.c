@@ -56,6 +56,7 @@ struct mx_family {
     struct mx_family *next;
     mx_type_t type;
     char *name;
+    size_t name_len; /* strlen(name): every rendered line starts with it */
     char *help;
     char **label_names;
     size_t n_labels;
@@ -272,6 +273,7 @@ mx_family_t *mx_family_create(mx_registry_t *r, mx_type_t type, const char *name
     f->reg = r;
     f->type = type;
     f->name = sy_strndup(name, name_len);
+    f->name_len = name_len;
     f->help = sy_strdup(help ? help : "");
     if (!f->name || !f->help)
         goto fail;
@@ -657,7 +659,7 @@ static int append_line(sy_buf_t *out, const mx_family_t *f, const char *suffix, 
 {
     char num[MX_NUM_MAX];
     fmt_value(v, num);
-    size_t ln = strlen(f->name), ls = strlen(suffix), lp = strlen(pre), ll = le ? strlen(le) : 0,
+    size_t ln = f->name_len, ls = strlen(suffix), lp = strlen(pre), ll = le ? strlen(le) : 0,
            lq = le ? strlen(post) : 0, lv = strlen(num);
     int rc = sy_buf_reserve(out, ln + ls + lp + ll + lq + lv + 10);
     if (rc != ST_OK)

@@ -11,10 +11,10 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/ev.h"
 #include "common/log.h"
 #include "common/status.h"
 
@@ -47,12 +47,12 @@ uint64_t sy_raise_fd_limit(void)
 
 typedef struct proc_metrics {
     mx_series_t *rss, *fds, *live;
-    int64_t fds_counted_ns; /* when /proc/self/fd was last listed (0: never) */
+    uint64_t fds_counted_ns; /* sy_mono_ns() when /proc/self/fd was last listed (0: never) */
 } proc_metrics_t;
 
 /* process_open_fds is recounted at most this often: listing /proc/self/fd costs about a
  * microsecond per open descriptor, and the gateway scrapes every engine every 50 ms */
-#define PROC_FDS_PERIOD_NS 1000000000LL
+#define PROC_FDS_PERIOD_NS 1000000000ull
 
 static proc_metrics_t g_pm; /* one registry per process registers these */
 
@@ -67,9 +67,7 @@ static void proc_collect(void *udata)
         fclose(f);
     }
     mx_gauge_set(pm->rss, (double)resident * (double)sysconf(_SC_PAGESIZE));
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    uint64_t now = sy_mono_ns();
     if (pm->fds_counted_ns == 0 || now - pm->fds_counted_ns >= PROC_FDS_PERIOD_NS) {
         size_t n = 0;
         DIR *d = opendir("/proc/self/fd");
