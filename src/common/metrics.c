@@ -14,7 +14,9 @@
  *
  * Like prometheus_client: HELP/TYPE of a counter use the "_total" name, labels are printed sorted
  * by name ("le" included), values use Python repr() munged to Go style (floatToGoString: 1e+06,
- * 0.123, 3.0, +Inf, NaN). Unlike it: no "_created" series.
+ * 0.123, 3.0, +Inf, NaN). Unlike it: no "_created" series. A scrape may be restricted to some
+ * sample names with prometheus_client's name[] query parameters (mx_registry_render_query), which
+ * is how the gateway polls only the few gauges it schedules on.
  *
  * Values are stored as the bit pattern of a double in an atomic uint64 and updated with CAS, so
  * inc/set/observe never lock. Histogram buckets are stored non-cumulative (one atomic add per
@@ -689,9 +691,16 @@ static int append_line(sy_buf_t *out, const mx_family_t *f, const char *suffix, 
     return ST_OK;
 }
 
-static int render_family(const mx_family_t *f, sy_buf_t *out)
+/* The samples of a family to render (mx_registry_render_query). */
+enum { MX_S_VALUE = 1u, MX_S_BUCKET = 2u, MX_S_COUNT = 4u, MX_S_SUM = 8u, MX_S_ALL = 15u };
+
+/* Renders the samples in mask; with filtered set, the HELP and TYPE lines only when a sample line
+ * follows (prometheus_client drops a restricted family without samples). */
+static int render_family(const mx_family_t *f, unsigned mask, bool filtered, sy_buf_t *out)
 {
     static const char *const type_names[] = {"counter", "gauge", "histogram"};
+    if (filtered && (mask == 0 || !f->series_head))
+        return ST_OK;
     const char *suffix = f->type == MX_COUNTER ? "_total" : "";
     int rc = sy_buf_appendf(out, "# HELP %s%s ", f->name, suffix);
     if (rc == ST_OK)
@@ -706,11 +715,12 @@ static int render_family(const mx_family_t *f, sy_buf_t *out)
         uint64_t cum = 0;
         for (size_t i = 0; rc == ST_OK && i <= f->n_buckets; i++) {
             cum += load_u64(&s->counts[i]);
-            rc = append_line(out, f, "_bucket", s->lbl_pre, f->le[i], s->lbl_post, (double)cum);
+            if (mask & MX_S_BUCKET)
+                rc = append_line(out, f, "_bucket", s->lbl_pre, f->le[i], s->lbl_post, (double)cum);
         }
-        if (rc == ST_OK)
+        if (rc == ST_OK && (mask & MX_S_COUNT))
             rc = append_line(out, f, "_count", s->lbl, NULL, NULL, (double)cum);
-        if (rc == ST_OK)
+        if (rc == ST_OK && (mask & MX_S_SUM))
             rc = append_line(out, f, "_sum", s->lbl, NULL, NULL, u2d(load_u64(&s->sum_bits)));
     }
     return rc;
@@ -718,13 +728,111 @@ static int render_family(const mx_family_t *f, sy_buf_t *out)
 
 int mx_registry_render(mx_registry_t *r, sy_buf_t *out)
 {
+    return mx_registry_render_query(r, NULL, 0, out);
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decodes s[0..n) into out (room for n bytes), '+' as a space; a malformed escape is kept
+ * as it is, as Python's urllib.parse.unquote keeps it. Returns the decoded length. */
+static size_t url_unescape(const char *s, size_t n, char *out)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '+') {
+            out[w++] = ' ';
+        } else if (s[i] == '%' && i + 2 < n && (hi = hex_value(s[i + 1])) >= 0 &&
+                   (lo = hex_value(s[i + 2])) >= 0) {
+            out[w++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[w++] = s[i];
+        }
+    }
+    return w;
+}
+
+/* True when sample name n is family f's name followed by suffix. */
+static bool sample_is(sy_slice_t n, const mx_family_t *f, const char *suffix)
+{
+    size_t ls = strlen(suffix);
+    return n.len == f->name_len + ls && memcmp(n.ptr, f->name, f->name_len) == 0 &&
+           memcmp(n.ptr + f->name_len, suffix, ls) == 0;
+}
+
+static unsigned family_mask(const mx_family_t *f, const sy_slice_t *names, size_t n)
+{
+    unsigned m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (f->type == MX_GAUGE)
+            m |= sample_is(names[i], f, "") ? MX_S_VALUE : 0u;
+        else if (f->type == MX_COUNTER)
+            m |= sample_is(names[i], f, "_total") ? MX_S_VALUE : 0u;
+        else
+            m |= (sample_is(names[i], f, "_bucket") ? MX_S_BUCKET : 0u) |
+                 (sample_is(names[i], f, "_count") ? MX_S_COUNT : 0u) |
+                 (sample_is(names[i], f, "_sum") ? MX_S_SUM : 0u);
+    }
+    return m;
+}
+
+/* Collects the non-empty name[] values of query into names (decoded into text, which has room for
+ * len bytes); returns their count. */
+static size_t query_names(const char *q, size_t len, char *text, sy_slice_t *names)
+{
+    size_t n = 0, w = 0, i = 0;
+    while (i < len) {
+        const char *amp = memchr(q + i, '&', len - i);
+        size_t end = amp ? (size_t)(amp - q) : len;
+        const char *eq = memchr(q + i, '=', end - i);
+        if (eq) {
+            size_t klen = url_unescape(q + i, (size_t)(eq - q) - i, text + w);
+            bool is_name = klen == 6 && memcmp(text + w, "name[]", 6) == 0;
+            if (is_name) {
+                size_t voff = (size_t)(eq - q) + 1;
+                size_t vlen = url_unescape(q + voff, end - voff, text + w);
+                if (vlen > 0) {
+                    names[n++] = (sy_slice_t){text + w, vlen};
+                    w += vlen;
+                }
+            }
+        }
+        i = end + 1;
+    }
+    return n;
+}
+
+int mx_registry_render_query(mx_registry_t *r, const char *query, size_t len, sy_buf_t *out)
+{
+    char *text = NULL;
+    sy_slice_t *names = NULL;
+    size_t n = 0;
+    if (query && len > 0) {
+        text = sy_malloc(len);
+        names = sy_malloc((len / 2 + 1) * sizeof *names);
+        if (!text || !names) {
+            sy_free(text);
+            sy_free(names);
+            return ST_NOMEM;
+        }
+        n = query_names(query, len, text, names);
+    }
     pthread_mutex_lock(&r->mu);
     for (size_t i = 0; i < r->n_collectors; i++)
         r->collectors[i].cb(r->collectors[i].udata);
     int rc = ST_OK;
     for (const mx_family_t *f = r->head; rc == ST_OK && f; f = f->next)
-        rc = render_family(f, out);
+        rc = render_family(f, n ? family_mask(f, names, n) : MX_S_ALL, n > 0, out);
     pthread_mutex_unlock(&r->mu);
+    sy_free(text);
+    sy_free(names);
     return rc;
 }
 

@@ -63,6 +63,15 @@ void mx_registry_off_collect(mx_registry_t *r, mx_collect_cb cb, void *udata);
 /* Appends the whole exposition to out. ST_OK or ST_NOMEM. */
 int mx_registry_render(mx_registry_t *r, sy_buf_t *out);
 
+/* Appends the exposition restricted as prometheus_client's HTTP handlers restrict it (and so vLLM's
+ * /metrics, a prometheus_client ASGI app): query[0..len) is a URL query string ("a=b&c=d", no '?');
+ * every "name[]=SAMPLE" pair (key and value percent-decoded, '+' read as a space) names one sample
+ * name: a gauge's "x", a counter's "x_total", a histogram's "x_bucket", "x_count" or "x_sum". Only
+ * the listed samples are rendered, and a family's HELP and TYPE lines only when at least one of its
+ * samples is. Without any name[] pair the whole exposition is rendered (mx_registry_render); other
+ * keys are ignored. Collect callbacks run in both cases. ST_OK or ST_NOMEM. */
+int mx_registry_render_query(mx_registry_t *r, const char *query, size_t len, sy_buf_t *out);
+
 /* Bucket helpers: fills out with 1-2-5 series up to max (inclusive); returns the count. */
 size_t mx_buckets_125(double max, double *out, size_t cap);
 

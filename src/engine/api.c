@@ -1734,7 +1734,8 @@ static void handle_metrics(api_t *a, http_req_t *req)
 {
     sy_buf_t *b = &a->out;
     sy_buf_reset(b);
-    if (mx_registry_render(a->cfg.metrics, b) != ST_OK) {
+    sy_slice_t q = http_req_query(req);
+    if (mx_registry_render_query(a->cfg.metrics, q.ptr, q.len, b) != ST_OK) {
         http_req_respond_error(req, 500, NULL, "out of memory", NULL);
         return;
     }

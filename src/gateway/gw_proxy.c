@@ -1639,7 +1639,11 @@ static void handle_metrics(gw_proxy_t *p, http_req_t *req)
 {
     sy_buf_t *b = &p->out;
     sy_buf_reset(b);
-    mx_registry_render(p->cfg.metrics, b);
+    sy_slice_t q = http_req_query(req);
+    if (mx_registry_render_query(p->cfg.metrics, q.ptr, q.len, b) != ST_OK) {
+        http_req_respond_error(req, 500, NULL, "out of memory", NULL);
+        return;
+    }
     http_req_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b->data, b->len, NULL);
 }
 

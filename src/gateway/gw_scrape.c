@@ -8,6 +8,12 @@
  * scrapes never wait behind proxied streams) and a body buffer that is reset, not freed, between
  * scrapes. A body over max_body_bytes cancels the call from inside on_data (allowed by
  * http_client). Health probes ignore the body.
+ * A scrape asks only for the samples extraction reads, with prometheus_client's name[] query
+ * parameters (GW_SCRAPE_QUERY): vLLM's and the engine's /metrics then render five gauges instead
+ * of the whole exposition (about 18 KB for the engine), which the endpoint and the gateway's loop
+ * would otherwise render and parse every 50 ms. A server that ignores the query answers in full,
+ * which is parsed the same way; one that refuses it (a non-200 status) or answers without any of
+ * the metrics is scraped with the plain path from then on.
  * Thread-safety: loop thread only.
  */
 #include "gateway/gw_scrape.h"
@@ -20,6 +26,12 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "gateway/prom_parse.h"
+
+/* The samples extract_on_sample reads, as a URL query ("name[]" percent-encoded). */
+#define GW_SCRAPE_QUERY                                                                            \
+    "name%5B%5D=vllm:num_requests_waiting&name%5B%5D=vllm:num_requests_running"                    \
+    "&name%5B%5D=vllm:kv_cache_usage_perc&name%5B%5D=vllm:gpu_cache_usage_perc"                    \
+    "&name%5B%5D=vllm:cache_config_info"
 
 /* ---- extraction ---- */
 
@@ -104,6 +116,8 @@ typedef struct target {
     uint64_t scrape_started_ms, health_started_ms;
     uint64_t next_scrape_ms, next_health_ms;
     int scrape_http, health_http; /* response status of the call in flight, 0 = none yet */
+    bool scrape_filtered;         /* the scrape in flight asked for GW_SCRAPE_QUERY */
+    bool unfiltered;              /* the filtered scrape failed once: plain path from now on */
     bool too_large;
     sy_buf_t body;
     gw_scrape_stats_t st;
@@ -114,6 +128,7 @@ struct gw_scraper {
     http_client_t *cl;
     gw_scraper_config_t cfg;
     char *metrics_path, *health_path; /* owned copies */
+    char *filtered_path;              /* metrics_path + '?' or '&' + GW_SCRAPE_QUERY, owned */
     target_t **t;
     size_t n, cap;
     uint64_t timer;
@@ -146,6 +161,15 @@ static void scrape_failed(target_t *t, const char *why, int status)
     update_stale(t, ev_now_ms(t->s->loop));
 }
 
+/* The endpoint refused the filtered scrape or answered it without the metrics: poll the plain
+ * metrics path from now on. */
+static void no_filter(target_t *t, const char *why)
+{
+    t->unfiltered = true;
+    sy_info("gw.scrape_unfiltered", "endpoint=%s why=%s path=%s", t->ep->name, why,
+            t->s->metrics_path);
+}
+
 static void scrape_on_head(http_call_t *c, int status, const http_header_t *h, size_t n,
                            void *udata)
 {
@@ -173,6 +197,8 @@ static void scrape_on_done(http_call_t *c, int status, bool first_byte, void *ud
     uint64_t now = ev_now_ms(t->s->loop);
     if (status != ST_OK || t->scrape_http != 200) {
         sy_buf_reset(&t->body);
+        if (status == ST_OK && t->scrape_filtered)
+            no_filter(t, "http_status");
         scrape_failed(t, status != ST_OK ? "transport" : "http_status", status);
         return;
     }
@@ -182,6 +208,8 @@ static void scrape_on_done(http_call_t *c, int status, bool first_byte, void *ud
     sy_buf_reset(&t->body);
     t->st.malformed_lines += bad;
     if (rc != ST_OK) {
+        if (t->scrape_filtered)
+            no_filter(t, "no_metrics");
         scrape_failed(t, "no_metrics", rc);
         return;
     }
@@ -241,8 +269,9 @@ static void target_tick(target_t *t, uint64_t now)
     if (!t->scrape && now >= t->next_scrape_ms) {
         t->scrape_http = 0;
         sy_buf_reset(&t->body);
-        int rc = http_call_start(t->up, "GET", s->metrics_path, "Accept: text/plain\r\n", NULL, 0,
-                                 &scrape_cbs, t, &t->scrape);
+        t->scrape_filtered = !t->unfiltered;
+        int rc = http_call_start(t->up, "GET", t->unfiltered ? s->metrics_path : s->filtered_path,
+                                 "Accept: text/plain\r\n", NULL, 0, &scrape_cbs, t, &t->scrape);
         t->scrape_started_ms = now;
         t->next_scrape_ms = now + s->cfg.interval_ms;
         if (rc != ST_OK) {
@@ -315,6 +344,13 @@ gw_scraper_t *gw_scraper_create(ev_loop_t *loop, http_client_t *cl, const gw_scr
         s->tick_ms = s->cfg.health_interval_ms;
     if (!s->metrics_path || !s->health_path)
         goto fail;
+    size_t pl = strlen(s->metrics_path), ql = strlen(GW_SCRAPE_QUERY);
+    s->filtered_path = sy_malloc(pl + 1 + ql + 1);
+    if (!s->filtered_path)
+        goto fail;
+    memcpy(s->filtered_path, s->metrics_path, pl);
+    s->filtered_path[pl] = memchr(s->metrics_path, '?', pl) ? '&' : '?';
+    memcpy(s->filtered_path + pl + 1, GW_SCRAPE_QUERY, ql + 1);
     s->timer = ev_timer_add(loop, s->tick_ms, on_tick, s);
     if (!s->timer)
         goto fail;
@@ -341,6 +377,7 @@ void gw_scraper_destroy(gw_scraper_t *s)
         target_free(s->t[i]);
     sy_free(s->t);
     sy_free(s->metrics_path);
+    sy_free(s->filtered_path);
     sy_free(s->health_path);
     sy_free(s);
 }

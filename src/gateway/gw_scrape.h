@@ -14,7 +14,11 @@
  *   num_blocks = sum of the numeric num_gpu_blocks labels over the cache_config_info series (one
  *              per rank); "None" (not yet profiled) counts as unknown (0).
  *   Non-finite samples (NaN, +-Inf) are ignored; negative queue lengths count as 0.
- * Scraper policy: at most one scrape and one probe in flight per endpoint; a scrape fails on a
+ * Scraper policy: at most one scrape and one probe in flight per endpoint. Scrapes ask for only the
+ * five families above with prometheus_client's `name[]` query (vLLM and the engine honour it; a
+ * server that ignores it just sends the full text); an endpoint that answers a filtered scrape with
+ * a non-200 status or a body without the core metrics is scraped without the query from then on
+ * (logged once, gw.scrape_unfiltered). A scrape fails on a
  * transport error, a non-200 status, a body over max_body_bytes, a timeout, or a body without any
  * of the three core metrics. A failure keeps the last good values in ep->m; ep->metrics_stale turns
  * true once the last success is older than staleness_ms (or there was none), false on success.

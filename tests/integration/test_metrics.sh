@@ -217,6 +217,32 @@ fi
 expect "the aborted request is not counted as length/stop" "$SY_TMP/idle.txt" \
     "s('vllm:request_success_total', finished_reason='length') == 3 - (1 if '$FR' == 'stop' else 0) + 1"
 
+# --- name[] restriction (prometheus_client's, which vLLM's /metrics app applies; the gateway scrapes
+# so): exactly the listed samples of the full exposition, other families left out ---------------
+NAMES="vllm:num_requests_running vllm:cache_config_info vllm:prompt_tokens_total vllm:e2e_request_latency_seconds_count vllm:e2e_request_latency_seconds_bucket vllm:no_such_metric"
+Q=$(printf 'name%%5B%%5D=%s&' $NAMES)
+sy_assert_eq "GET /metrics?name[]=... is 200" 200 \
+    "$(curl -sS --max-time 10 -o "$SY_TMP/restricted.txt" -w '%{http_code}' "$SY_URL/metrics?${Q%&}")"
+scrape "$SY_TMP/full.txt" >/dev/null
+if "$SY_PY" - "$SY_TMP/full.txt" "$SY_TMP/restricted.txt" $NAMES <<'PYEOF'; then
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+def load(path):
+    return sorted((x.name, tuple(sorted(x.labels.items())), x.value)
+                  for f in text_string_to_metric_families(open(path).read()) for x in f.samples)
+names = set(sys.argv[3:])
+full, restricted = load(sys.argv[1]), load(sys.argv[2])
+want = [x for x in full if x[0] in names]
+assert restricted == want and len(want) > 20, (restricted[:5], want[:5])
+text = open(sys.argv[2]).read()
+assert "vllm:generation_tokens" not in text and "# TYPE vllm:num_requests_waiting" not in text
+PYEOF
+    sy_ok "the restricted scrape holds exactly the listed samples of the full one"
+else
+    sy_not_ok "the restricted scrape holds exactly the listed samples of the full one" \
+        "$(head -c 600 "$SY_TMP/restricted.txt")"
+fi
+
 sy_check "engine alive at the end" sy_alive "$PID"
 sy_stop_pid "$PID" 10
 sy_assert_eq "engine: SIGTERM exits 0" 0 "$?"

@@ -1,7 +1,8 @@
 /*
  * test_metrics.c - exposition text (byte-exact against Python prometheus_client 0.16 output,
  * without its _created series), label escaping, histogram cumulation, value formatting, family
- * rules, collect callbacks and a two-thread update smoke test.
+ * rules, collect callbacks, name[] restricted renders (byte-exact against prometheus_client's
+ * restricted_registry) and a two-thread update smoke test.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -335,6 +336,73 @@ static void test_concurrency_smoke(void **state)
     mx_registry_destroy(r);
 }
 
+/* The registry of prometheus_client's restricted_registry check:
+ *   h = Histogram('h', 'Histogram help', ['a'], buckets=[1.0]); h.labels('x').observe(0.5)
+ *   c = Counter('c', 'C help'); c.inc(3)
+ *   g = Gauge('g', 'G help', ['k'])   (no series)
+ *   g2 = Gauge('g2', 'G2 help'); g2.set(2) */
+static mx_registry_t *restricted_fixture(void)
+{
+    mx_registry_t *r = mx_registry_create();
+    assert_non_null(r);
+    const char *al[] = {"a"}, *kl[] = {"k"}, *xv[] = {"x"};
+    const double b[] = {1.0};
+    mx_family_t *h = mx_family_create(r, MX_HISTOGRAM, "h", "Histogram help", al, 1, b, 1);
+    mx_hist_observe(mx_series_get(h, xv, 1), 0.5);
+    mx_family_t *c = mx_family_create(r, MX_COUNTER, "c", "C help", NULL, 0, NULL, 0);
+    mx_counter_add(mx_series_get(c, NULL, 0), 3);
+    assert_non_null(mx_family_create(r, MX_GAUGE, "g", "G help", kl, 1, NULL, 0));
+    mx_family_t *g2 = mx_family_create(r, MX_GAUGE, "g2", "G2 help", NULL, 0, NULL, 0);
+    mx_gauge_set(mx_series_get(g2, NULL, 0), 2);
+    return r;
+}
+
+static void expect_query(mx_registry_t *r, const char *query, const char *want)
+{
+    sy_buf_t out;
+    sy_buf_init(&out);
+    assert_int_equal(mx_registry_render_query(r, query, query ? strlen(query) : 0, &out), ST_OK);
+    assert_string_equal(out.len ? out.data : "", want);
+    sy_buf_deinit(&out);
+}
+
+static void test_render_query(void **state)
+{
+    mx_registry_t *r = restricted_fixture();
+    /* generate_latest(r.restricted_registry(['h_count', 'h_sum', 'c_total', 'g', 'g2', 'c',
+     * 'h_bucket'])): the family name alone ('c') matches no sample; 'g' has none */
+    const char *all = "# HELP h Histogram help\n# TYPE h histogram\n"
+                      "h_bucket{a=\"x\",le=\"1.0\"} 1.0\nh_bucket{a=\"x\",le=\"+Inf\"} 1.0\n"
+                      "h_count{a=\"x\"} 1.0\nh_sum{a=\"x\"} 0.5\n"
+                      "# HELP c_total C help\n# TYPE c_total counter\nc_total 3.0\n"
+                      "# HELP g2 G2 help\n# TYPE g2 gauge\ng2 2.0\n";
+    expect_query(r,
+                 "name[]=h_count&name[]=h_sum&name[]=c_total&name[]=g&name[]=g2&name[]=c"
+                 "&name[]=h_bucket",
+                 all);
+    /* percent-encoded key, in any order, other keys ignored */
+    expect_query(r, "x=1&name%5B%5D=g2&name%5b%5d=h_count&debug",
+                 "# HELP h Histogram help\n# TYPE h histogram\nh_count{a=\"x\"} 1.0\n"
+                 "# HELP g2 G2 help\n# TYPE g2 gauge\ng2 2.0\n");
+    /* ['c', 'h']: nothing */
+    expect_query(r, "name[]=c&name[]=h", "");
+    /* an escaped value, '+' as a space (no such sample), a malformed escape kept as is */
+    expect_query(r, "name[]=c%5Ftotal&name[]=g+2&name[]=%zz&name[]=%",
+                 "# HELP c_total C help\n# TYPE c_total counter\nc_total 3.0\n");
+    /* no name[] pair (an empty value does not count, as parse_qs drops it): everything, like
+     * mx_registry_render, including the labelled gauge without series */
+    sy_buf_t full;
+    sy_buf_init(&full);
+    assert_int_equal(mx_registry_render(r, &full), ST_OK);
+    assert_non_null(strstr(full.data, "# HELP g G help\n# TYPE g gauge\n# HELP g2"));
+    expect_query(r, NULL, full.data);
+    expect_query(r, "", full.data);
+    expect_query(r, "name[]=&other=g2", full.data);
+    expect_query(r, "&&=&name[]", full.data);
+    sy_buf_deinit(&full);
+    mx_registry_destroy(r);
+}
+
 static void test_nomem(void **state)
 {
     mx_registry_t *r = mx_registry_create();
@@ -357,13 +425,10 @@ static void test_nomem(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exposition_exact),
-        cmocka_unit_test(test_family_rules),
-        cmocka_unit_test(test_counter_gauge_ops),
-        cmocka_unit_test(test_collect_callback),
-        cmocka_unit_test(test_buckets_125),
-        cmocka_unit_test(test_concurrency_smoke),
-        cmocka_unit_test(test_nomem),
+        cmocka_unit_test(test_exposition_exact),  cmocka_unit_test(test_family_rules),
+        cmocka_unit_test(test_counter_gauge_ops), cmocka_unit_test(test_collect_callback),
+        cmocka_unit_test(test_buckets_125),       cmocka_unit_test(test_concurrency_smoke),
+        cmocka_unit_test(test_render_query),      cmocka_unit_test(test_nomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,8 +3,9 @@
  * on 127.0.0.1 (one per endpoint): a good engine (two data-parallel ranks), one serving garbage, a
  * slow one (answers after a delay: staleness while keeping the last values), one that never answers
  * /metrics (scrape timeout, one scrape in flight at a time), one with an oversized body, one with a
- * failing /health, and a port that refuses connections. No engine process is spawned. Every wait is
- * bounded by a deadline.
+ * failing /health, one that refuses the name[] query of a filtered scrape (400) and one that
+ * answers it with an empty body (both then scraped with the plain path), and a port that refuses
+ * connections. No engine process is spawned. Every wait is bounded by a deadline.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,7 +32,23 @@
 
 #define WAIT_MS 3000
 
-typedef enum kind { K_GOOD, K_GARBAGE, K_SLOW, K_HANG, K_HUGE, K_SICK, K_N } kind_t;
+typedef enum kind {
+    K_GOOD,
+    K_GARBAGE,
+    K_SLOW,
+    K_HANG,
+    K_HUGE,
+    K_SICK,
+    K_STRICT, /* 400 to a /metrics request with a query */
+    K_BLANK,  /* 200 with an empty body to a /metrics request with a query */
+    K_N
+} kind_t;
+
+/* What the scraper must ask for (gw_scrape.c, GW_SCRAPE_QUERY). */
+static const char want_query[] =
+    "name%5B%5D=vllm:num_requests_waiting&name%5B%5D=vllm:num_requests_running"
+    "&name%5B%5D=vllm:kv_cache_usage_perc&name%5B%5D=vllm:gpu_cache_usage_perc"
+    "&name%5B%5D=vllm:cache_config_info";
 
 static const char good_metrics[] =
     "# TYPE vllm:num_requests_waiting gauge\n"
@@ -49,8 +66,10 @@ typedef struct srv_app {
     kind_t kind;
     http_server_t *srv;
     int metrics_reqs;
-    int inflight, max_inflight; /* /metrics exchanges open at once */
-    http_req_t *held;           /* SLOW / HANG: answered later (or never) */
+    int filtered_reqs, plain_reqs; /* /metrics with the expected query, without any query */
+    int other_query_reqs;          /* /metrics with some other query */
+    int inflight, max_inflight;    /* /metrics exchanges open at once */
+    http_req_t *held;              /* SLOW / HANG: answered later (or never) */
     char *huge;
     double running; /* SLOW: changes between answers */
 } srv_app_t;
@@ -97,12 +116,29 @@ static void on_request(http_req_t *req, void *udata)
         return;
     }
     a->metrics_reqs++;
+    sy_slice_t q = http_req_query(req);
+    if (q.len == 0)
+        a->plain_reqs++;
+    else if (q.len == sizeof want_query - 1 && memcmp(q.ptr, want_query, q.len) == 0)
+        a->filtered_reqs++;
+    else
+        a->other_query_reqs++;
+    if (q.len > 0 && a->kind == K_STRICT) {
+        assert_int_equal(http_req_respond_error(req, 400, NULL, "no query", NULL), ST_OK);
+        return;
+    }
+    if (q.len > 0 && a->kind == K_BLANK) {
+        assert_int_equal(http_req_respond(req, 200, "text/plain", "", 0, NULL), ST_OK);
+        return;
+    }
     a->inflight++;
     if (a->inflight > a->max_inflight)
         a->max_inflight = a->inflight;
     switch (a->kind) {
     case K_GOOD:
     case K_SICK:
+    case K_STRICT:
+    case K_BLANK:
         a->inflight--;
         assert_int_equal(
             http_req_respond(req, 200, "text/plain", good_metrics, sizeof good_metrics - 1, NULL),
@@ -259,7 +295,8 @@ static bool pred_settled(fx_t *fx)
     return fx->ep[K_GOOD].m.valid && stats(fx, K_GARBAGE).scrapes_failed >= 2 &&
            stats(fx, K_HUGE).scrapes_too_large >= 1 && stats(fx, K_HANG).scrapes_timeout >= 2 &&
            stats(fx, EP_REFUSED).health_failed >= 1 && stats(fx, K_SICK).health_failed >= 1 &&
-           stats(fx, K_GOOD).health_ok >= 1 && stats(fx, K_GOOD).scrapes_ok >= 5;
+           stats(fx, K_GOOD).health_ok >= 1 && stats(fx, K_GOOD).scrapes_ok >= 5 &&
+           fx->ep[K_STRICT].m.valid && fx->ep[K_BLANK].m.valid;
 }
 
 static void test_scraper_endpoints(void **state)
@@ -284,6 +321,19 @@ static void test_scraper_endpoints(void **state)
     assert_false(g->ejected);
     assert_int_equal(g->consecutive_failures, 0);
     assert_int_equal(fx->app[K_GOOD].max_inflight, 1);
+    /* every scrape asked for the five gauges only */
+    assert_int_equal(fx->app[K_GOOD].filtered_reqs, fx->app[K_GOOD].metrics_reqs);
+    assert_int_equal(fx->app[K_GOOD].plain_reqs, 0);
+
+    /* a filtered scrape refused (400) or answered without the metrics: plain path from then on */
+    for (int k = K_STRICT; k <= K_BLANK; k++) {
+        assert_true(fx->ep[k].m.valid);
+        assert_true(fx->ep[k].m.waiting == 3.0);
+        assert_int_equal(fx->app[k].filtered_reqs, 1);
+        assert_true(fx->app[k].plain_reqs >= 1);
+        assert_int_equal(fx->app[k].other_query_reqs, 0);
+        assert_int_equal(stats(fx, k).scrapes_failed, 1);
+    }
 
     /* garbage: never valid, stale, counted, still healthy */
     const gw_endpoint_t *x = &fx->ep[K_GARBAGE];
