@@ -4,7 +4,8 @@
 #      switchyard gateway --scheduler round-robin | --scheduler default} -> backend, for each
 #      backend (a static nginx `return 200` JSON body, and `switchyard engine --sim --sim-speed 0`
 #      answering a non-streaming max_tokens 1 completion), at 32 and 256 connections; each
-#      configuration run 3 times interleaved, medians reported.
+#      configuration run --reps times (default 3) interleaved, each gateway
+#      next to nginx, medians reported.
 #   B. a 200 KB prompt, one connection, through each front vs direct (static backend).
 #   C. 10,000 idle keep-alive client connections held by the gateway (and by nginx, for
 #      comparison): RSS per connection, and whether the proxy still answers while holding them.
@@ -307,12 +308,17 @@ done
 
 # ---- A: proxy overhead, interleaved repetitions ----
 echo "bench_gateway: A (proxy overhead): $BACKENDS x {$CONNS} conns x $REPS reps x ${DUR}s" >&2
-# The order of the fronts rotates with each repetition (a backend whose state drifts during a
-# repetition, as the engine's may, then favours no front).
-rotated() { # rep: FRONTS rotated left by rep-1
-    local -a f=($FRONTS)
-    local i k=$((($1 - 1) % ${#f[@]}))
-    for ((i = 0; i < ${#f[@]}; i++)); do printf '%s ' "${f[(i + k) % ${#f[@]}]}"; done
+# The order of the fronts changes with each repetition so that each gateway runs right next to
+# nginx, the front it is compared with (the host's speed drifts over seconds; a pair measured
+# back to back sees the least of it), on alternating sides: odd repetitions run
+# direct, round-robin, nginx, default; even ones the reverse. Over the repetitions a drift that
+# is steady across a pair then favours neither side.
+rotated() { # rep: FRONTS in that repetition's order
+    if (($1 % 2)); then
+        printf '%s ' direct gw-round-robin nginx gw-default
+    else
+        printf '%s ' gw-default nginx gw-round-robin direct
+    fi
 }
 has_test A && for rep in $(seq "$REPS"); do
     for be in $BACKENDS; do
@@ -499,8 +505,8 @@ for be in backends:
                 ("%.2fx" % (a["rps"] / n["rps"])) if prox and n and n["rps"] else "-", a["errors"]))
     print("")
     print("Paired by repetition (median over the %d repetitions of: the front's requests/s divided by nginx's in the same repetition; its p50 and p99 minus nginx's; CPU per request of the proxy process and of the backend):\n" % reps)
-    print("| conns | front | req/s vs nginx (paired) | p50 minus nginx ms | p99 minus nginx ms | reps at >= 1.00x | proxy CPU us/req | backend CPU us/req |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| conns | front | req/s vs nginx (paired) | p50 minus nginx ms | p99 minus nginx ms | reps at >= 1.00x | reps with p99 <= nginx | proxy CPU us/req | backend CPU us/req |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in conns:
         byrep = {}
         for r in rows:
@@ -528,12 +534,14 @@ for be in backends:
             if ratios:
                 paired.update(rps_vs_nginx=med(ratios), p50_minus_nginx_us=med(d50),
                               p99_minus_nginx_us=med(d99),
-                              reps_at_least_nginx=sum(1 for x in ratios if x >= 1.0), reps=len(ratios))
+                              reps_at_least_nginx=sum(1 for x in ratios if x >= 1.0),
+                              reps_p99_at_most_nginx=sum(1 for x in d99 if x <= 0), reps=len(ratios))
             report.setdefault("paired", []).append(paired)
             cmp = fr not in ("direct", "nginx") and ratios
-            print("| %d | %s | %s | %s | %s | %s | %s | %.1f |" % (
+            print("| %d | %s | %s | %s | %s | %s | %s | %s | %.1f |" % (
                 c, names[fr], ("%.2fx" % med(ratios)) if cmp else "-", add(med(d50)) if cmp else "-",
                 add(med(d99)) if cmp else "-", ("%d of %d" % (paired["reps_at_least_nginx"], len(ratios))) if cmp else "-",
+                ("%d of %d" % (paired["reps_p99_at_most_nginx"], len(d99))) if cmp else "-",
                 ("%.1f" % med(fcpu)) if fr != "direct" else "-", med(bcpu)))
     print("")
 if any(r["test"] == "bigprompt" for r in rows):

@@ -126,13 +126,14 @@ static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
     struct signalfd_siginfo si;
     while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (ctx->draining) {
-            sy_warn("engine.signal", "signo=%u msg=\"second signal: stopping now\"", si.ssi_signo);
+            sy_warn("engine.signal", "signo=%u from_pid=%u msg=\"second signal: stopping now\"",
+                    si.ssi_signo, si.ssi_pid);
             ev_stop(loop);
             return;
         }
         ctx->draining = true;
-        sy_info("engine.draining", "signo=%u inflight=%zu timeout_s=%.1f", si.ssi_signo,
-                api_num_inflight(ctx->api), ctx->drain_timeout);
+        sy_info("engine.draining", "signo=%u from_pid=%u inflight=%zu timeout_s=%.1f", si.ssi_signo,
+                si.ssi_pid, api_num_inflight(ctx->api), ctx->drain_timeout);
         api_set_draining(ctx->api, true);
         http_server_stop_accepting(ctx->srv);
         ctx->drain_deadline_ms = ev_now_ms(loop) + (uint64_t)(ctx->drain_timeout * 1000.0);

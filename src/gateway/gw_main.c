@@ -784,7 +784,7 @@ static void on_signal(ev_loop_t *loop, int fd, uint32_t events, void *udata)
             return;
         }
         ctx->draining = true;
-        sy_info("gateway.draining", "signo=%u inflight=%zu", si.ssi_signo,
+        sy_info("gateway.draining", "signo=%u from_pid=%u inflight=%zu", si.ssi_signo, si.ssi_pid,
                 gw_proxy_inflight(ctx->proxy));
         gw_proxy_set_draining(ctx->proxy, true);
         http_server_stop_accepting(ctx->srv);
