@@ -24,6 +24,11 @@
 # never touched: nginx runs from a temp prefix with its own config), taskset, curl, /usr/bin/python3.
 # Talks only to 127.0.0.1. Thread-safety: n/a.
 set -euo pipefail
+# The servers are paused with SIGSTOP while another front is measured (solo below). If this
+# script's shell goes away meanwhile (started in the background of a shell that exits), the
+# process group is orphaned with a stopped member and the kernel sends every member SIGHUP, which
+# kills the engine (SIGHUP is not one of its signals); ignoring it here is inherited by them all.
+trap '' HUP
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$ROOT/build
