@@ -5,7 +5,8 @@
 #      backend (a static nginx `return 200` JSON body, and `switchyard engine --sim --sim-speed 0`
 #      answering a non-streaming max_tokens 1 completion), at 32 and 256 connections; each
 #      configuration run --reps times (default 3) interleaved, each gateway
-#      next to nginx, medians reported.
+#      next to nginx, medians reported. With --upstream-cap N a fifth front joins A: the default
+#      gateway with --max-upstream-conns N (requests beyond N per endpoint wait in the gateway).
 #   B. a 200 KB prompt, one connection, through each front vs direct (static backend).
 #   C. 10,000 idle keep-alive client connections held by the gateway (and by nginx, for
 #      comparison): RSS per connection, and whether the proxy still answers while holding them.
@@ -15,7 +16,7 @@
 # Prints Markdown tables and writes build/bench-gateway.json.
 # Usage: scripts/bench_gateway.sh [--duration S] [--reps N] [--conns "32 256"]
 #                                 [--backends "static engine"] [--idle-conns N] [--build-dir DIR]
-#                                 [--tests "A B C D"]
+#                                 [--tests "A B C D"] [--upstream-cap N]
 # Besides each front's medians, A reports paired statistics, which the host's drift affects much
 # less: per repetition, the front's requests/s divided by nginx's in the same repetition, and its
 # p99 minus nginx's, then the median over repetitions; and the CPU time per request of the proxy
@@ -39,6 +40,7 @@ BACKENDS="static engine"
 IDLE_CONNS=10000
 BIG_KB=200
 TESTS="A B C D"
+UPCAP=
 while [ $# -gt 0 ]; do
     case "$1" in
     --duration) DUR=$2; shift 2 ;;
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --tests) TESTS=$2; shift 2 ;;
+    --upstream-cap) UPCAP=$2; shift 2 ;;
     -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "bench_gateway: unknown option $1" >&2; exit 2 ;;
     esac
@@ -209,10 +212,12 @@ PORT[engine/direct]=$P_ENGINE
 PORT[static/nginx]=$P_NG_STATIC
 PORT[engine/nginx]=$P_NG_ENGINE
 for be in $BACKENDS static; do
-    for sch in round-robin default; do
+    for sch in round-robin default ${UPCAP:+cap}; do
         [ -n "${PORT[$be/gw-$sch]:-}" ] && continue
         p=$(free_port)
-        taskset -c $SRV_CPU "$SY_BIN" gateway --host 127.0.0.1 --port "$p" --scheduler "$sch" \
+        extra=(--scheduler "$sch")
+        [ "$sch" == cap ] && extra=(--scheduler default --max-upstream-conns "$UPCAP")
+        taskset -c $SRV_CPU "$SY_BIN" gateway --host 127.0.0.1 --port "$p" "${extra[@]}" \
             --endpoint "http://127.0.0.1:${PORT[$be/direct]}" --log-level warn \
             >"$TMP/gw-$be-$sch.log" 2>&1 &
         PIDS+=($!)
@@ -304,7 +309,7 @@ run_wrk() { # test backend front conns rep body duration
     echo "{\"test\":\"$1\",\"backend\":\"$2\",\"front\":\"$3\",\"conns\":$4,\"rep\":$5,\"front_ticks\":$((f1 - f0)),\"backend_ticks\":$((b1 - b0)),\"wrk\":$line}" >>"$RESULTS"
 }
 has_test() { [[ " $TESTS " == *" $1 "* ]]; }
-FRONTS="direct nginx gw-round-robin gw-default"
+FRONTS="direct nginx gw-round-robin gw-default${UPCAP:+ gw-cap}"
 
 # warm-up: every path once for 1 s
 for be in $BACKENDS; do
@@ -316,13 +321,13 @@ echo "bench_gateway: A (proxy overhead): $BACKENDS x {$CONNS} conns x $REPS reps
 # The order of the fronts changes with each repetition so that each gateway runs right next to
 # nginx, the front it is compared with (the host's speed drifts over seconds; a pair measured
 # back to back sees the least of it), on alternating sides: odd repetitions run
-# direct, round-robin, nginx, default; even ones the reverse. Over the repetitions a drift that
-# is steady across a pair then favours neither side.
+# direct, round-robin, nginx, default (then the capped gateway, with --upstream-cap); even ones
+# the reverse. Over the repetitions a drift that is steady across a pair then favours neither side.
 rotated() { # rep: FRONTS in that repetition's order
     if (($1 % 2)); then
-        printf '%s ' direct gw-round-robin nginx gw-default
+        printf '%s ' direct gw-round-robin nginx gw-default ${UPCAP:+gw-cap}
     else
-        printf '%s ' gw-default nginx gw-round-robin direct
+        printf '%s ' ${UPCAP:+gw-cap} gw-default nginx gw-round-robin direct
     fi
 }
 has_test A && for rep in $(seq "$REPS"); do
@@ -457,7 +462,7 @@ fi
 # ---- report ----
 $PY - "$RESULTS" "$TMP/sched.txt" "$TMP/index.txt" "$TMP/tok.txt" "$OUT_JSON" "$DUR" "$REPS" \
     "$NCPU" "$ALIVE" "$BIG_KB" "$IDLE_CONNS" "$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
-    "$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')" "$(getconf CLK_TCK)" <<'PYEOF'
+    "$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')" "$(getconf CLK_TCK)" "${UPCAP:-0}" <<'PYEOF'
 import json, os, sys, statistics, platform, re
 res_f, sched_f, index_f, tok_f, out = sys.argv[1:6]
 dur, reps, ncpu, alive, big_kb, idle_n = (int(x) for x in sys.argv[6:12])
@@ -476,12 +481,14 @@ def agg(test, be, fr, c):
             "max_us": max(x["max_us"] for x in w), "requests": sum(x["requests"] for x in w),
             "errors": errs, "rps_runs": [round(x["requests"] / (x["duration_us"] / 1e6)) for x in w],
             "p99_runs": [x["p99_us"] for x in w]}
-fronts = ["direct", "nginx", "gw-round-robin", "gw-default"]
+upcap = int(sys.argv[15])
+fronts = ["direct", "nginx", "gw-round-robin", "gw-default"] + (["gw-cap"] if upcap else [])
 names = {"direct": "direct (no proxy)", "nginx": "nginx %s" % nginx_v,
-         "gw-round-robin": "gateway --scheduler round-robin", "gw-default": "gateway --scheduler default"}
+         "gw-round-robin": "gateway --scheduler round-robin", "gw-default": "gateway --scheduler default",
+         "gw-cap": "gateway --scheduler default --max-upstream-conns %d" % upcap}
 def ms(us): return "%.3f" % (us / 1000.0)
 def add(us): return ("+%.3f" % (us / 1000.0)) if us >= 0 else ("%.3f" % (us / 1000.0))
-report = {"bench": "gateway", "duration_s": dur, "reps": reps, "machine_cpus": ncpu,
+report = {"bench": "gateway", "duration_s": dur, "reps": reps, "machine_cpus": ncpu, "upstream_cap": upcap,
           "kernel": platform.release(), "nginx": nginx_v, "wrk": wrk_v, "servers_alive_after": bool(alive),
           "overhead": [], "big_prompt": [], "idle": [], "micro": {}}
 backends = sorted({r["backend"] for r in rows if r["test"] == "overhead"}, key=lambda b: b != "static")

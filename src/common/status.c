@@ -35,6 +35,8 @@ const char *st_str(int status)
         return "closed";
     case ST_EXISTS:
         return "already exists";
+    case ST_BUSY:
+        return "busy";
     default:
         break;
     }

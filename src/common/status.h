@@ -24,6 +24,7 @@ typedef enum sy_status {
     ST_STATE = SY_ST_BASE - 10,   /* call not allowed in the object's current state */
     ST_CLOSED = SY_ST_BASE - 11,  /* peer closed / object shut down */
     ST_EXISTS = SY_ST_BASE - 12,  /* item already present */
+    ST_BUSY = SY_ST_BASE - 13, /* at a concurrency cap: busy, not failing (try elsewhere/later) */
 } sy_status_t;
 
 /* Returns a static string naming the status (or strerror text for -errno). Never NULL. */

@@ -82,6 +82,7 @@ typedef struct gw_ctx {
     gw_proxy_t *proxy;
     gwg_t *gov; /* --api-keys, --guardrails, --audit-log; NULL when none is given */
     gw_scraper_config_t scfg;
+    http_client_config_t ccfg; /* both proxy clients' config (--max-upstream-conns ...) */
     struct {
         char path[128]; /* "" = the default */
         bool tls;       /* over tls_client */
@@ -104,6 +105,7 @@ typedef struct gw_ctx {
     gws_sched_t *sched;
     mx_registry_t *reg;
     mx_family_t *f_ep_healthy, *f_ep_inflight, *f_ep_prefill, *f_ep_lag, *f_index, *f_kv;
+    mx_family_t *f_ep_queue;
     bool models_pending[GW_MAX_ENDPOINTS];
     http_call_t *models_call[GW_MAX_ENDPOINTS];
     sy_buf_t models_body[GW_MAX_ENDPOINTS];
@@ -217,8 +219,7 @@ static http_client_t *client_for(gw_ctx_t *ctx, bool tls, char *err, size_t errl
         snprintf(err, errlen, "upstream TLS: %.200s", terr);
         return NULL;
     }
-    http_client_config_t ccfg;
-    http_client_config_default(&ccfg);
+    http_client_config_t ccfg = ctx->ccfg;
     ccfg.tls = ctx->utls;
     ctx->tls_client = http_client_create(ctx->loop, &ccfg);
     if (!ctx->tls_client)
@@ -659,6 +660,23 @@ static void collect(void *udata)
                     mx_gauge_set(s, (double)kv[k].v);
             }
         }
+        if (ctx->ccfg.max_conns_per_upstream) {
+            http_upstream_stats_t us;
+            http_upstream_stats(ctx->table.ups[ep->id], &us);
+            const struct {
+                const char *kind;
+                double v;
+            } q[] = {{"busy_connections", (double)us.busy},
+                     {"waiting", (double)us.queued},
+                     {"waited_total", (double)us.queued_total},
+                     {"timeouts", (double)us.queue_timeouts},
+                     {"full", (double)us.queue_full}};
+            for (size_t k = 0; k < sizeof q / sizeof q[0]; k++) {
+                const char *lk[] = {ep->name, q[k].kind};
+                if ((s = mx_series_get(ctx->f_ep_queue, lk, 2)))
+                    mx_gauge_set(s, q[k].v);
+            }
+        }
     }
     const char *kind = "precise";
     mx_series_t *s = mx_series_get(ctx->f_index, &kind, 1);
@@ -695,6 +713,13 @@ static void metrics_init(gw_ctx_t *ctx)
         "KV-event subscriber counts per endpoint since start: messages, blocks stored/removed, "
         "decode errors, sequence gaps, and first-block hash-parity checks (a mismatch means the "
         "gateway and the engine disagree on PYTHONHASHSEED or --block-size).",
+        l_kv, 2, NULL, 0);
+    ctx->f_ep_queue = mx_family_create(
+        ctx->reg, MX_GAUGE, "switchyard_gateway_endpoint_queue",
+        "With --max-upstream-conns: connections carrying a request now (busy_connections), "
+        "requests waiting for one now (waiting), and since start: requests that had to wait "
+        "(waited_total), waited past --upstream-queue-timeout-ms (timeouts), found the queue "
+        "full (full).",
         l_kv, 2, NULL, 0);
     ctx->f_index = mx_family_create(ctx->reg, MX_GAUGE, "switchyard_gateway_index_entries",
                                     "Entries held by the prefix indexes.", l_kind, 1, NULL, 0);
@@ -808,6 +833,7 @@ int gateway_main(int argc, char **argv)
     uint64_t port = 8080, block_size = 16, max_retries = 2, eject_after = 3;
     uint64_t scrape_ms = 50, staleness_ms = 1000, health_ms = 1000, index_blocks = 4000000;
     uint64_t max_body = 32u << 20, max_conns = 100000;
+    uint64_t up_conns = 0, up_queue = 4096, up_queue_ms = 30000;
     double drain_timeout = 30;
     bool debug_scores = false;
     /* --endpoint is repeatable: collected here, the rest goes to cli_parse */
@@ -897,6 +923,17 @@ int gateway_main(int argc, char **argv)
          "other endpoints tried before the first response byte", "2"},
         {"eject-after", "N", CLI_UINT, &eject_after,
          "consecutive failures before an endpoint is ejected", "3"},
+        {"max-upstream-conns", "N", CLI_UINT, &up_conns,
+         "requests each endpoint is sent at once (one connection each); more wait in the "
+         "gateway in arrival order, so an overloaded server's own queue stays short (0 = no "
+         "limit)",
+         "0"},
+        {"max-queued-per-endpoint", "N", CLI_UINT, &up_queue,
+         "requests that may wait for one endpoint at --max-upstream-conns; beyond it they go to "
+         "another endpoint or get 503",
+         "4096"},
+        {"upstream-queue-timeout-ms", "MS", CLI_UINT, &up_queue_ms,
+         "longest wait at --max-upstream-conns before another endpoint is tried (or 503)", "30000"},
         {"max-body-bytes", "N", CLI_UINT, &max_body, "largest request body accepted", "33554432"},
         {"max-connections", "N", CLI_UINT, &max_conns,
          "client connections held at once (accepting pauses at the limit)", "100000"},
@@ -996,7 +1033,8 @@ int gateway_main(int argc, char **argv)
         return 2;
     }
     if (port > 65535 || admin_port > 65535 || block_size == 0 || block_size > 1024 ||
-        n_endpoint_args > GW_MAX_SPECS) {
+        n_endpoint_args > GW_MAX_SPECS || up_conns > 1000000 || up_queue == 0 ||
+        up_queue > 10000000 || up_queue_ms == 0 || up_queue_ms > UINT32_MAX) {
         fprintf(stderr, "switchyard gateway: an option is out of range\n");
         return 2;
     }
@@ -1078,9 +1116,11 @@ int gateway_main(int argc, char **argv)
 
     ctx.loop = ev_loop_create();
     ctx.reg = mx_registry_create();
-    http_client_config_t ccfg;
-    http_client_config_default(&ccfg);
-    ctx.client = ctx.loop ? http_client_create(ctx.loop, &ccfg) : NULL;
+    http_client_config_default(&ctx.ccfg);
+    ctx.ccfg.max_conns_per_upstream = (size_t)up_conns;
+    ctx.ccfg.max_queued_per_upstream = (size_t)up_queue;
+    ctx.ccfg.queue_timeout_ms = (uint32_t)up_queue_ms;
+    ctx.client = ctx.loop ? http_client_create(ctx.loop, &ctx.ccfg) : NULL;
     ctx.aidx = aidx_create(GW_MAX_ENDPOINTS, ap.lru_capacity);
     if (!ctx.loop || !ctx.reg || !ctx.client || !ctx.aidx)
         goto oom;

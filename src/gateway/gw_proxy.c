@@ -666,23 +666,27 @@ static void up_on_head(http_call_t *c, int status, const http_header_t *hs, size
     }
 }
 
-/* Scans SSE text for the usage chunk's cached_tokens (the last one wins). */
+/* Finds the usage's cached_tokens in response text (the last one wins: the search runs backwards
+ * from the end, where the usage is, by the ':' of each key with memrchr; every response body and
+ * every streamed chunk's tail goes through here). */
 static void scan_cached(gwx_t *x, const char *s, size_t len)
 {
-    static const char key[] = "\"cached_tokens\":";
+    static const char key[] = "\"cached_tokens\"";
     const size_t kl = sizeof key - 1;
-    for (size_t i = 0; i + kl < len; i++) {
-        if (s[i] == '"' && memcmp(s + i, key, kl) == 0) {
-            size_t j = i + kl;
-            int64_t v = 0;
-            bool any = false;
-            while (j < len && s[j] >= '0' && s[j] <= '9') {
-                v = v * 10 + (s[j] - '0');
-                j++;
-                any = true;
-            }
-            if (any)
-                x->delivered_cached = v;
+    for (const char *c = s + len; (c = memrchr(s, ':', (size_t)(c - s))) != NULL;) {
+        if ((size_t)(c - s) < kl || memcmp(c - kl, key, kl) != 0)
+            continue;
+        const char *j = c + 1, *end = s + len;
+        int64_t v = 0;
+        bool any = false;
+        while (j < end && *j >= '0' && *j <= '9' && v < INT64_MAX / 10 - 9) {
+            v = v * 10 + (*j - '0');
+            j++;
+            any = true;
+        }
+        if (any) {
+            x->delivered_cached = v;
+            return;
         }
     }
 }
@@ -748,8 +752,11 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
     x->call = NULL;
     bool upstream_5xx = x->state == GWX_BUFFERING && x->status >= 500;
     if ((status != ST_OK && !first_byte) || (upstream_5xx && status == ST_OK)) {
-        /* nothing reached the client yet: try another endpoint */
-        ep_failure(p, x->ep, status != ST_OK ? status : ST_UPSTREAM);
+        /* nothing reached the client yet: try another endpoint; one at its connection cap
+         * (--max-upstream-conns: queue full or waited too long) is busy, not failing */
+        bool at_cap = status == ST_BUSY;
+        if (!at_cap)
+            ep_failure(p, x->ep, status != ST_OK ? status : ST_UPSTREAM);
         sy_info("gateway.retry", "endpoint=%s status=%s http=%d attempt=%u", x->ep->name,
                 st_str(status), x->status, x->attempts);
         if (x->attempts <= p->cfg.max_retries) {
@@ -763,6 +770,13 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
         }
         if (upstream_5xx)
             goto relay; /* out of endpoints: relay the last upstream error as it is */
+        if (at_cap) {
+            x_answer_error(x, 503, "ServiceUnavailable",
+                           "Every endpoint tried is at its concurrency limit.",
+                           "Retry-After: 1\r\n");
+            gwx_free(x);
+            return;
+        }
         x_answer_error(x, 502, "BadGateway",
                        "No endpoint could serve the request (all attempts failed).", NULL);
         gwx_free(x);

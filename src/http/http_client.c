@@ -34,6 +34,21 @@
  *   IDLE       -> CLOSED     : idle timeout, peer closed / sent bytes [on_conn_timer, idle_on_read]
  *   CLOSED     -> (freed)    : 0 ms pending timer after the callbacks ran [on_pend]
  *
+ * Calls waiting at the connection cap (cfg.max_conns_per_upstream): such a call is QUEUED
+ * (call->queued, on its upstream's FIFO q_head..q_tail, no connection) until a busy connection of
+ * its upstream frees up:
+ *   QUEUED -> attached : a response completed on a reusable connection: the queue's head takes it
+ *                        before the finished call's on_done runs                   [conn_complete]
+ *   QUEUED -> attached : a busy connection closed (error, cancel, not reusable): the upstream is
+ *                        kicked and the 0 ms pending timer dispatches the head on an idle or a
+ *                        new connection                                      [up_kick, up_dispatch]
+ *   QUEUED -> (done)   : waited past queue_timeout_ms: on_done(ST_BUSY)          [on_queue_timer]
+ *   QUEUED -> (freed)  : http_call_cancel, http_upstream_destroy
+ * up->n_busy counts the connections on the busy list; a dispatch happens only while it is under
+ * the cap, so a stale keep-alive retry (close, then open for the same call) never lets a queued
+ * call in between. One timer per upstream watches the head's deadline (FIFO with one timeout:
+ * the head always expires first) and re-arms itself for the next head.
+ *
  * Invariants (checked by uconn_assert_state):
  *   CONNECTING : fd open; call attached (call->conn == c); nothing written; deadline = connect.
  *   HANDSHAKE  : as CONNECTING, fd watched, tls set; deadline still the connect one.
@@ -69,8 +84,7 @@
  * like recv / send (errno EAGAIN when OpenSSL would block), so the plain path only tests c->tls;
  * decrypted bytes OpenSSL still holds after a read are picked up by a deferred read (PEND_READ),
  * since the socket will not signal them; close_notify is sent best effort when a connection that
- * had no TLS error is closed. Does not: pipeline requests, limit connections per upstream (only
- * idle ones). Thread-safety: loop thread only.
+ * had no TLS error is closed. Does not: pipeline requests. Thread-safety: loop thread only.
  */
 #include "http/http_client.h"
 
@@ -125,10 +139,13 @@ struct http_call {
     bool first_byte;
     bool paused;
     bool retried;
-    bool done; /* on_done delivered or running */
-    bool dead; /* cancelled inside one of its callbacks: freed when the callback returns */
+    bool done;   /* on_done delivered or running */
+    bool dead;   /* cancelled inside one of its callbacks: freed when the callback returns */
+    bool queued; /* waiting at the connection cap, on up->q_head..q_tail */
     unsigned in_cb;
-    http_call_t *free_next; /* on the client's free list */
+    uint64_t q_deadline_ms;       /* queued: when it times out */
+    http_call_t *q_prev, *q_next; /* queued: the upstream's FIFO */
+    http_call_t *free_next;       /* on the client's free list */
 };
 
 struct uconn {
@@ -172,6 +189,12 @@ struct http_upstream {
     uconn_t *idle;  /* LIFO: most recently used first */
     size_t n_idle;
     uconn_t *busy;
+    size_t n_busy;
+    http_call_t *q_head, *q_tail; /* calls waiting at the connection cap, oldest first */
+    uint64_t q_timer;             /* watches q_head's deadline; 0 = none */
+    http_upstream_t *kick_next;   /* on the client's kick list */
+    bool kicked;
+    http_upstream_stats_t st; /* busy and queued are filled in by http_upstream_stats */
 };
 
 struct http_client {
@@ -181,13 +204,17 @@ struct http_client {
     http_upstream_t *ups;
     uconn_t *pend_head, *pend_tail;
     uint64_t pend_timer;
-    http_call_t *free_calls; /* finished calls kept for reuse (at most HC_FREE_CALLS) */
+    http_upstream_t *kick_head; /* upstreams whose queue may move: dispatched by on_pend */
+    http_call_t *free_calls;    /* finished calls kept for reuse (at most HC_FREE_CALLS) */
     size_t n_free_calls;
     http_response_head_t scratch; /* one head parse at a time (see the file comment) */
 };
 
 static void conn_process(uconn_t *c);
 static void conn_fail(uconn_t *c, int status);
+static void up_dispatch(http_upstream_t *up);
+static void up_dispatch_idle(http_upstream_t *up);
+static void pend_arm(http_client_t *cl);
 static void conn_write(uconn_t *c);
 static void conn_read(uconn_t *c);
 
@@ -211,6 +238,36 @@ static void list_remove(uconn_t **head, uconn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
+}
+
+static void busy_push(http_upstream_t *up, uconn_t *c)
+{
+    list_push(&up->busy, c);
+    up->n_busy++;
+}
+
+static void busy_remove(http_upstream_t *up, uconn_t *c)
+{
+    list_remove(&up->busy, c);
+    up->n_busy--;
+}
+
+/* True when a call started now on up would have to wait. */
+static bool up_at_cap(const http_upstream_t *up)
+{
+    size_t cap = up->cl->cfg.max_conns_per_upstream;
+    return cap && up->n_busy >= cap;
+}
+
+/* Asks on_pend to dispatch up's queue (a busy connection went away). */
+static void up_kick(http_upstream_t *up)
+{
+    if (up->kicked || !up->q_head)
+        return;
+    up->kicked = true;
+    up->kick_next = up->cl->kick_head;
+    up->cl->kick_head = up;
+    pend_arm(up->cl);
 }
 
 static bool conn_out_pending(const uconn_t *c)
@@ -317,6 +374,13 @@ static void on_pend(ev_loop_t *loop, uint64_t id, void *udata)
             sy_free(c);
         }
     }
+    while (cl->kick_head) { /* after the connections: their closes may have kicked more */
+        http_upstream_t *up = cl->kick_head;
+        cl->kick_head = up->kick_next;
+        up->kick_next = NULL;
+        up->kicked = false;
+        up_dispatch(up);
+    }
 }
 
 static void conn_pend(uconn_t *c, unsigned flag)
@@ -332,6 +396,11 @@ static void conn_pend(uconn_t *c, unsigned flag)
             cl->pend_head = c;
         cl->pend_tail = c;
     }
+    pend_arm(cl);
+}
+
+static void pend_arm(http_client_t *cl)
+{
     if (!cl->pend_timer) {
         cl->pend_timer = ev_timer_add(cl->loop, 0, on_pend, cl);
         if (!cl->pend_timer)
@@ -403,7 +472,8 @@ static void conn_close(uconn_t *c)
             list_remove(&c->up->idle, c);
             c->up->n_idle--;
         } else {
-            list_remove(&c->up->busy, c);
+            busy_remove(c->up, c);
+            up_kick(c->up);
         }
     }
     c->up = NULL;
@@ -464,7 +534,7 @@ static int conn_open(http_upstream_t *up, http_call_t *call)
     }
     c->up = up;
     c->state = UC_CONNECTING;
-    list_push(&up->busy, c);
+    busy_push(up, c);
     conn_attach(c, call);
     conn_deadline(c, cl->cfg.connect_timeout_ms);
     if (cerr) {
@@ -584,7 +654,7 @@ static void conn_complete(uconn_t *c)
     call->conn = NULL;
     c->call = NULL;
     if (reuse) {
-        list_remove(&up->busy, c);
+        busy_remove(up, c);
         list_push(&up->idle, c);
         up->n_idle++;
         c->state = UC_IDLE;
@@ -593,6 +663,8 @@ static void conn_complete(uconn_t *c)
         conn_update_mask(c);
         conn_deadline(c, c->cl->cfg.idle_timeout_ms);
         uconn_assert_state(c);
+        if (up->q_head)
+            up_dispatch_idle(up); /* the waiting head takes this connection: no callback */
     } else {
         conn_close(c);
     }
@@ -939,6 +1011,107 @@ static void conn_on_io(ev_loop_t *loop, int fd, uint32_t events, void *udata)
         conn_read(c);
 }
 
+/* ---- the queue at the connection cap ---- */
+
+static void on_queue_timer(ev_loop_t *loop, uint64_t id, void *udata);
+
+static void queue_arm(http_upstream_t *up)
+{
+    if (up->q_timer || !up->q_head)
+        return;
+    uint64_t now = ev_now_ms(up->cl->loop);
+    uint64_t at = up->q_head->q_deadline_ms;
+    up->q_timer = ev_timer_add(up->cl->loop, at > now ? at - now : 0, on_queue_timer, up);
+    if (!up->q_timer)
+        sy_error("http_client.timer", "err=nomem"); /* retried on the next queue_push */
+}
+
+static void queue_push(http_upstream_t *up, http_call_t *call)
+{
+    call->queued = true;
+    call->q_deadline_ms = ev_now_ms(up->cl->loop) + up->cl->cfg.queue_timeout_ms;
+    call->q_next = NULL;
+    call->q_prev = up->q_tail;
+    if (up->q_tail)
+        up->q_tail->q_next = call;
+    else
+        up->q_head = call;
+    up->q_tail = call;
+    up->st.queued++;
+    up->st.queued_total++;
+    queue_arm(up);
+}
+
+static void queue_remove(http_upstream_t *up, http_call_t *call)
+{
+    if (call->q_prev)
+        call->q_prev->q_next = call->q_next;
+    else
+        up->q_head = call->q_next;
+    if (call->q_next)
+        call->q_next->q_prev = call->q_prev;
+    else
+        up->q_tail = call->q_prev;
+    call->q_prev = call->q_next = NULL;
+    call->queued = false;
+    up->st.queued--;
+}
+
+/* Puts call on up's most recently pooled idle connection and sends the request: no callback runs
+ * in here (up->idle must be non-NULL). */
+static void start_on_idle(http_upstream_t *up, http_call_t *call)
+{
+    uconn_t *c = up->idle; /* LIFO: the most recently used one is the most likely alive */
+    list_remove(&up->idle, c);
+    up->n_idle--;
+    busy_push(up, c);
+    c->state = UC_REQUEST;
+    conn_attach(c, call);
+    conn_deadline(c, call->paused ? 0 : up->cl->cfg.first_byte_timeout_ms); /* as http_call_pause */
+    conn_write_now(c); /* a send error is delivered from the loop */
+    uconn_assert_state(c);
+}
+
+/* Sends the queue's head on an idle connection while there is one and room under the cap. */
+static void up_dispatch_idle(http_upstream_t *up)
+{
+    while (up->q_head && up->idle && !up_at_cap(up)) {
+        http_call_t *call = up->q_head;
+        queue_remove(up, call);
+        start_on_idle(up, call);
+    }
+}
+
+/* From the loop (on_pend): sends queued calls while there is room, opening connections when no
+ * idle one is left; a call whose connection cannot be opened ends with that error. */
+static void up_dispatch(http_upstream_t *up)
+{
+    up_dispatch_idle(up);
+    while (up->q_head && !up_at_cap(up)) {
+        http_call_t *call = up->q_head;
+        queue_remove(up, call);
+        int rc = conn_open(up, call);
+        if (rc != ST_OK)
+            call_finish(call, rc);
+    }
+}
+
+static void on_queue_timer(ev_loop_t *loop, uint64_t id, void *udata)
+{
+    (void)id;
+    http_upstream_t *up = udata;
+    up->q_timer = 0;
+    uint64_t now = ev_now_ms(loop);
+    while (up->q_head && up->q_head->q_deadline_ms <= now) {
+        http_call_t *call = up->q_head;
+        queue_remove(up, call);
+        up->st.queue_timeouts++;
+        sy_debug("http_client.queue_timeout", "upstream=%s", up->host_hdr);
+        call_finish(call, ST_BUSY); /* on_done may start calls on up: it stays valid */
+    }
+    queue_arm(up);
+}
+
 /* ---- public API ---- */
 
 void http_client_config_default(http_client_config_t *cfg)
@@ -949,6 +1122,9 @@ void http_client_config_default(http_client_config_t *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->max_idle_per_upstream = 1024;
     cfg->max_head_bytes = 65536;
+    cfg->max_conns_per_upstream = 0;
+    cfg->max_queued_per_upstream = 4096;
+    cfg->queue_timeout_ms = 30000;
     cfg->tls = NULL;
 }
 
@@ -977,6 +1153,10 @@ http_client_t *http_client_create(ev_loop_t *loop, const http_client_config_t *c
         cl->cfg.max_idle_per_upstream = d.max_idle_per_upstream;
     if (!cl->cfg.max_head_bytes)
         cl->cfg.max_head_bytes = d.max_head_bytes;
+    if (!cl->cfg.max_queued_per_upstream)
+        cl->cfg.max_queued_per_upstream = d.max_queued_per_upstream;
+    if (!cl->cfg.queue_timeout_ms)
+        cl->cfg.queue_timeout_ms = d.queue_timeout_ms;
     cl->lim.max_head_bytes = cl->cfg.max_head_bytes;
     cl->lim.max_headers = HTTP_MAX_HEADERS_HARD;
     return cl;
@@ -1064,6 +1244,17 @@ void http_upstream_destroy(http_upstream_t *up)
 {
     if (!up)
         return;
+    while (up->q_head) {
+        http_call_t *call = up->q_head;
+        queue_remove(up, call);
+        if (call->in_cb)
+            call->dead = true;
+        else
+            call_free(call);
+    }
+    if (up->q_timer)
+        ev_timer_cancel(up->cl->loop, up->q_timer);
+    up->q_timer = 0;
     while (up->idle)
         conn_close(up->idle);
     while (up->busy) {
@@ -1078,6 +1269,12 @@ void http_upstream_destroy(http_upstream_t *up)
         }
     }
     http_client_t *cl = up->cl;
+    for (http_upstream_t **k = &cl->kick_head; *k; k = &(*k)->kick_next) {
+        if (*k == up) {
+            *k = up->kick_next;
+            break;
+        }
+    }
     if (up->prev)
         up->prev->next = up->next;
     else
@@ -1092,6 +1289,15 @@ void http_upstream_destroy(http_upstream_t *up)
 size_t http_upstream_idle_connections(const http_upstream_t *up)
 {
     return up ? up->n_idle : 0;
+}
+
+void http_upstream_stats(const http_upstream_t *up, http_upstream_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!up)
+        return;
+    *out = up->st;
+    out->busy = up->n_busy;
 }
 
 static bool token_ok(const char *s, bool allow_empty)
@@ -1163,16 +1369,15 @@ int http_call_start(http_upstream_t *up, const char *method, const char *path,
         call_free(call);
         return rc;
     }
-    if (up->idle) {
-        uconn_t *c = up->idle; /* LIFO: the most recently used one is the most likely alive */
-        list_remove(&up->idle, c);
-        up->n_idle--;
-        list_push(&up->busy, c);
-        c->state = UC_REQUEST;
-        conn_attach(c, call);
-        conn_deadline(c, up->cl->cfg.first_byte_timeout_ms);
-        conn_write_now(c); /* no callback in here: a send error is delivered from the loop */
-        uconn_assert_state(c);
+    if (up_at_cap(up) || up->q_head) { /* FIFO: never overtake a waiting call */
+        if (up->st.queued >= up->cl->cfg.max_queued_per_upstream) {
+            up->st.queue_full++;
+            call_free(call);
+            return ST_BUSY;
+        }
+        queue_push(up, call);
+    } else if (up->idle) {
+        start_on_idle(up, call);
     } else {
         rc = conn_open(up, call);
         if (rc != ST_OK) {
@@ -1217,6 +1422,8 @@ void http_call_cancel(http_call_t *call)
 {
     if (!call || call->done || call->dead)
         return;
+    if (call->queued)
+        queue_remove(call->up, call);
     uconn_t *c = call->conn;
     if (c)
         conn_close(c); /* never pooled: the rest of the response is unknown */

@@ -6,8 +6,9 @@
  *
  * Call lifecycle: http_call_start -> [on_head once] -> [on_data ...] -> on_done exactly once
  * (status ST_OK when the whole response arrived, else an error: -ECONNREFUSED / ST_TIMEOUT /
- * ST_CLOSED (peer closed early) / ST_PROTO (bad response) / ST_LIMIT). After on_done, or after
- * http_call_cancel, the call is invalid. `first_byte` tells whether any response byte arrived
+ * ST_CLOSED (peer closed early) / ST_PROTO (bad response) / ST_LIMIT (a response head beyond
+ * max_head_bytes) / ST_BUSY (waited too long at the connection cap, below)). After on_done, or
+ * after http_call_cancel, the call is invalid. `first_byte` tells whether any response byte arrived
  * before a failure (the gateway retries elsewhere only when none did).
  * Connections go back to the pool only after a complete response with keep-alive; idle pooled
  * connections are closed after idle_timeout_ms or when the peer closes them (detected while
@@ -19,6 +20,16 @@
  * upstream's host (an IP address against the certificate's IP SANs, a name against its DNS names
  * and sent as SNI). A refused certificate fails the call with ST_PROTO (first_byte false) and
  * logs the reason (http_client.tls_failed).
+ * Connection limit and queue: with cfg.max_conns_per_upstream set, at most that many connections
+ * of an upstream carry a call at once (idle pooled ones do not count); a call started beyond it
+ * waits in the upstream's FIFO queue (at most max_queued_per_upstream calls, else
+ * http_call_start returns ST_BUSY) and is sent on the first connection that frees up: at once
+ * when a response completes on a reusable connection, otherwise from the loop. A queued call that
+ * waits longer than queue_timeout_ms ends with on_done(ST_BUSY, first_byte false): ST_BUSY
+ * always means "the upstream is at its cap", never that it failed; cancel,
+ * pause and resume work on it as on any call. This is the concurrency cap of Envoy's circuit
+ * breaker with its pending-request queue: it keeps an overloaded server's own queue short and
+ * serves the waiting requests in arrival order.
  * Does not: redirects, HTTP/2, DNS at call time (host is resolved at upstream creation), client
  * certificates.
  * Thread-safety: loop thread only.
@@ -43,8 +54,11 @@ typedef struct http_client_config {
     uint32_t first_byte_timeout_ms; /* request sent -> first response byte; default 600000 */
     uint32_t read_timeout_ms;       /* max silence between response bytes; default 600000 */
     uint32_t idle_timeout_ms;       /* pooled idle connection lifetime; default 60000 */
-    size_t max_idle_per_upstream;   /* default 256 */
+    size_t max_idle_per_upstream;   /* default 1024 */
     size_t max_head_bytes;          /* default 65536 */
+    size_t max_conns_per_upstream;  /* connections carrying a call at once; 0 (default) = no cap */
+    size_t max_queued_per_upstream; /* calls waiting at the cap; default 4096 */
+    uint32_t queue_timeout_ms;      /* longest wait in that queue; default 30000 */
     htls_client_t *tls;             /* borrowed, outlives the client; NULL (default) = plain */
 } http_client_config_t;
 
@@ -73,9 +87,21 @@ http_upstream_t *http_upstream_create(http_client_t *cl, const char *host, int p
 void http_upstream_destroy(http_upstream_t *up);
 size_t http_upstream_idle_connections(const http_upstream_t *up);
 
+/* Counters of one upstream's connection cap and queue (busy always; the others stay zero
+ * without a cap). */
+typedef struct http_upstream_stats {
+    size_t busy;             /* connections carrying a call now */
+    size_t queued;           /* calls waiting for a connection now */
+    uint64_t queued_total;   /* calls that had to wait */
+    uint64_t queue_timeouts; /* calls that waited longer than queue_timeout_ms */
+    uint64_t queue_full;     /* http_call_start refused with ST_BUSY */
+} http_upstream_stats_t;
+void http_upstream_stats(const http_upstream_t *up, http_upstream_stats_t *out);
+
 /* Starts a request. method/path borrowed for the call; extra_headers NULL or "Name: v\r\n"...;
  * the client adds Host, Content-Length (when body != NULL) and Connection: keep-alive.
- * body copied. cbs/udata borrowed. Returns ST_OK with *out set, or an error (no callbacks). */
+ * body copied. cbs/udata borrowed. Returns ST_OK with *out set (the call may be queued, see
+ * above), or an error (no callbacks): ST_INVAL, ST_NOMEM, ST_BUSY (queue full), -errno. */
 int http_call_start(http_upstream_t *up, const char *method, const char *path,
                     const char *extra_headers, const char *body, size_t body_len,
                     const http_call_cbs_t *cbs, void *udata, http_call_t **out);

@@ -55,6 +55,9 @@
  * that were armed while already writable, and resumes pipelined input after a response finished
  * outside the read path. Using a timer rather than ev_set_before_sleep() leaves the loop's single
  * before-sleep hook to the application and lets several servers share one loop.
+ * Requests: a finished exchange's http_req_t (with its body buffer up to HS_KEEP_BODY) goes on
+ * the server's free list (HS_FREE_REQS) and the next head reuses it; req_new zeroes its fields
+ * but not its 4 KB header array, of which only the parsed headers are written and read.
  * Pipelining: a connection handles one exchange at a time; bytes of later requests stay buffered
  * (up to max_head_bytes, then reading pauses) and are parsed once the response is fully written.
  * Policies: EOF from the client during an exchange (also a half-close) counts as the client going
@@ -99,6 +102,9 @@
 #define HTTP_BODY_READ_CHUNK 65536
 #define HTTP_ACCEPT_BATCH 64
 #define HTTP_ACCEPT_BACKOFF_MS 100
+#define HS_FREE_REQS 256   /* finished requests kept for reuse */
+#define HS_KEEP_BODY 65536 /* ... with their body buffer when it is at most this big */
+#define HS_RAW_MIN 1024    /* head bytes room of a new request (most heads fit) */
 
 typedef enum http_conn_state {
     CS_HANDSHAKE,
@@ -149,7 +155,9 @@ struct http_req {
     void *on_close_ud, *on_writable_ud;
     void *udata;
     size_t raw_len;
-    char raw[]; /* copy of the head bytes (NUL-terminated) */
+    size_t raw_cap;        /* bytes allocated for raw[] */
+    http_req_t *free_next; /* on the server's free list */
+    char raw[];            /* copy of the head bytes (NUL-terminated) */
 };
 
 struct http_conn {
@@ -202,7 +210,9 @@ struct http_server {
     http_conn_t *pend_head, *pend_tail;
     uint64_t pend_timer;
     http_request_head_t scratch; /* parse target; copied into the req once complete */
-    sy_buf_t head_scratch;       /* response heads are built here (http_req_respond) */
+    http_req_t *free_reqs;       /* finished exchanges kept for reuse (at most HS_FREE_REQS) */
+    size_t n_free_reqs;
+    sy_buf_t head_scratch; /* response heads are built here (http_req_respond) */
 };
 
 static void conn_process(http_conn_t *c);
@@ -391,10 +401,19 @@ static void conn_update_events(http_conn_t *c)
 
 /* ---- exchange end ---- */
 
-static void req_free(http_req_t *req)
+/* Keeps a finished request (with its body buffer, when small) for the next req_new. */
+static void req_free(http_server_t *srv, http_req_t *req)
 {
     if (!req)
         return;
+    if (srv->n_free_reqs < HS_FREE_REQS && !srv->destroying) {
+        if (req->body.cap > HS_KEEP_BODY)
+            sy_buf_deinit(&req->body);
+        req->free_next = srv->free_reqs;
+        srv->free_reqs = req;
+        srv->n_free_reqs++;
+        return;
+    }
     sy_buf_deinit(&req->body);
     sy_free(req);
 }
@@ -410,7 +429,7 @@ static void exchange_end(http_conn_t *c)
         c->srv->n_active--;
     }
     c->req = NULL;
-    req_free(req);
+    req_free(c->srv, req);
 }
 
 /* ---- close / reap ---- */
@@ -741,11 +760,33 @@ static void conn_response_done(http_conn_t *c)
 
 /* ---- request intake ---- */
 
+/* A request for the head parsed into srv->scratch (head_len bytes at c->in): from the free list
+ * when one there has room, else new. Only the fields are zeroed, not the header array (4 KB):
+ * the first head.num_headers entries are written below. */
 static http_req_t *req_new(http_conn_t *c, size_t head_len)
 {
-    http_req_t *req = sy_calloc(1, sizeof *req + head_len + 1);
-    if (!req)
-        return NULL;
+    http_server_t *srv = c->srv;
+    http_req_t *req = srv->free_reqs;
+    sy_buf_t body = SY_BUF_INIT;
+    if (req && req->raw_cap > head_len) {
+        srv->free_reqs = req->free_next;
+        srv->n_free_reqs--;
+        body = req->body;
+        sy_buf_reset(&body);
+    } else {
+        size_t cap = head_len + 1 > HS_RAW_MIN ? head_len + 1 : HS_RAW_MIN;
+        req = sy_malloc(sizeof *req + cap);
+        if (!req)
+            return NULL;
+        req->raw_cap = cap;
+    }
+    size_t cap = req->raw_cap;
+    const size_t hdrs = offsetof(http_req_t, head) + offsetof(http_request_head_t, headers);
+    const size_t rest = offsetof(http_req_t, head) + offsetof(http_request_head_t, num_headers);
+    memset(req, 0, hdrs);
+    memset((char *)req + rest, 0, offsetof(http_req_t, raw) - rest);
+    req->raw_cap = cap;
+    req->body = body;
     req->conn = c;
     req->raw_len = head_len;
     memcpy(req->raw, c->in.data, head_len);
@@ -1497,6 +1538,12 @@ void http_server_destroy(http_server_t *srv)
     srv->pend_head = srv->pend_tail = NULL;
     while (srv->conns)
         conn_reap(srv->conns);
+    while (srv->free_reqs) {
+        http_req_t *req = srv->free_reqs;
+        srv->free_reqs = req->free_next;
+        sy_buf_deinit(&req->body);
+        sy_free(req);
+    }
     sy_buf_deinit(&srv->head_scratch);
     sy_free(srv);
 }

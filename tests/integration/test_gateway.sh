@@ -42,6 +42,10 @@ sy_wait_until 10 grep -q "$MODEL" <(curl -s "$GURL/v1/models") || true
 ENGINE_URL=http://127.0.0.1:${EPORT[0]}
 sy_http POST "$GURL/v1/completions" "{\"model\":\"$MODEL\",\"prompt\":\"warm-up\",\"max_tokens\":2}"
 sy_assert_status "a valid request passes the gateway's validation" 200
+# the gateway's hash-parity probes (one request to each engine) are done before the counts below
+parity_done() { [ "$(sy_metric "$GURL" switchyard_gateway_hash_parity result=match)" == "$N.0" ]; }
+sy_wait_until 20 parity_done || sy_not_ok "hash-parity probes done on all $N endpoints" \
+    "$(curl -s "$GURL/metrics" | grep hash_parity)"
 PICKS0=$(sy_metric "$GURL" switchyard_gateway_picks_total)
 PROMPT0=$(for i in $(seq 0 $((N - 1))); do sy_metric "http://127.0.0.1:${EPORT[$i]}" vllm:prompt_tokens_total; done | paste -sd+ | bc)
 "$SY_PY" -c 'import sys; sys.stdout.write("{\"model\":\"%s\",\"prompt\":\"%s\"}" % (sys.argv[1], "x" * 9000))' "$MODEL" >"$SY_TMP/long.json"

@@ -3,8 +3,11 @@
  * the project's http_server (keep-alive reuse, SSE streamed in pieces, 204, HEAD, pause/resume,
  * cancel from callbacks, first-byte timeout) and a scripted raw server for misbehaving peers
  * (responses split at odd points, 1xx, chunked, read-until-close, close mid-body, oversized head,
- * a pooled connection closed by the server before the next call). Every wait is bounded: the loop
- * runs under a 1 ms poll timer until a condition holds or a deadline passes.
+ * a pooled connection closed by the server before the next call), and the per-upstream connection
+ * cap with its FIFO queue (arrival order, queue timeout and queue full as ST_BUSY, cancel / pause
+ * / destroy while queued, dispatch on a just-pooled connection and from the loop after a close,
+ * counters, the uncapped default). Every wait is bounded: the loop runs under a 1 ms poll timer
+ * until a condition holds or a deadline passes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -162,6 +165,7 @@ typedef struct app {
     struct rec *sse_watch; /* client record checked when the second SSE event is sent */
     bool sse_first_seen;   /* the client had "data: 1" before the server sent more */
     char *big;
+    int dones; /* on_done calls so far (rec_t.order) */
 } app_t;
 
 static bool path_is(const http_req_t *req, const char *p)
@@ -192,6 +196,7 @@ typedef struct rec {
     bool done;
     int done_status;
     bool first_byte;
+    int order;   /* 1 + the on_done calls (of recs with app set) that ran before this one */
     bool x_seen; /* on_head saw header X-Test */
     /* behaviours */
     bool cancel_on_head;
@@ -202,6 +207,7 @@ typedef struct rec {
     /* chain: start another call from on_done */
     http_upstream_t *chain_up;
     struct rec *chain_rec;
+    struct rec *cancel_peer; /* cancelled from on_done (then marked done: it must stay silent) */
 } rec_t;
 
 static void rec_init(rec_t *r)
@@ -410,7 +416,13 @@ static void cb_done(http_call_t *c, int status, bool first_byte, void *udata)
     r->done = true;
     r->done_status = status;
     r->first_byte = first_byte;
+    if (r->app)
+        r->order = ++r->app->dones;
     http_call_cancel(c); /* ignored: the call is finishing */
+    if (r->cancel_peer) {
+        http_call_cancel(r->cancel_peer->call);
+        r->cancel_peer->done = true;
+    }
     if (r->chain_up) {
         rec_t *next = r->chain_rec;
         assert_int_equal(
@@ -846,6 +858,449 @@ static void test_raw_read_timeout(void **state)
     sy_buf_deinit(&r.body);
 }
 
+/* ---- connection cap and queue ---- */
+
+typedef struct recs {
+    rec_t *r;
+    size_t n;
+} recs_t;
+
+static bool pred_all_done(fx_t *fx, void *arg)
+{
+    const recs_t *rs = arg;
+    for (size_t i = 0; i < rs->n; i++)
+        if (!rs->r[i].done)
+            return false;
+    return true;
+}
+
+static bool pred_slow_pending(fx_t *fx, void *arg)
+{
+    return fx->app.pending != NULL;
+}
+
+static bool pred_slow_closed(fx_t *fx, void *arg)
+{
+    return fx->app.closed > 0;
+}
+
+/* Recreates the client with a connection cap (0 = keep the default for the other two). */
+static void fx_capped(fx_t *fx, size_t cap, size_t max_queued, uint32_t queue_timeout_ms)
+{
+    http_client_config_t cfg;
+    http_client_config_default(&cfg);
+    cfg.max_conns_per_upstream = cap;
+    if (max_queued)
+        cfg.max_queued_per_upstream = max_queued;
+    if (queue_timeout_ms)
+        cfg.queue_timeout_ms = queue_timeout_ms;
+    fx_client(fx, &cfg);
+}
+
+static void check_stats(const http_upstream_t *up, size_t busy, size_t queued, uint64_t total,
+                        uint64_t timeouts, uint64_t full)
+{
+    http_upstream_stats_t st;
+    memset(&st, 0xa5, sizeof st);
+    http_upstream_stats(up, &st);
+    assert_int_equal(st.busy, busy);
+    assert_int_equal(st.queued, queued);
+    assert_int_equal(st.queued_total, total);
+    assert_int_equal(st.queue_timeouts, timeouts);
+    assert_int_equal(st.queue_full, full);
+}
+
+static void check_silent(const rec_t *r)
+{
+    assert_int_equal(r->heads, 0);
+    assert_int_equal(r->datas, 0);
+    assert_int_equal(r->order, 0); /* cb_done never ran */
+}
+
+/* Three calls to the raw server (capped client, fresh raw upstream) answered with resp: one runs,
+ * two wait; all end 200 "ok" in start order, their completion order numbers from first. */
+static void raw_three_capped(fx_t *fx, const char *resp, bool close_after, int first)
+{
+    raw_script(fx, close_after, resp, NULL, NULL, NULL);
+    rec_t q[3];
+    for (int i = 0; i < 3; i++) {
+        rec_init(&q[i]);
+        start(fx, fx->raw_up, "GET", "/q", &q[i]);
+    }
+    check_stats(fx->raw_up, 1, 2, 2, 0, 0);
+    recs_t rq = {q, 3};
+    assert_true(run_until(fx, pred_all_done, &rq, WAIT_MS));
+    for (int i = 0; i < 3; i++) {
+        check_ok(&q[i], 200, "ok");
+        assert_int_equal(q[i].order, first + i);
+        sy_buf_deinit(&q[i].body);
+    }
+}
+
+static void test_cap_queue_fifo(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 1, 0, 0);
+    rec_t r[4];
+    for (int i = 0; i < 4; i++)
+        rec_init(&r[i]);
+    r[0].chain_up = fx->up; /* started from r[0]'s on_done: behind the two waiting calls */
+    r[0].chain_rec = &r[3];
+    r[3].app = &fx->app;
+    for (int i = 0; i < 3; i++)
+        start(fx, fx->up, "GET", "/hello", &r[i]);
+    check_stats(fx->up, 1, 2, 2, 0, 0);
+    recs_t all = {r, 4};
+    assert_true(run_until(fx, pred_all_done, &all, WAIT_MS));
+    for (int i = 0; i < 4; i++) {
+        check_ok(&r[i], 200, "hello world");
+        assert_int_equal(r[i].order, i + 1); /* served in arrival order */
+    }
+    assert_int_equal(fx->app.requests, 4);
+    assert_int_equal(http_server_num_connections(fx->srv), 1); /* one connection for all */
+    assert_int_equal(http_upstream_idle_connections(fx->up), 1);
+    check_stats(fx->up, 0, 0, 3, 0, 0);
+    for (int i = 0; i < 4; i++)
+        sy_buf_deinit(&r[i].body);
+
+    /* the same against the raw server: exactly one accept, the requests one after the other */
+    raw_three_capped(fx, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, 5);
+    assert_int_equal(fx->raw.accepts, 1);
+    assert_int_equal(fx->raw.conns[0]->handled, 3);
+    check_stats(fx->raw_up, 0, 0, 2, 0, 0);
+}
+
+static void test_cap_two(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 2, 0, 0);
+    enum { N = 7 };
+    rec_t r[N];
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        start(fx, fx->up, "GET", "/hello", &r[i]);
+    }
+    check_stats(fx->up, 2, N - 2, N - 2, 0, 0);
+    recs_t all = {r, N};
+    assert_true(run_until(fx, pred_all_done, &all, WAIT_MS));
+    for (int i = 0; i < N; i++) {
+        check_ok(&r[i], 200, "hello world");
+        sy_buf_deinit(&r[i].body);
+    }
+    assert_int_equal(http_server_num_connections(fx->srv), 2); /* never more than the cap */
+    assert_int_equal(http_upstream_idle_connections(fx->up), 2);
+    check_stats(fx->up, 0, 0, N - 2, 0, 0);
+}
+
+static void test_cap_queue_timeout(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 1, 0, 50);
+    rec_t s, q[3];
+    rec_init(&s);
+    for (int i = 0; i < 3; i++)
+        rec_init(&q[i]);
+    uint64_t t0 = sy_mono_ms();
+    start(fx, fx->up, "GET", "/slow", &s); /* holds the only connection */
+    start(fx, fx->up, "GET", "/hello", &q[0]);
+    assert_true(run_until(fx, pred_slow_pending, NULL, WAIT_MS));
+    q[1].chain_up = fx->up; /* its on_done (from the queue timer) queues q[2] */
+    q[1].chain_rec = &q[2];
+    q[2].app = &fx->app;
+    start(fx, fx->up, "GET", "/hello", &q[1]);
+    check_stats(fx->up, 1, 2, 2, 0, 0);
+    recs_t all = {q, 3};
+    assert_true(run_until(fx, pred_all_done, &all, WAIT_MS));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(q[i].done_status, ST_BUSY); /* at the cap, not an upstream failure */
+        assert_false(q[i].first_byte);
+        assert_int_equal(q[i].heads, 0);
+        assert_int_equal(q[i].datas, 0);
+        assert_int_equal(q[i].order, i + 1);
+    }
+    assert_true(sy_mono_ms() - t0 >= 40);
+    check_stats(fx->up, 1, 0, 3, 3, 0);
+    assert_false(s.done); /* the slow call is still running */
+    assert_non_null(fx->app.pending);
+    assert_int_equal(fx->app.requests, 1); /* the queued calls were never sent */
+    http_call_cancel(s.call);
+    assert_true(run_until(fx, pred_server_idle, NULL, WAIT_MS));
+    assert_int_equal(fx->app.closed, 1);
+    run_for(fx, 20);
+    assert_false(s.done);
+    check_stats(fx->up, 0, 0, 3, 3, 0);
+}
+
+static void test_cap_queue_full(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 1, 1, 0);
+    rec_t a, b, c;
+    rec_init(&a);
+    rec_init(&b);
+    rec_init(&c);
+    start(fx, fx->up, "GET", "/hello", &a);
+    start(fx, fx->up, "GET", "/hello", &b);
+    http_call_t *x = (http_call_t *)1;
+    assert_int_equal(http_call_start(fx->up, "GET", "/hello", NULL, NULL, 0, &cbs, &c, &x),
+                     ST_BUSY);
+    assert_null(x);
+    check_stats(fx->up, 1, 1, 1, 0, 1);
+    assert_true(run_until(fx, pred_done, &b, WAIT_MS));
+    check_ok(&a, 200, "hello world");
+    check_ok(&b, 200, "hello world");
+    run_for(fx, 10);
+    assert_false(c.done); /* refused: no callbacks */
+    assert_int_equal(fx->app.requests, 2);
+    check_stats(fx->up, 0, 0, 1, 0, 1);
+    /* room again: accepted (and sent at once on the pooled connection) */
+    start(fx, fx->up, "GET", "/hello", &c);
+    check_stats(fx->up, 1, 0, 1, 0, 1);
+    assert_true(run_until(fx, pred_done, &c, WAIT_MS));
+    check_ok(&c, 200, "hello world");
+    sy_buf_deinit(&a.body);
+    sy_buf_deinit(&b.body);
+    sy_buf_deinit(&c.body);
+}
+
+static void test_cap_cancel_queued(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 1, 0, 0);
+    rec_t a, b, c, d;
+    rec_init(&a);
+    rec_init(&b);
+    rec_init(&c);
+    rec_init(&d);
+    start(fx, fx->up, "GET", "/hello", &a);
+    start(fx, fx->up, "GET", "/hello", &b);
+    start(fx, fx->up, "GET", "/hello", &c);
+    start(fx, fx->up, "GET", "/hello", &d);
+    check_stats(fx->up, 1, 3, 3, 0, 0);
+    http_call_cancel(b.call); /* the queue's head */
+    check_stats(fx->up, 1, 2, 3, 0, 0);
+    http_call_cancel(d.call); /* its tail */
+    check_stats(fx->up, 1, 1, 3, 0, 0);
+    assert_true(run_until(fx, pred_done, &c, WAIT_MS));
+    check_ok(&a, 200, "hello world");
+    check_ok(&c, 200, "hello world");
+    assert_int_equal(a.order, 1);
+    assert_int_equal(c.order, 2);
+    run_for(fx, 20);
+    assert_false(b.done);
+    assert_false(d.done);
+    check_silent(&b);
+    check_silent(&d);
+    assert_int_equal(fx->app.requests, 2); /* the cancelled ones were never sent */
+    assert_int_equal(http_server_num_connections(fx->srv), 1);
+    check_stats(fx->up, 0, 0, 3, 0, 0);
+    sy_buf_deinit(&a.body);
+    sy_buf_deinit(&c.body);
+}
+
+static void test_cap_cancel_dispatched_from_on_done(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 1, 0, 0);
+    rec_t a, b, c;
+    rec_init(&a);
+    rec_init(&b);
+    rec_init(&c);
+    a.cancel_peer = &b; /* b got a's pooled connection before a's on_done: cancelled there */
+    start(fx, fx->up, "GET", "/hello", &a);
+    start(fx, fx->up, "GET", "/hello", &b);
+    start(fx, fx->up, "GET", "/hello", &c);
+    assert_true(run_until(fx, pred_done, &c, WAIT_MS));
+    check_ok(&a, 200, "hello world");
+    check_ok(&c, 200, "hello world"); /* sent from the loop on a fresh connection */
+    assert_int_equal(c.order, 2);
+    run_for(fx, 20);
+    check_silent(&b);
+    check_stats(fx->up, 0, 0, 2, 0, 0);
+    assert_int_equal(http_upstream_idle_connections(fx->up), 1);
+    sy_buf_deinit(&a.body);
+    sy_buf_deinit(&c.body);
+}
+
+static void test_cap_dispatch_after_close(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 1, 0, 0);
+    rec_t s, b, d;
+    rec_init(&s);
+    rec_init(&b);
+    rec_init(&d);
+    start(fx, fx->up, "GET", "/slow", &s);
+    start(fx, fx->up, "GET", "/hello", &b);
+    assert_true(run_until(fx, pred_slow_pending, NULL, WAIT_MS));
+    check_stats(fx->up, 1, 1, 1, 0, 0);
+    http_call_cancel(s.call); /* the busy connection closes: b is sent from the loop */
+    check_stats(fx->up, 0, 1, 1, 0, 0);
+    start(fx, fx->up, "GET", "/hello", &d); /* under the cap, but must not overtake b */
+    check_stats(fx->up, 0, 2, 2, 0, 0);
+    assert_true(run_until(fx, pred_done, &d, WAIT_MS));
+    check_ok(&b, 200, "hello world");
+    check_ok(&d, 200, "hello world");
+    assert_int_equal(b.order, 1);
+    assert_int_equal(d.order, 2);
+    assert_false(s.done);
+    assert_int_equal(fx->app.requests, 3);
+    check_stats(fx->up, 0, 0, 2, 0, 0);
+    sy_buf_deinit(&b.body);
+    sy_buf_deinit(&d.body);
+
+    /* a response with Connection: close: the next waiting call goes out on a new connection */
+    raw_three_capped(fx, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                     true, 3);
+    assert_int_equal(fx->raw.accepts, 3);
+    assert_int_equal(http_upstream_idle_connections(fx->raw_up), 0);
+    check_stats(fx->raw_up, 0, 0, 2, 0, 0);
+}
+
+static void test_cap_dispatch_after_error(void **state)
+{
+    fx_t *fx = *state;
+    fx_capped(fx, 1, 0, 0);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &al), 0);
+    close(s); /* nobody listens on that port now */
+    int st;
+    http_upstream_t *up = http_upstream_create(fx->cl, "127.0.0.1", ntohs(a.sin_port), &st);
+    assert_non_null(up);
+    rec_t r[3];
+    for (int i = 0; i < 3; i++) {
+        rec_init(&r[i]);
+        start(fx, up, "GET", "/x", &r[i]);
+    }
+    check_stats(up, 1, 2, 2, 0, 0);
+    recs_t all = {r, 3};
+    assert_true(run_until(fx, pred_all_done, &all, WAIT_MS));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].done_status, -ECONNREFUSED);
+        assert_false(r[i].first_byte);
+        assert_int_equal(r[i].order, i + 1);
+    }
+    check_stats(up, 0, 0, 2, 0, 0);
+    http_upstream_destroy(up);
+}
+
+static void test_cap_queued_pause_resume(void **state)
+{
+    fx_t *fx = *state;
+    http_client_config_t cfg;
+    http_client_config_default(&cfg);
+    cfg.max_conns_per_upstream = 1;
+    cfg.first_byte_timeout_ms = 50;
+    fx_client(fx, &cfg);
+    rec_t a, b;
+    rec_init(&a);
+    rec_init(&b);
+    start(fx, fx->up, "GET", "/hello", &a);
+    start(fx, fx->up, "GET", "/hello", &b);
+    http_call_pause(b.call); /* while queued */
+    assert_true(run_until(fx, pred_done, &a, WAIT_MS));
+    check_ok(&a, 200, "hello world");
+    run_for(fx, 120); /* past the 50 ms first-byte timeout: a paused call has none */
+    assert_false(b.done);
+    assert_int_equal(b.heads, 0); /* sent, but its response is not read while paused */
+    assert_int_equal(fx->app.requests, 2);
+    check_stats(fx->up, 1, 0, 1, 0, 0);
+    http_call_resume(b.call);
+    assert_true(run_until(fx, pred_done, &b, WAIT_MS));
+    check_ok(&b, 200, "hello world");
+    check_stats(fx->up, 0, 0, 1, 0, 0);
+    sy_buf_deinit(&a.body);
+    sy_buf_deinit(&b.body);
+}
+
+static void test_cap_destroy_with_queued(void **state)
+{
+    fx_t *fx = *state;
+    http_client_config_t cfg;
+    http_client_config_default(&cfg);
+    cfg.max_conns_per_upstream = 1;
+    cfg.queue_timeout_ms = 30;
+    fx_client(fx, &cfg);
+    rec_t s, b, c;
+    rec_init(&s);
+    rec_init(&b);
+    rec_init(&c);
+    start(fx, fx->up, "GET", "/slow", &s);
+    start(fx, fx->up, "GET", "/hello", &b);
+    start(fx, fx->up, "GET", "/hello", &c);
+    http_call_pause(c.call);
+    assert_true(run_until(fx, pred_slow_pending, NULL, WAIT_MS));
+    http_upstream_destroy(fx->up); /* frees the queued calls and their timer: no callbacks */
+    fx->up = NULL;
+    run_for(fx, 80); /* past the queue timeout */
+    check_silent(&s);
+    check_silent(&b);
+    check_silent(&c);
+    assert_false(s.done || b.done || c.done);
+    assert_int_equal(fx->app.requests, 1);
+    assert_true(run_until(fx, pred_server_idle, NULL, WAIT_MS));
+
+    /* the whole client, with queued calls on both upstreams */
+    fx_client(fx, &cfg);
+    raw_script(fx, false, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", NULL, NULL, NULL);
+    fx->raw.silent = true;
+    rec_t t[4];
+    for (int i = 0; i < 4; i++)
+        rec_init(&t[i]);
+    start(fx, fx->up, "GET", "/slow", &t[0]);
+    start(fx, fx->up, "GET", "/hello", &t[1]);
+    start(fx, fx->raw_up, "GET", "/x", &t[2]);
+    start(fx, fx->raw_up, "GET", "/x", &t[3]);
+    run_for(fx, 10);
+    check_stats(fx->up, 1, 1, 1, 0, 0);
+    check_stats(fx->raw_up, 1, 1, 1, 0, 0);
+    http_client_destroy(fx->cl);
+    fx->cl = NULL;
+    fx->up = fx->raw_up = NULL;
+    run_for(fx, 80);
+    for (int i = 0; i < 4; i++) {
+        check_silent(&t[i]);
+        assert_false(t[i].done);
+    }
+}
+
+static void test_nocap_default(void **state)
+{
+    fx_t *fx = *state;
+    http_client_config_t cfg;
+    http_client_config_default(&cfg);
+    assert_int_equal(cfg.max_conns_per_upstream, 0); /* the default: no cap */
+    enum { N = 6 };
+    rec_t r[N];
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        start(fx, fx->up, "GET", "/hello", &r[i]);
+        check_stats(fx->up, (size_t)i + 1, 0, 0, 0, 0); /* each on its own new connection */
+    }
+    recs_t all = {r, N};
+    assert_true(run_until(fx, pred_all_done, &all, WAIT_MS));
+    for (int i = 0; i < N; i++) {
+        check_ok(&r[i], 200, "hello world");
+        sy_buf_deinit(&r[i].body);
+    }
+    assert_int_equal(http_server_num_connections(fx->srv), N);
+    assert_int_equal(http_upstream_idle_connections(fx->up), N);
+    check_stats(fx->up, 0, 0, 0, 0, 0);
+    /* pooled connections are reused, still nothing queued */
+    rec_t p;
+    rec_init(&p);
+    start(fx, fx->up, "GET", "/slow", &p);
+    check_stats(fx->up, 1, 0, 0, 0, 0);
+    assert_true(run_until(fx, pred_slow_pending, NULL, WAIT_MS));
+    http_call_cancel(p.call);
+    check_stats(fx->up, 0, 0, 0, 0, 0);
+    assert_int_equal(http_upstream_idle_connections(fx->up), N - 1);
+    assert_true(run_until(fx, pred_slow_closed, NULL, WAIT_MS));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -868,6 +1323,17 @@ int main(void)
         T(test_raw_stale_pooled_retry),
         T(test_raw_oversized_head),
         T(test_raw_read_timeout),
+        T(test_cap_queue_fifo),
+        T(test_cap_two),
+        T(test_cap_queue_timeout),
+        T(test_cap_queue_full),
+        T(test_cap_cancel_queued),
+        T(test_cap_cancel_dispatched_from_on_done),
+        T(test_cap_dispatch_after_close),
+        T(test_cap_dispatch_after_error),
+        T(test_cap_queued_pause_resume),
+        T(test_cap_destroy_with_queued),
+        T(test_nocap_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
