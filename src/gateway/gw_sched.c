@@ -1887,6 +1887,14 @@ static void cached_counts(const uint32_t *hits, gw_endpoint_t *const *eps, size_
         *at_chosen = hits[eps[chosen]->id];
 }
 
+/* Zeroes v[i] for every i < n that is not a candidate. */
+static void zero_filtered(double *v, const uint8_t *is_cand, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!is_cand[i])
+            v[i] = 0;
+}
+
 int gws_pick(gws_sched_t *s, const char *profile, gws_request_t *req,
              gw_endpoint_t *const *endpoints, size_t n, pidx_t *precise, aidx_t *approx,
              gws_decision_t *out)
@@ -1935,7 +1943,6 @@ int gws_pick(gws_sched_t *s, const char *profile, gws_request_t *req,
         SY_ASSERT(c.n_cand <= before);
     }
     memset(s->is_cand, 0, n);
-    memset(s->total, 0, n * sizeof *s->total);
     for (size_t i = 0; i < c.n_cand; i++)
         s->is_cand[c.cand[i]] = 1;
     out->n_candidates = (uint32_t)c.n_cand;
@@ -1943,25 +1950,34 @@ int gws_pick(gws_sched_t *s, const char *profile, gws_request_t *req,
     out->candidate = s->is_cand;
     out->total = s->total;
 
-    /* weighted scorers */
-    memset(s->cand_total, 0, c.n_cand * sizeof *s->cand_total);
+    /* weighted scorers. No memset of the per-endpoint rows (a `rep stos` for a few bytes was the
+     * largest cost of a pick): candidates' entries are written below, the filtered endpoints'
+     * ones zeroed (zero_filtered). cand_score is all zeros on entry to every scorer: zeroed at
+     * load and again as each value is taken. */
+    bool filtered = c.n_cand < n;
+    for (size_t i = 0; pf->n_scorers == 0 && i < c.n_cand; i++)
+        s->cand_total[i] = 0;
     for (uint32_t j = 0; j < pf->n_scorers; j++) {
         double *row = s->score + (size_t)j * GW_MAX_ENDPOINTS;
-        memset(row, 0, n * sizeof *row);
+        if (filtered)
+            zero_filtered(row, s->is_cand, n);
         out->scorer_names[j] = pf->scorers[j]->name;
         out->weights[j] = pf->weights[j];
         out->score[j] = row;
         if (c.n_cand == 0)
             continue;
-        memset(s->cand_score, 0, c.n_cand * sizeof *s->cand_score);
         pf->scorers[j]->type->score(pf->scorers[j], &c, s->cand_score);
+        double w = pf->weights[j];
         for (size_t i = 0; i < c.n_cand; i++) {
             double v = s->cand_score[i];
+            s->cand_score[i] = 0;
             v = v >= 0 ? (v <= 1 ? v : 1) : 0; /* clamp; NaN -> 0 */
             row[c.cand[i]] = v;
-            s->cand_total[i] += pf->weights[j] * v;
+            s->cand_total[i] = (j ? s->cand_total[i] : 0) + w * v;
         }
     }
+    if (filtered)
+        zero_filtered(s->total, s->is_cand, n);
     for (size_t i = 0; i < c.n_cand; i++)
         s->total[c.cand[i]] = s->cand_total[i];
 
