@@ -20,7 +20,9 @@
 # Besides each front's medians, A reports paired statistics, which the host's drift affects much
 # less: per repetition, the front's requests/s divided by nginx's in the same repetition, and its
 # p99 minus nginx's, then the median over repetitions; and the CPU time per request of the proxy
-# process and of the backend (utime + stime from /proc over the wrk run).
+# process and of the backend (utime + stime from /proc over the wrk run), and one-sided sign-test
+# p-values: the chance, were the front no different from nginx, of at least as many repetitions
+# with lower requests/s (or higher p99) as seen; below 0.05 the front is worse beyond the noise.
 # Needs: nginx and wrk (installed with apt-get when missing, as root; the system nginx service is
 # never touched: nginx runs from a temp prefix with its own config), taskset, curl, /usr/bin/python3.
 # Talks only to 127.0.0.1. Thread-safety: n/a.
@@ -487,6 +489,14 @@ names = {"direct": "direct (no proxy)", "nginx": "nginx %s" % nginx_v,
          "gw-round-robin": "gateway --scheduler round-robin", "gw-default": "gateway --scheduler default",
          "gw-cap": "gateway --scheduler default --max-upstream-conns %d" % upcap}
 def ms(us): return "%.3f" % (us / 1000.0)
+def sign_p(worse, better):
+    # one-sided sign test: the chance of at least `worse` of the untied repetitions going against
+    # the front if it were no different from nginx (ties dropped); small = really worse
+    n = worse + better
+    if n == 0:
+        return 1.0
+    from math import comb
+    return sum(comb(n, k) for k in range(worse, n + 1)) / 2.0 ** n
 def add(us): return ("+%.3f" % (us / 1000.0)) if us >= 0 else ("%.3f" % (us / 1000.0))
 report = {"bench": "gateway", "duration_s": dur, "reps": reps, "machine_cpus": ncpu, "upstream_cap": upcap,
           "kernel": platform.release(), "nginx": nginx_v, "wrk": wrk_v, "servers_alive_after": bool(alive),
@@ -517,8 +527,8 @@ for be in backends:
                 ("%.2fx" % (a["rps"] / n["rps"])) if prox and n and n["rps"] else "-", a["errors"]))
     print("")
     print("Paired by repetition (median over the %d repetitions of: the front's requests/s divided by nginx's in the same repetition; its p50 and p99 minus nginx's; CPU per request of the proxy process and of the backend):\n" % reps)
-    print("| conns | front | req/s vs nginx (paired) | p50 minus nginx ms | p99 minus nginx ms | reps at >= 1.00x | reps with p99 <= nginx | proxy CPU us/req | backend CPU us/req |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| conns | front | req/s vs nginx (paired) | p50 minus nginx ms | p99 minus nginx ms | reps at >= 1.00x | reps with p99 <= nginx | sign test p: req/s lower, p99 higher | proxy CPU us/req | backend CPU us/req |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in conns:
         byrep = {}
         for r in rows:
@@ -547,13 +557,16 @@ for be in backends:
                 paired.update(rps_vs_nginx=med(ratios), p50_minus_nginx_us=med(d50),
                               p99_minus_nginx_us=med(d99),
                               reps_at_least_nginx=sum(1 for x in ratios if x >= 1.0),
-                              reps_p99_at_most_nginx=sum(1 for x in d99 if x <= 0), reps=len(ratios))
+                              reps_p99_at_most_nginx=sum(1 for x in d99 if x <= 0), reps=len(ratios),
+                              sign_p_p99_higher=sign_p(sum(1 for x in d99 if x > 0), sum(1 for x in d99 if x < 0)),
+                              sign_p_rps_lower=sign_p(sum(1 for x in ratios if x < 1), sum(1 for x in ratios if x > 1)))
             report.setdefault("paired", []).append(paired)
             cmp = fr not in ("direct", "nginx") and ratios
-            print("| %d | %s | %s | %s | %s | %s | %s | %s | %.1f |" % (
+            print("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %.1f |" % (
                 c, names[fr], ("%.2fx" % med(ratios)) if cmp else "-", add(med(d50)) if cmp else "-",
                 add(med(d99)) if cmp else "-", ("%d of %d" % (paired["reps_at_least_nginx"], len(ratios))) if cmp else "-",
                 ("%d of %d" % (paired["reps_p99_at_most_nginx"], len(d99))) if cmp else "-",
+                ("%.2f, %.2f" % (paired["sign_p_rps_lower"], paired["sign_p_p99_higher"])) if cmp else "-",
                 ("%.1f" % med(fcpu)) if fr != "direct" else "-", med(bcpu)))
     print("")
 if any(r["test"] == "bigprompt" for r in rows):
