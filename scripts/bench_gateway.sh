@@ -466,6 +466,7 @@ $PY - "$RESULTS" "$TMP/sched.txt" "$TMP/index.txt" "$TMP/tok.txt" "$OUT_JSON" "$
     "$NCPU" "$ALIVE" "$BIG_KB" "$IDLE_CONNS" "$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
     "$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')" "$(getconf CLK_TCK)" "${UPCAP:-0}" <<'PYEOF'
 import json, os, sys, statistics, platform, re
+from math import comb
 res_f, sched_f, index_f, tok_f, out = sys.argv[1:6]
 dur, reps, ncpu, alive, big_kb, idle_n = (int(x) for x in sys.argv[6:12])
 hz = int(sys.argv[14])
@@ -495,7 +496,6 @@ def sign_p(worse, better):
     n = worse + better
     if n == 0:
         return 1.0
-    from math import comb
     return sum(comb(n, k) for k in range(worse, n + 1)) / 2.0 ** n
 def add(us): return ("+%.3f" % (us / 1000.0)) if us >= 0 else ("%.3f" % (us / 1000.0))
 report = {"bench": "gateway", "duration_s": dur, "reps": reps, "machine_cpus": ncpu, "upstream_cap": upcap,

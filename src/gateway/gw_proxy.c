@@ -522,8 +522,13 @@ static void ep_success(gw_endpoint_t *ep)
     ep->consecutive_failures = 0;
 }
 
+/* Counts a failure of ep toward its ejection. ST_BUSY (at its --max-upstream-conns cap: queue
+ * full or waited too long) is not one: the endpoint is busy, not failing, on every path (proxy,
+ * prefill). */
 static void ep_failure(gw_proxy_t *p, gw_endpoint_t *ep, int status)
 {
+    if (status == ST_BUSY)
+        return;
     ep->consecutive_failures++;
     if (!ep->ejected && ep->consecutive_failures >= p->cfg.eject_after) {
         ep->ejected = true;
@@ -752,11 +757,8 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
     x->call = NULL;
     bool upstream_5xx = x->state == GWX_BUFFERING && x->status >= 500;
     if ((status != ST_OK && !first_byte) || (upstream_5xx && status == ST_OK)) {
-        /* nothing reached the client yet: try another endpoint; one at its connection cap
-         * (--max-upstream-conns: queue full or waited too long) is busy, not failing */
-        bool at_cap = status == ST_BUSY;
-        if (!at_cap)
-            ep_failure(p, x->ep, status != ST_OK ? status : ST_UPSTREAM);
+        /* nothing reached the client yet: try another endpoint */
+        ep_failure(p, x->ep, status != ST_OK ? status : ST_UPSTREAM);
         sy_info("gateway.retry", "endpoint=%s status=%s http=%d attempt=%u", x->ep->name,
                 st_str(status), x->status, x->attempts);
         if (x->attempts <= p->cfg.max_retries) {
@@ -769,8 +771,8 @@ static void up_on_done(http_call_t *c, int status, bool first_byte, void *udata)
             return;
         }
         if (upstream_5xx)
-            goto relay; /* out of endpoints: relay the last upstream error as it is */
-        if (at_cap) {
+            goto relay;          /* out of endpoints: relay the last upstream error as it is */
+        if (status == ST_BUSY) { /* the last one tried was at its connection cap */
             x_answer_error(x, 503, "ServiceUnavailable",
                            "Every endpoint tried is at its concurrency limit.",
                            "Retry-After: 1\r\n");

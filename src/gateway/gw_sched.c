@@ -1955,8 +1955,8 @@ int gws_pick(gws_sched_t *s, const char *profile, gws_request_t *req,
      * ones zeroed (zero_filtered). cand_score is all zeros on entry to every scorer: zeroed at
      * load and again as each value is taken. */
     bool filtered = c.n_cand < n;
-    for (size_t i = 0; pf->n_scorers == 0 && i < c.n_cand; i++)
-        s->cand_total[i] = 0;
+    if (pf->n_scorers == 0) /* no scorer: every candidate totals 0 (the first one below assigns) */
+        memset(s->cand_total, 0, c.n_cand * sizeof *s->cand_total);
     for (uint32_t j = 0; j < pf->n_scorers; j++) {
         double *row = s->score + (size_t)j * GW_MAX_ENDPOINTS;
         if (filtered)

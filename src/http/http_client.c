@@ -194,7 +194,7 @@ struct http_upstream {
     uint64_t q_timer;             /* watches q_head's deadline; 0 = none */
     http_upstream_t *kick_next;   /* on the client's kick list */
     bool kicked;
-    http_upstream_stats_t st; /* busy and queued are filled in by http_upstream_stats */
+    http_upstream_stats_t st; /* counters; st.busy is filled in by http_upstream_stats */
 };
 
 struct http_client {

@@ -885,6 +885,15 @@ static bool pred_slow_closed(fx_t *fx, void *arg)
 }
 
 /* Recreates the client with a connection cap (0 = keep the default for the other two). */
+/* rec_init and GET /hello on fx->up for each of r[0..n), in that order. */
+static void start_hellos(fx_t *fx, rec_t *const *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        rec_init(r[i]);
+        start(fx, fx->up, "GET", "/hello", r[i]);
+    }
+}
+
 static void fx_capped(fx_t *fx, size_t cap, size_t max_queued, uint32_t queue_timeout_ms)
 {
     http_client_config_t cfg;
@@ -1068,14 +1077,7 @@ static void test_cap_cancel_queued(void **state)
     fx_t *fx = *state;
     fx_capped(fx, 1, 0, 0);
     rec_t a, b, c, d;
-    rec_init(&a);
-    rec_init(&b);
-    rec_init(&c);
-    rec_init(&d);
-    start(fx, fx->up, "GET", "/hello", &a);
-    start(fx, fx->up, "GET", "/hello", &b);
-    start(fx, fx->up, "GET", "/hello", &c);
-    start(fx, fx->up, "GET", "/hello", &d);
+    start_hellos(fx, (rec_t *[]){&a, &b, &c, &d}, 4);
     check_stats(fx->up, 1, 3, 3, 0, 0);
     http_call_cancel(b.call); /* the queue's head */
     check_stats(fx->up, 1, 2, 3, 0, 0);
@@ -1196,10 +1198,7 @@ static void test_cap_queued_pause_resume(void **state)
     cfg.first_byte_timeout_ms = 50;
     fx_client(fx, &cfg);
     rec_t a, b;
-    rec_init(&a);
-    rec_init(&b);
-    start(fx, fx->up, "GET", "/hello", &a);
-    start(fx, fx->up, "GET", "/hello", &b);
+    start_hellos(fx, (rec_t *[]){&a, &b}, 2);
     http_call_pause(b.call); /* while queued */
     assert_true(run_until(fx, pred_done, &a, WAIT_MS));
     check_ok(&a, 200, "hello world");
@@ -1226,11 +1225,8 @@ static void test_cap_destroy_with_queued(void **state)
     fx_client(fx, &cfg);
     rec_t s, b, c;
     rec_init(&s);
-    rec_init(&b);
-    rec_init(&c);
     start(fx, fx->up, "GET", "/slow", &s);
-    start(fx, fx->up, "GET", "/hello", &b);
-    start(fx, fx->up, "GET", "/hello", &c);
+    start_hellos(fx, (rec_t *[]){&b, &c}, 2);
     http_call_pause(c.call);
     assert_true(run_until(fx, pred_slow_pending, NULL, WAIT_MS));
     http_upstream_destroy(fx->up); /* frees the queued calls and their timer: no callbacks */
